@@ -1,0 +1,55 @@
+"""Shared plumbing of the click scripts: logging, and exit status 2 for bad input."""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import click
+
+from interplm_jax.errors import InputError
+from interplm_jax.progress import setup_logging
+
+
+class BadInput(click.ClickException):
+    """Reported as ``Error: <message>`` on stderr with exit status 2."""
+
+    exit_code = 2
+
+
+def command(fn):
+    """Wrap a click command body: set up logging; turn :class:`InputError` into exit status 2.
+
+    Other exceptions propagate (traceback, exit status 1).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, verbose: bool = False, **kwargs):
+        setup_logging(verbose)
+        try:
+            return fn(*args, **kwargs)
+        except InputError as e:
+            logging.getLogger(fn.__module__).debug("bad input", exc_info=True)
+            raise BadInput(str(e)) from None
+
+    return click.option("--verbose", "-v", is_flag=True, help="Log debug messages.")(wrapper)
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """``"1,2,5-6"`` -> ``(1, 2, 5, 6)``."""
+    layers: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                lo, hi = part.split("-")
+                layers.extend(range(int(lo), int(hi) + 1))
+            elif part:
+                layers.append(int(part))
+    except ValueError:
+        raise InputError(f"--layers: cannot parse {text!r}; expected e.g. 1,2,3 or 1-6") from None
+    if not layers:
+        raise InputError("--layers: no layer given")
+    if len(set(layers)) != len(layers):
+        raise InputError(f"--layers: duplicate layer in {text!r}")
+    return tuple(sorted(layers))

@@ -1,0 +1,27 @@
+"""Progress bars and logging for long jobs: one place, so every stage looks the same."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from tqdm.auto import tqdm
+
+
+def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", **kwargs) -> tqdm:
+    """A tqdm bar showing count, rate and ETA on stderr; ``INTERPLM_PROGRESS=0`` silences it."""
+    disable = os.environ.get("INTERPLM_PROGRESS", "1") == "0"
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True,
+                file=sys.stderr, disable=disable, **kwargs)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log to stderr with timestamps; INFO by default, DEBUG with ``verbose``."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )

@@ -1,0 +1,69 @@
+"""A tiny ESM-2 built locally, for tests and the demo (nothing is downloaded).
+
+It has the real ESM-2 architecture (rotary embeddings, pre-LayerNorm blocks, the final
+``emb_layer_norm_after``), the real 33-token ESM-2 vocabulary and tokenizer files, random
+weights (seeded), and is saved with ``save_pretrained`` so that it loads through exactly the
+``from_pretrained`` path a hub name such as ``facebook/esm2_t6_8M_UR50D`` takes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+#: ESM-2's vocabulary in token-id order (fair-esm's ``Alphabet`` for ESM-2, as on the hub).
+ESM2_VOCAB = (
+    "<cls>", "<pad>", "<eos>", "<unk>",
+    "L", "A", "G", "V", "S", "E", "R", "T", "I", "D", "P", "K", "Q", "N", "F", "Y", "M",
+    "H", "W", "C", "X", "B", "U", "Z", "O", ".", "-", "<null_1>", "<mask>",
+)
+
+
+def build_tiny_esm(path: str | os.PathLike, num_layers: int = 4, hidden_size: int = 32,
+                   num_heads: int = 4, seed: int = 0, overwrite: bool = False) -> Path:
+    """Build, save and return the directory of a tiny ``EsmForMaskedLM`` and its tokenizer.
+
+    Args:
+      path: directory to create (left alone if it already holds a model, unless ``overwrite``).
+      num_layers, hidden_size, num_heads: architecture (intermediate size is 4 x hidden).
+      seed: torch seed for the random weights; the same seed gives the same files.
+    Returns:
+      ``path``, loadable with ``EsmModel.from_pretrained`` / ``AutoTokenizer.from_pretrained``.
+    """
+    import torch
+    from transformers import EsmConfig, EsmForMaskedLM, EsmTokenizer
+
+    path = Path(path)
+    if (path / "config.json").exists() and not overwrite:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
+    try:
+        vocab = tmp / "vocab.txt"
+        vocab.write_text("\n".join(ESM2_VOCAB) + "\n")
+        tokenizer = EsmTokenizer(vocab_file=str(vocab))
+        config = EsmConfig(
+            vocab_size=len(ESM2_VOCAB), hidden_size=hidden_size, num_hidden_layers=num_layers,
+            num_attention_heads=num_heads, intermediate_size=4 * hidden_size,
+            max_position_embeddings=1026, position_embedding_type="rotary",
+            emb_layer_norm_before=False, token_dropout=True, layer_norm_eps=1e-5,
+            pad_token_id=ESM2_VOCAB.index("<pad>"), mask_token_id=ESM2_VOCAB.index("<mask>"),
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        )
+        torch.manual_seed(seed)
+        model = EsmForMaskedLM(config).eval()
+        with torch.no_grad():  # non-trivial LayerNorm parameters, so a wrong layer shows up
+            for name, p in model.named_parameters():
+                if "LayerNorm" in name or "layer_norm" in name:
+                    p.add_(0.1 * torch.randn_like(p))
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return path
