@@ -33,13 +33,22 @@ VERSION = 1
 META_FILE = "sae.json"
 PARAMS_FILE = "params.safetensors"
 
-#: Leaves every architecture has, and their shapes in terms of d (model width) and F (features).
-CORE_SHAPES = {"b_pre": ("d",), "W_enc": ("d", "F"), "b_enc": ("F",), "W_dec": ("F", "d"),
-               "scale": ("F",)}
-#: Extra leaves per architecture.
-EXTRA_SHAPES = {"relu": {}, "topk": {"threshold": ()}, "batchtopk": {"threshold": ()},
-                "jumprelu": {"threshold": ("F",)}}
-ARCHS = tuple(EXTRA_SHAPES)
+_BASE = {"W_enc": ("d", "F"), "b_enc": ("F",), "W_dec": ("F", "d"), "scale": ("F",)}
+#: Leaves per architecture and their shapes in terms of d (model width) and F (features); the
+#: layout of ``interplm_jax.sae`` (JumpReLU has a decoder bias that is not subtracted from x).
+SHAPES = {
+    "relu": {"b_pre": ("d",), **_BASE},
+    "topk": {"b_pre": ("d",), **_BASE, "k": (), "threshold": ()},
+    "batchtopk": {"b_pre": ("d",), **_BASE, "k": (), "threshold": ()},
+    "jumprelu": {**_BASE, "b_dec": ("d",), "threshold": ("F",)},
+}
+INT_LEAVES = ("k",)
+ARCHS = tuple(SHAPES)
+
+
+def output_bias(params: dict[str, Any]) -> Any:
+    """The bias added by the decoder: ``b_pre`` (relu, topk, batchtopk) or ``b_dec`` (jumprelu)."""
+    return params["b_dec"] if "b_dec" in params else params["b_pre"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +57,8 @@ class SavedSAE:
 
     Attributes:
       arch: "relu", "topk", "batchtopk" or "jumprelu".
-      params: leaf name -> array (shapes in :data:`CORE_SHAPES` / :data:`EXTRA_SHAPES`).
-      hparams: inference hyperparameters (``k`` for TopK/BatchTopK) and training ones if known.
+      params: leaf name -> array (shapes in :data:`SHAPES`; ``k`` int32, the rest float32).
+      hparams: training hyperparameters when known (lr, l1, seed, ...).
       meta: provenance: model, layer, sweep and SAE id, normalization set, baseline kind.
     """
 
@@ -77,9 +86,9 @@ def check_params(arch: str, params: dict[str, Any], where: str = "params") -> di
       InputError naming the missing/unexpected key or the key with the wrong shape and the
       shape expected.
     """
-    if arch not in EXTRA_SHAPES:
+    if arch not in SHAPES:
         raise InputError(f"{where}: unknown architecture {arch!r}; expected one of {list(ARCHS)}")
-    expected = {**CORE_SHAPES, **EXTRA_SHAPES[arch]}
+    expected = SHAPES[arch]
     missing = sorted(set(expected) - set(params))
     if missing:
         raise InputError(f"{where}: missing key(s) {missing} for a {arch} SAE")
@@ -93,14 +102,17 @@ def check_params(arch: str, params: dict[str, Any], where: str = "params") -> di
     dims = {"d": W_enc.shape[0], "F": W_enc.shape[1]}
     out = {}
     for key, sym in expected.items():
-        arr = np.asarray(params[key], dtype=np.float32)
+        arr = np.asarray(params[key])
         want = tuple(dims[s] for s in sym)
         if arr.shape != want:
             names = "(" + ", ".join(sym) + ")" if sym else "() (a scalar)"
             raise InputError(f"{where}: key {key!r} has shape {arr.shape}; expected {want} = {names}")
         if not np.all(np.isfinite(arr)):
             raise InputError(f"{where}: key {key!r} holds inf or NaN")
-        out[key] = np.array(arr, dtype=np.float32, copy=True)
+        dtype = np.int32 if key in INT_LEAVES else np.float32
+        out[key] = np.array(arr, dtype=dtype, copy=True)
+    if "k" in out and not 1 <= int(out["k"]) <= dims["F"]:
+        raise InputError(f"{where}: key 'k' is {int(out['k'])}; expected 1 <= k <= F = {dims['F']}")
     return out
 
 
@@ -147,7 +159,7 @@ def load_sae(path: str | os.PathLike) -> SavedSAE:
         raise InputError(f"{path / PARAMS_FILE}: missing") from None
     except (SafetensorError, OSError) as e:
         raise InputError(f"{path / PARAMS_FILE}: unreadable: {e}") from None
-    for key, sym in EXTRA_SHAPES.get(meta.get("arch"), {}).items():
+    for key, sym in SHAPES.get(meta.get("arch"), {}).items():
         if sym == () and key in params and params[key].size == 1:  # safetensors keeps 0-d as (1,)
             params[key] = params[key].reshape(())
     params = check_params(meta.get("arch"), params, str(path / PARAMS_FILE))

@@ -34,12 +34,17 @@ def reference(tmp_path_factory=None):
     if not (REFERENCE / "interplm" / "sae" / "dictionary.py").is_file():
         pytest.skip("the reference InterPLM is absent")
     os.environ.setdefault("INTERPLM_DATA", str(Path(os.environ.get("TMPDIR", "/tmp")) / "interplm_ref_data"))
-    for name in _IMPORT_ONLY:
-        if name not in sys.modules and importlib.util.find_spec(name) is None:
-            sys.modules[name] = _Placeholder(name)
+    placed = [n for n in _IMPORT_ONLY if n not in sys.modules and importlib.util.find_spec(n) is None]
+    for name in placed:
+        sys.modules[name] = _Placeholder(name)
     if str(REFERENCE) not in sys.path:
         sys.path.insert(0, str(REFERENCE))
     try:
+        for mod in ("interplm.sae.dictionary", "interplm.train.configs", "interplm.sae.normalize"):
+            importlib.import_module(mod)
         return importlib.import_module("interplm.sae.inference")
     except ImportError as e:
         pytest.skip(f"the reference InterPLM cannot be imported here: {e}")
+    finally:  # the reference modules keep their references; other libraries must not see them
+        for name in placed:
+            sys.modules.pop(name, None)

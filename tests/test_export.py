@@ -32,17 +32,15 @@ def _x(d=8, n=64, seed=1):
 def _jax_forward(sae, x):
     """Our JAX forward (interplm_jax.sae.<arch>), when that architecture module exists."""
     try:
-        mod = importlib.import_module(f"interplm_jax.sae.{sae.arch}")
-    except ImportError:
-        return None
+        arch = importlib.import_module("interplm_jax.sae").get(sae.arch)
+    except (ImportError, AttributeError):
+        return None  # the JAX architectures are not on this branch yet
     import jax.numpy as jnp
 
     params = {k: jnp.asarray(v) for k, v in sae.params.items()}
-    if sae.arch in ("topk", "batchtopk") and "k" not in params:
-        return None  # the JAX module's own hyperparameter convention; covered by its tests
-    f = np.asarray(mod.encode(params, jnp.asarray(x)))
-    raw = np.asarray(mod.encode({**params, "scale": jnp.ones_like(params["scale"])}, jnp.asarray(x)))
-    return f, np.asarray(mod.decode(params, jnp.asarray(raw)))
+    f = np.asarray(arch.encode(params, jnp.asarray(x)))
+    raw = arch.encode({**params, "scale": jnp.ones_like(params["scale"])}, jnp.asarray(x))
+    return f, np.asarray(arch.decode(params, raw))
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -69,7 +67,7 @@ def test_interplm_round_trip(tmp_path, arch):
     write_interplm(sae, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ae.pt", "config.yaml"]
     back = read_interplm(tmp_path / "ae.pt")
-    assert back.arch == arch and back.hparams.get("k") == sae.hparams.get("k")
+    assert back.arch == arch
     for key, value in sae.params.items():
         np.testing.assert_allclose(back.params[key], value, atol=1e-6, err_msg=key)
 
@@ -222,7 +220,7 @@ def test_sae_dir_round_trip_and_config_is_yaml(tmp_path):
     sae = random_sae("topk")
     save_sae(tmp_path / "s", sae)
     back = load_sae(tmp_path / "s")
-    assert back.arch == "topk" and back.hparams == {"k": 4}
+    assert back.arch == "topk" and int(back.params["k"]) == 4 and back.hparams == {"lr": 1e-4}
     for k, v in sae.params.items():
         np.testing.assert_array_equal(back.params[k], v)
     write_interplm(sae, tmp_path / "s")

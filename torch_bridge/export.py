@@ -7,14 +7,14 @@ InterPLM (``interplm.sae.dictionary``), per architecture, as ``nn.Linear`` store
                decoder.weight = W_dec.T
     topk /     the same with b_dec (d) = b_pre, plus k (int) and threshold (scalar; BatchTopK's
     batchtopk  inference threshold, -1 for TopK as the reference initialises it)
-    jumprelu   decoder.bias (d) = b_pre, threshold (F); the reference encodes x without
-               subtracting a pre-bias, so encoder.bias = b_enc - b_pre W_enc (exact rewrite)
+    jumprelu   decoder.bias (d) = b_dec, threshold (F) (neither side subtracts b_dec from x)
     all        activation_rescale_factor (F) = 1 / scale (0 where scale is 0),
                normalize_to_sqrt_d = False
 
 SAELens (``sae_weights.safetensors`` + ``cfg.json``): W_enc (d, F), b_enc, W_dec (F, d),
-b_dec = b_pre, threshold (jumprelu); architecture "standard" (relu), "topk", "jumprelu"
-(jumprelu, and batchtopk with its scalar threshold broadcast: the same function).
+b_dec = b_pre (``apply_b_dec_to_input`` true; jumprelu: b_dec = b_dec, false), threshold
+(jumprelu); architecture "standard" (relu), "topk", "jumprelu" (jumprelu, and batchtopk with its
+scalar threshold broadcast: the same function).
 SAELens has no per-feature scale: by default weights are written raw and the scale goes to
 ``interplm_feature_scale.safetensors`` beside them (read back on import); ``fold_scale=True``
 folds it into the weights instead (features then come out normalized in SAELens).
@@ -65,15 +65,11 @@ def interplm_state_dict(sae: SavedSAE) -> dict[str, torch.Tensor]:
     if sae.arch == "relu":
         sd["bias"] = t(p["b_pre"])
     elif sae.arch in ("topk", "batchtopk"):
-        k = sae.hparams.get("k")
-        if k is None:
-            raise InputError(f"a {sae.arch} SAE needs hparams['k'] to be exported")
         sd["b_dec"] = t(p["b_pre"])
-        sd["k"] = torch.tensor(int(k), dtype=torch.int32)
+        sd["k"] = torch.tensor(int(p["k"]), dtype=torch.int32)
         sd["threshold"] = torch.tensor(float(p["threshold"]), dtype=torch.float32)
     else:  # jumprelu
-        sd["decoder.bias"] = t(p["b_pre"])
-        sd["encoder.bias"] = t(p["b_enc"] - p["b_pre"] @ p["W_enc"])
+        sd["decoder.bias"] = t(p["b_dec"])
         sd["threshold"] = t(p["threshold"])
     return sd
 
@@ -93,10 +89,10 @@ def interplm_config(sae: SavedSAE, save_dir: str | os.PathLike) -> dict[str, Any
     if sae.arch == "relu":
         trainer["l1_penalty"] = hp.get("l1")
     elif sae.arch == "topk":
-        trainer["k"] = int(hp["k"])
+        trainer["k"] = int(sae.params["k"])
         trainer["lr"] = hp.get("lr", 0.0)  # its __post_init__ would derive one otherwise
     elif sae.arch == "batchtopk":
-        trainer["k"] = int(hp["k"])
+        trainer["k"] = int(sae.params["k"])
         trainer["auxk_alpha"] = hp.get("auxk_alpha", 1 / 32)
     else:
         trainer["bandwidth"] = hp.get("bandwidth", 0.001)
@@ -215,21 +211,19 @@ def read_interplm(path: str | os.PathLike, arch: str | None = None) -> SavedSAE:
     factor = (_take(sd, "activation_rescale_factor", (F,), "(F,)", where)
               if "activation_rescale_factor" in sd else np.ones(F, np.float32))
     params = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "scale": rescale_factor(factor)}
-    hparams: dict[str, Any] = {}
     if arch == "relu":
         params["b_pre"] = _take(sd, "bias", (d,), "(d,)", where)
     elif arch in ("topk", "batchtopk"):
         params["b_pre"] = _take(sd, "b_dec", (d,), "(d,)", where)
         params["threshold"] = _take(sd, "threshold", (), "() (a scalar)", where)
-        hparams["k"] = int(_take(sd, "k", (), "() (an integer)", where))
+        params["k"] = _take(sd, "k", (), "() (an integer)", where).astype(np.int32)
     elif arch == "jumprelu":
-        params["b_pre"] = _take(sd, "decoder.bias", (d,), "(d,)", where)
+        params["b_dec"] = _take(sd, "decoder.bias", (d,), "(d,)", where)
         params["threshold"] = _take(sd, "threshold", (F,), "(F,)", where)
-        params["b_enc"] = b_enc + params["b_pre"] @ W_enc
     else:
         raise InputError(f"{where}: unknown architecture {arch!r}")
     params = check_params(arch, params, where)
-    return SavedSAE(arch, params, hparams, {"source": str(path), "source_format": "interplm"})
+    return SavedSAE(arch, params, {}, {"source": str(path), "source_format": "interplm"})
 
 
 # ----------------------------------------------------------------------------- SAELens
@@ -258,12 +252,12 @@ def write_saelens(sae: SavedSAE, out_dir: str | os.PathLike, fold_scale: bool = 
     p = _fold(sae) if fold_scale else sae.params
     t = lambda a: torch.from_numpy(np.array(a, dtype=np.float32, order="C"))  # noqa: E731
     weights = {"W_enc": t(p["W_enc"]), "b_enc": t(p["b_enc"]), "W_dec": t(p["W_dec"]),
-               "b_dec": t(p["b_pre"])}
+               "b_dec": t(p["b_dec"] if sae.arch == "jumprelu" else p["b_pre"])}
     if sae.arch in ("jumprelu", "batchtopk"):
         weights["threshold"] = t(np.broadcast_to(p["threshold"], (sae.n_features,)))
     cfg: dict[str, Any] = {
         "architecture": SAELENS_ARCH[sae.arch], "d_in": sae.d_model, "d_sae": sae.n_features,
-        "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True,
+        "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": sae.arch != "jumprelu",
         "normalize_activations": "none", "reshape_activations": "none",
         "meta": {"model_name": sae.meta.get("model"),
                  "hook_name": (f"esm.encoder.layer.{int(sae.meta['layer']) - 1}"
@@ -272,7 +266,7 @@ def write_saelens(sae: SavedSAE, out_dir: str | os.PathLike, fold_scale: bool = 
                  "prepend_bos": True},
     }
     if sae.arch == "topk":
-        cfg["k"] = int(sae.hparams["k"])
+        cfg["k"] = int(sae.params["k"])
         cfg["rescale_acts_by_decoder_norm"] = False
     atomic_write(out_dir / SAELENS_WEIGHTS, save_bytes(weights))
     scale_file = out_dir / SAELENS_SCALE
@@ -321,18 +315,25 @@ def read_saelens(folder: str | os.PathLike) -> SavedSAE:
     d, F = int(cfg["d_in"]), int(cfg["d_sae"])
     params = {"W_enc": _take(sd, "W_enc", (d, F), "(d_in, d_sae)", where),
               "b_enc": _take(sd, "b_enc", (F,), "(d_sae,)", where),
-              "W_dec": _take(sd, "W_dec", (F, d), "(d_sae, d_in)", where),
-              "b_pre": _take(sd, "b_dec", (d,), "(d_in,)", where)}
-    if not cfg.get("apply_b_dec_to_input", True):  # same function with b_pre subtracted
-        params["b_enc"] = params["b_enc"] + params["b_pre"] @ params["W_enc"]
-    hparams: dict[str, Any] = {}
+              "W_dec": _take(sd, "W_dec", (F, d), "(d_sae, d_in)", where)}
+    b_dec = _take(sd, "b_dec", (d,), "(d_in,)", where)
+    subtracts = bool(cfg.get("apply_b_dec_to_input", True))
+    # rewrite b_enc so that the same function has our convention (relu/topk subtract b_pre from
+    # x, jumprelu does not): (x - b) W + c = x W + (c - b W)
     if arch == "jumprelu":
+        params["b_dec"] = b_dec
+        if subtracts:
+            params["b_enc"] = params["b_enc"] - b_dec @ params["W_enc"]
         params["threshold"] = _take(sd, "threshold", (F,), "(d_sae,)", where)
-    elif arch == "topk":
+    else:
+        params["b_pre"] = b_dec
+        if not subtracts:
+            params["b_enc"] = params["b_enc"] + b_dec @ params["W_enc"]
+    if arch == "topk":
         k = cfg.get("k", (cfg.get("activation_fn_kwargs") or {}).get("k"))
         if k is None:
             raise InputError(f"{cfg_path}: a topk SAE without k")
-        hparams["k"] = int(k)
+        params["k"] = np.array(int(k), np.int32)
         params["threshold"] = np.array(-1.0, np.float32)
     scale = np.ones(F, np.float32)
     if (folder / SAELENS_SCALE).is_file():
@@ -343,4 +344,4 @@ def read_saelens(folder: str | os.PathLike) -> SavedSAE:
     out_meta = {"source": str(folder), "source_format": "saelens",
                 "model": meta.get("model_name", cfg.get("model_name")),
                 "layer": meta.get("hook_layer", cfg.get("hook_layer"))}
-    return SavedSAE(arch, check_params(arch, params, where), hparams, out_meta)
+    return SavedSAE(arch, check_params(arch, params, where), {}, out_meta)

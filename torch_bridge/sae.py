@@ -3,11 +3,12 @@
 The formulas are those of ``interplm_jax.sae`` (DESIGN.md section 2), in raw units:
 
     pre   = (x - b_pre) W_enc + b_enc                      x: (..., d) -> (..., F)
+            (jumprelu: x W_enc + b_enc; its decoder bias b_dec is not subtracted from x)
     relu      f = ReLU(pre)
     topk      f = ReLU(pre) with all but the k largest of each token set to 0
     batchtopk f = ReLU(pre) * (ReLU(pre) > threshold)      (inference rule: a scalar threshold)
     jumprelu  f = ReLU(pre) * (pre > threshold)            (threshold: one per feature)
-    decode    x_hat = f W_dec + b_pre
+    decode    x_hat = f W_dec + b_pre   (jumprelu: + b_dec)
 
 ``scale`` (the normalization factors) only changes the units in which features are reported:
 ``encode`` returns f * scale; reconstructions always use raw features, as the reference's
@@ -26,26 +27,30 @@ from interplm_jax.sae_dir import SavedSAE, check_params
 class TorchSAE(nn.Module):
     """A frozen SAE in torch. Build with :meth:`from_saved` (or the constructor)."""
 
-    def __init__(self, arch: str, params: dict[str, np.ndarray], k: int | None = None):
+    def __init__(self, arch: str, params: dict[str, np.ndarray]):
         super().__init__()
         params = check_params(arch, params)
-        if arch == "topk" and (k is None or k < 1):
-            raise ValueError(f"a topk SAE needs k >= 1, got {k!r}")
         self.arch = arch
-        self.k = k
+        self.k = int(params.pop("k")) if "k" in params else None
         for name, value in params.items():
             self.register_buffer(name, torch.from_numpy(value))
 
     @classmethod
     def from_saved(cls, sae: SavedSAE) -> "TorchSAE":
-        return cls(sae.arch, sae.params, sae.hparams.get("k"))
+        return cls(sae.arch, sae.params)
+
+    @property
+    def out_bias(self) -> torch.Tensor:
+        return self.b_dec if self.arch == "jumprelu" else self.b_pre
 
     @property
     def n_features(self) -> int:
         return int(self.W_enc.shape[1])
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        """(x - b_pre) W_enc + b_enc. x: (..., d) -> (..., F)."""
+        """(x - b_pre) W_enc + b_enc (jumprelu: x W_enc + b_enc). x: (..., d) -> (..., F)."""
+        if self.arch == "jumprelu":
+            return x @ self.W_enc + self.b_enc
         return (x - self.b_pre) @ self.W_enc + self.b_enc
 
     def encode_raw(self, x: torch.Tensor) -> torch.Tensor:
@@ -66,8 +71,8 @@ class TorchSAE(nn.Module):
         return self.encode_raw(x) * self.scale
 
     def decode_raw(self, f_raw: torch.Tensor) -> torch.Tensor:
-        """x_hat = f W_dec + b_pre from raw features. f_raw: (..., F) -> (..., d)."""
-        return f_raw @ self.W_dec + self.b_pre
+        """x_hat = f W_dec + b_pre (or b_dec) from raw features. f_raw: (..., F) -> (..., d)."""
+        return f_raw @ self.W_dec + self.out_bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The reconstruction of x: (..., d) -> (..., d)."""
