@@ -345,3 +345,21 @@ def read_saelens(folder: str | os.PathLike) -> SavedSAE:
                 "model": meta.get("model_name", cfg.get("model_name")),
                 "layer": meta.get("hook_layer", cfg.get("hook_layer"))}
     return SavedSAE(arch, check_params(arch, params, where), {}, out_meta)
+
+
+def load_any(path: str | os.PathLike, arch: str | None = None) -> SavedSAE:
+    """An SAE from our directory (sae.json), a SAELens folder (cfg.json), or an InterPLM
+    ``.pt`` file or directory (ae.pt, else ae_normalized.pt)."""
+    from interplm_jax.sae_dir import META_FILE, load_sae
+
+    path = Path(path)
+    if path.is_file():
+        return read_interplm(path, arch)
+    if (path / META_FILE).is_file():
+        return load_sae(path)
+    if (path / SAELENS_CFG).is_file():
+        return read_saelens(path)
+    for name in ("ae.pt", "ae_normalized.pt"):
+        if (path / name).is_file():
+            return read_interplm(path / name, arch)
+    raise InputError(f"{path}: no SAE found (expected sae.json, cfg.json, ae.pt or a .pt file)")
