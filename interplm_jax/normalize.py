@@ -72,7 +72,7 @@ def scale_from_max(maxima: np.ndarray) -> np.ndarray:
     return scale
 
 
-def row_chunks(store, layer: int, chunk_tokens: int = 4096,
+def row_chunks(store, layer: int, chunk_tokens: int = 1024,
                proteins: Sequence[int] | None = None) -> Iterator[np.ndarray]:
     """Token rows of ``layer`` in chunks of at most ``chunk_tokens`` rows, (n, d) float32.
 
@@ -113,7 +113,9 @@ def _chunk_stats(arch: str, params: dict, x: jax.Array, n_valid: jax.Array, stac
         f = jnp.where((jnp.arange(x.shape[0]) < n_valid)[:, None], f, 0.0)
         return jnp.max(f, axis=0), jnp.sum(f > 0, axis=0, dtype=jnp.int32)
 
-    return jax.vmap(one)(params) if stacked else one(params)
+    # a sweep: one SAE after the other on the same chunk (lax.map), so that only one (n, F)
+    # activation block is alive at a time; the rows are read from the store once for all
+    return jax.lax.map(one, params) if stacked else one(params)
 
 
 def feature_stats(arch: str, params: dict[str, Any], chunks, n_tokens: int | None = None,
@@ -149,7 +151,7 @@ def feature_stats(arch: str, params: dict[str, Any], chunks, n_tokens: int | Non
     return FeatureStats(np.asarray(run_max), run_count, seen, 0)
 
 
-def normalize(sae: SavedSAE, store, layer: int | None = None, chunk_tokens: int = 4096,
+def normalize(sae: SavedSAE, store, layer: int | None = None, chunk_tokens: int = 1024,
               proteins: Sequence[int] | None = None) -> tuple[SavedSAE, FeatureStats]:
     """The SAE with ``scale`` = 1 / max over the store's tokens, and the statistics.
 
@@ -173,7 +175,7 @@ def normalize(sae: SavedSAE, store, layer: int | None = None, chunk_tokens: int 
     return sae.replace(params=check_params(sae.arch, params), meta=meta), stats
 
 
-def neuron_baseline(store, layer: int, chunk_tokens: int = 4096,
+def neuron_baseline(store, layer: int, chunk_tokens: int = 1024,
                     proteins: Sequence[int] | None = None) -> tuple[SavedSAE, dict[str, np.ndarray]]:
     """The identity SAE of ``layer`` with each neuron min-max scaled to [0, 1] over the set.
 

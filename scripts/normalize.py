@@ -29,7 +29,7 @@ def _proteins(store, max_proteins: int | None, seed: int):
 @click.option("--max-proteins", type=int, default=None,
               help="Use this many proteins drawn at random (seeded) instead of all.")
 @click.option("--seed", default=0, help="Seed of --max-proteins.")
-@click.option("--chunk-tokens", default=4096, help="Token rows encoded at once.")
+@click.option("--chunk-tokens", default=1024, help="Token rows encoded at once (memory: rows x F floats).")
 @click.option("--neurons", is_flag=True,
               help="Build the neuron baseline (identity SAE, min-max scaled) into --sae instead.")
 @command

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "InterPLM"
+REFERENCE = Path(os.environ.get(
+    "INTERPLM_REFERENCE",
+    Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "InterPLM"))
 _IMPORT_ONLY = ("wandb", "h5py", "pandas", "einops", "tap")
 
 
