@@ -2,7 +2,8 @@
 
 Only the ``params`` of the train state are restored (orbax partial restore, to NumPy), so the
 optimizer state never has to fit in memory. The newest complete checkpoint is used unless a
-step is named.
+step is named. An SAE normalized in place (``<sweep>/saes/<id>/``, written by
+``scripts/normalize.py --sweep``) from the same checkpoint step brings its ``scale``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import yaml
 
 from interplm_jax.errors import InputError
-from interplm_jax.sae_dir import SavedSAE, check_params
+from interplm_jax.sae_dir import META_FILE, SavedSAE, check_params, load_sae
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +97,20 @@ def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
         row = grid[g]
         params = check_params(row.get("arch", arch), {k: v[g] for k, v in stacked.items()},
                               f"{ck_dir} (SAE {sae_id})")
-        out[sae_id] = SavedSAE(row.get("arch", arch), params,
-                               {k: v for k, v in row.items() if k not in ("id", "arch")},
-                               {"sweep": str(sweep_dir), "id": sae_id, "step": step,
-                                "layer": layer, "model": config.get("model"),
-                                "store": config.get("store")})
+        sae = SavedSAE(row.get("arch", arch), params,
+                       {k: v for k, v in row.items() if k not in ("id", "arch")},
+                       {"sweep": str(sweep_dir), "id": sae_id, "step": step,
+                        "layer": layer, "model": config.get("model"),
+                        "store": config.get("store")})
+        saved_dir = sweep_dir / "saes" / sae_id
+        if (saved_dir / META_FILE).is_file():
+            saved = load_sae(saved_dir)
+            if saved.meta.get("step") == step and "normalized_on" in saved.meta:
+                sae = sae.replace(params={**params, "scale": saved.params["scale"]},
+                                  meta={**sae.meta, "normalized_on": saved.meta["normalized_on"]})
+            else:
+                log.warning("%s is from another checkpoint step (%s, not %d) or not normalized: "
+                            "ignored", saved_dir, saved.meta.get("step"), step)
+        out[sae_id] = sae
     log.info("read %d SAE(s) of %s at step %d", len(out), sweep_dir, step)
     return out

@@ -168,3 +168,17 @@ def test_steer_and_fidelity_cli(tmp_path, tiny_esm):
     assert lines[0].startswith("sae_id\tce_clean") and len(lines) == 3
     # the same SAE through both formats gives the same CE
     assert lines[1].split("\t")[1:5] == lines[2].split("\t")[1:5]
+
+
+def test_read_sweep_takes_scale_of_sweep_normalized_saes(tmp_path):
+    saes = [random_sae("relu", seed=s, normalized=False) for s in range(2)]
+    _write_sweep(tmp_path / "sweep", saes, step=6)
+    scale = np.linspace(0.5, 2.0, 24).astype(np.float32)
+    for step, sae_id in ((6, "sae000"), (3, "sae001")):  # sae001's copy is from another step
+        base = read_sweep(tmp_path / "sweep", [sae_id])[sae_id]
+        save_sae(tmp_path / "sweep" / "saes" / sae_id, base.replace(
+            params={**base.params, "scale": scale},
+            meta={**base.meta, "step": step, "normalized_on": {"store": "s"}}))
+    got = read_sweep(tmp_path / "sweep")
+    np.testing.assert_array_equal(got["sae000"].params["scale"], scale)
+    np.testing.assert_array_equal(got["sae001"].params["scale"], np.ones(24, np.float32))
