@@ -132,20 +132,26 @@ def feature_stats(arch: str, params: dict[str, Any], chunks, n_tokens: int | Non
     lead = (params["W_enc"].shape[0],) if stacked else ()
     run_max = jnp.zeros(lead + (F,), jnp.float32)
     run_count = np.zeros(lead + (F,), np.int64)
-    size, seen = None, 0
+    dev_count = jnp.zeros(lead + (F,), jnp.int32)
+    size, seen, since_flush = None, 0, 0
     bar = progress_bar(total=n_tokens, desc="feature maxima", unit="tok")
     for rows in chunks:
         n = len(rows)
-        if size is None:
-            size = n  # one compiled shape: later (shorter) chunks are padded and masked
+        if size is None or n > size:  # one compiled shape: shorter chunks are padded and masked
+            size = n
+            flush_every = max(1, (1 << 30) // size)  # int32 counts on device stay < 2**30
         x = np.zeros((size, rows.shape[1]), np.float32)
         x[:n] = rows
         m, c = _chunk_stats(arch, params, jnp.asarray(x), jnp.asarray(n), stacked=stacked)
-        run_max = jnp.maximum(run_max, m)
-        run_count += np.asarray(c)  # int64 on the host: no overflow on large stores
+        run_max, dev_count = jnp.maximum(run_max, m), dev_count + c  # no host sync per chunk
+        since_flush += 1
+        if since_flush == flush_every:  # int64 on the host: no overflow on any store
+            run_count += np.asarray(dev_count)
+            dev_count, since_flush = jnp.zeros_like(dev_count), 0
         seen += n
         bar.update(n)
     bar.close()
+    run_count += np.asarray(dev_count)
     if seen == 0:
         raise InputError("normalization set is empty (no tokens)")
     return FeatureStats(np.asarray(run_max), run_count, seen, 0)

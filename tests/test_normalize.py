@@ -67,6 +67,14 @@ def test_chunking_and_protein_subset(store):
     raw = np_encode_raw(sae, _all_rows(store, subset).astype(np.float64))
     np.testing.assert_allclose(stats.max, raw.max(0), rtol=1e-5, atol=1e-6)
     assert stats.n_tokens == len(raw) and stats.n_proteins == len(subset)
+    # a first chunk shorter than later ones (a short protein run first)
+    lengths = store.lengths()
+    short, long_ = int(np.argmin(lengths)), int(np.argmax(lengths))
+    chunks = [store.protein(short, LAYER), store.protein(long_, LAYER)]
+    got = feature_stats("relu", sae.params, iter(chunks))
+    raw = np_encode_raw(sae, np.concatenate(chunks).astype(np.float64))
+    np.testing.assert_allclose(got.max, raw.max(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got.n_active, (raw > 0).sum(0))
 
 
 def test_stacked_sweep_equals_one_by_one(store):
