@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from interplm_jax.atomic import atomic_path, atomic_write
+from interplm_jax.config import option
 from interplm_jax.errors import InputError
 from interplm_jax.progress import progress_bar
 from interplm_jax.sae_dir import SavedSAE, check_params
@@ -41,6 +42,27 @@ from interplm_jax.sae_dir import SavedSAE, check_params
 log = logging.getLogger(__name__)
 
 STATS_DIR = "feature_stats"
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalizeConfig:
+    """The ``normalize:`` section of a study config (also the defaults of scripts/normalize.py)."""
+
+    max_proteins: int | None = option(None, "Proteins of the store used (drawn at random, seeded); null: all.")
+    seed: int = option(0, "Seed of the max_proteins draw.")
+    chunk_tokens: int = option(1024, "Token rows encoded at once (memory: rows x F floats).")
+
+    def __post_init__(self):
+        if self.chunk_tokens < 1 or (self.max_proteins is not None and self.max_proteins < 1):
+            raise ValueError("chunk_tokens and max_proteins must be positive")
+
+
+def sample_proteins(store, max_proteins: int | None, seed: int = 0) -> np.ndarray | None:
+    """Sorted store indices of ``max_proteins`` proteins drawn at random, or None for all."""
+    if max_proteins is None or max_proteins >= store.n_proteins:
+        return None
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(store.n_proteins, size=max_proteins, replace=False))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +94,7 @@ def scale_from_max(maxima: np.ndarray) -> np.ndarray:
     return scale
 
 
-def row_chunks(store, layer: int, chunk_tokens: int = 1024,
+def row_chunks(store, layer: int, chunk_tokens: int = NormalizeConfig.chunk_tokens,
                proteins: Sequence[int] | None = None) -> Iterator[np.ndarray]:
     """Token rows of ``layer`` in chunks of at most ``chunk_tokens`` rows, (n, d) float32.
 
@@ -157,7 +179,7 @@ def feature_stats(arch: str, params: dict[str, Any], chunks, n_tokens: int | Non
     return FeatureStats(np.asarray(run_max), run_count, seen, 0)
 
 
-def normalize(sae: SavedSAE, store, layer: int | None = None, chunk_tokens: int = 1024,
+def normalize(sae: SavedSAE, store, layer: int | None = None, chunk_tokens: int = NormalizeConfig.chunk_tokens,
               proteins: Sequence[int] | None = None) -> tuple[SavedSAE, FeatureStats]:
     """The SAE with ``scale`` = 1 / max over the store's tokens, and the statistics.
 
@@ -181,7 +203,7 @@ def normalize(sae: SavedSAE, store, layer: int | None = None, chunk_tokens: int 
     return sae.replace(params=check_params(sae.arch, params), meta=meta), stats
 
 
-def neuron_baseline(store, layer: int, chunk_tokens: int = 1024,
+def neuron_baseline(store, layer: int, chunk_tokens: int = NormalizeConfig.chunk_tokens,
                     proteins: Sequence[int] | None = None) -> tuple[SavedSAE, dict[str, np.ndarray]]:
     """The identity SAE of ``layer`` with each neuron min-max scaled to [0, 1] over the set.
 

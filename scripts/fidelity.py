@@ -6,7 +6,11 @@ from __future__ import annotations
 import click
 
 from interplm_jax.cli import command
+from interplm_jax.config import field_help
 from interplm_jax.errors import InputError
+from torch_bridge.fidelity import FidelityConfig
+
+DEFAULTS, HELP = FidelityConfig(), field_help(FidelityConfig)
 
 
 @click.command(context_settings={"show_default": True})
@@ -18,13 +22,11 @@ from interplm_jax.errors import InputError
 @click.option("--sae", "sae_paths", multiple=True, type=click.Path(exists=True),
               help="SAE directory or file (ours, InterPLM, SAELens); repeatable.")
 @click.option("--layer", type=int, default=None, help="Layer L (default: the SAEs' own).")
-@click.option("--max-proteins", type=int, default=None, help="Use the first N proteins.")
+@click.option("--max-proteins", type=int, default=DEFAULTS.max_proteins, help=HELP["max_proteins"])
 @click.option("--max-length", default=1022, help="Longest protein accepted (residues).")
-@click.option("--mask-fraction", default=0.0,
-              help="0: score every residue of unmasked input (the reference); e.g. 0.15: mask that "
-                   "fraction per protein (seeded) and score those positions.")
-@click.option("--seed", default=0, help="Seed of the masking.")
-@click.option("--batch-size", default=8, help="Proteins per forward pass.")
+@click.option("--mask-fraction", default=DEFAULTS.mask_fraction, help=HELP["mask_fraction"])
+@click.option("--seed", default=DEFAULTS.seed, help=HELP["seed"])
+@click.option("--batch-size", default=DEFAULTS.batch_size, help=HELP["batch_size"])
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the table (TSV) here.")
 @click.option("--device", default="cpu", help="torch device.")
 @command

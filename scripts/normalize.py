@@ -9,14 +9,11 @@ import click
 import numpy as np
 
 from interplm_jax.cli import command
+from interplm_jax.config import field_help
 from interplm_jax.errors import InputError
+from interplm_jax.normalize import NormalizeConfig
 
-
-def _proteins(store, max_proteins: int | None, seed: int):
-    if max_proteins is None or max_proteins >= store.n_proteins:
-        return None
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(store.n_proteins, size=max_proteins, replace=False))
+DEFAULTS, HELP = NormalizeConfig(), field_help(NormalizeConfig)
 
 
 @click.command(context_settings={"show_default": True})
@@ -26,10 +23,9 @@ def _proteins(store, max_proteins: int | None, seed: int):
               help="Normalize every SAE of a sweep in one pass over the store; writes <sweep>/saes/<id>/.")
 @click.option("--store", required=True, help="Activation store of the normalization proteins.")
 @click.option("--layer", type=int, default=None, help="Store layer (default: the SAE's own).")
-@click.option("--max-proteins", type=int, default=None,
-              help="Use this many proteins drawn at random (seeded) instead of all.")
-@click.option("--seed", default=0, help="Seed of --max-proteins.")
-@click.option("--chunk-tokens", default=1024, help="Token rows encoded at once (memory: rows x F floats).")
+@click.option("--max-proteins", type=int, default=DEFAULTS.max_proteins, help=HELP["max_proteins"])
+@click.option("--seed", default=DEFAULTS.seed, help=HELP["seed"])
+@click.option("--chunk-tokens", default=DEFAULTS.chunk_tokens, help=HELP["chunk_tokens"])
 @click.option("--neurons", is_flag=True,
               help="Build the neuron baseline (identity SAE, min-max scaled) into --sae instead.")
 @command
@@ -45,7 +41,7 @@ def main(sae_dir, sweep, store, layer, max_proteins, seed, chunk_tokens, neurons
     if (sae_dir is None) == (sweep is None):
         raise InputError("give one of --sae or --sweep")
     act = ActivationStore.open(store)
-    proteins = _proteins(act, max_proteins, seed)
+    proteins = nz.sample_proteins(act, max_proteins, seed)
     if neurons:
         if sweep or layer is None:
             raise InputError("--neurons needs --sae (output directory) and --layer")

@@ -182,3 +182,13 @@ def test_read_sweep_takes_scale_of_sweep_normalized_saes(tmp_path):
     got = read_sweep(tmp_path / "sweep")
     np.testing.assert_array_equal(got["sae000"].params["scale"], scale)
     np.testing.assert_array_equal(got["sae001"].params["scale"], np.ones(24, np.float32))
+
+
+@pytest.mark.parametrize("name", ["esm2_8m", "esm2_650m", "demo"])
+def test_config_sections_load(name):
+    from interplm_jax.config import load_yaml
+    from interplm_jax.normalize import NormalizeConfig
+    from torch_bridge.fidelity import FidelityConfig
+
+    assert load_yaml(NormalizeConfig, REPO / "configs" / f"{name}.yaml", "normalize").chunk_tokens == 1024
+    assert load_yaml(FidelityConfig, REPO / "configs" / f"{name}.yaml", "fidelity").mask_fraction == 0.0

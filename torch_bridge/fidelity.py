@@ -25,11 +25,30 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from interplm_jax.config import option
 from interplm_jax.progress import progress_bar
 from torch_bridge.intervene import clean_forward, logits_with_edit, tokenize, wrap
 from torch_bridge.sae import TorchSAE
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class FidelityConfig:
+    """The ``fidelity:`` section of a study config (also the defaults of scripts/fidelity.py)."""
+
+    max_proteins: int | None = option(None, "Held-out proteins scored (the first N); null: all.")
+    mask_fraction: float = option(
+        0.0, "0: score every residue of unmasked input (the reference); e.g. 0.15: mask that "
+        "fraction per protein (seeded) and score those positions.")
+    seed: int = option(0, "Seed of the masking.")
+    batch_size: int = option(8, "Proteins per forward pass.")
+
+    def __post_init__(self):
+        if not 0.0 <= self.mask_fraction < 1.0:
+            raise ValueError(f"mask_fraction must be in [0, 1), got {self.mask_fraction}")
+        if self.batch_size < 1 or (self.max_proteins is not None and self.max_proteins < 1):
+            raise ValueError("batch_size and max_proteins must be positive")
 
 
 @dataclasses.dataclass(frozen=True)
