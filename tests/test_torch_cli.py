@@ -190,5 +190,5 @@ def test_config_sections_load(name):
     from interplm_jax.normalize import NormalizeConfig
     from torch_bridge.fidelity import FidelityConfig
 
-    assert load_yaml(NormalizeConfig, REPO / "configs" / f"{name}.yaml", "normalize").chunk_tokens == 1024
+    assert load_yaml(NormalizeConfig, REPO / "configs" / f"{name}.yaml", "normalize").chunk_tokens == 256
     assert load_yaml(FidelityConfig, REPO / "configs" / f"{name}.yaml", "fidelity").mask_fraction == 0.0
