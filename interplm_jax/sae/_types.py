@@ -21,7 +21,8 @@ class StepContext(NamedTuple):
     sparsity_scale: Array
     """Warmup factor in [0, 1] of the sparsity penalty at this step."""
     dead: Array
-    """(F,) bool: features that have not fired for ``dead_tokens`` tokens (TopK auxiliary loss)."""
+    """(F,) bool: features dead unless they fire on this batch (silent for ``dead_tokens`` tokens
+    counting it; the TopK auxiliary loss removes those that fire)."""
     k_max: int = 1
     """Static upper bound of k over the grid (TopK, BatchTopK)."""
     matmul_dtype: Any = None

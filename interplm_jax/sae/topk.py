@@ -104,9 +104,9 @@ def _loss(params, x, hp, ctx: StepContext, batch: bool) -> LossOutput:
     x_hat = decode(params, f, ctx.matmul_dtype)
     e = x - x_hat
     recon = jnp.mean(jnp.sum(e**2, axis=-1))
-    aux = auxk_loss(params, jax.lax.stop_gradient(e), acts, ctx.dead)
-    total = recon + hp["auxk_alpha"] * aux
     fired = jnp.any(f > 0, axis=0)
+    aux = auxk_loss(params, jax.lax.stop_gradient(e), acts, ctx.dead & ~fired)
+    total = recon + hp["auxk_alpha"] * aux
     return total, LossAux(x_hat, f, fired, {"recon": recon, "auxk": aux})
 
 

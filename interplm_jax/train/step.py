@@ -116,7 +116,7 @@ def _update_one(spec: StepSpec, params, opt_state, since_fired, ok, bad_step, hp
     if arch.update_buffers is not None:
         new_params = arch.update_buffers(new_params, aux, hp, ctx)
 
-    finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
     good = ok & finite
     keep = lambda new, old: jnp.where(good, new, old)  # noqa: E731
     new_params = jax.tree.map(keep, new_params, params)
