@@ -36,6 +36,8 @@ def run_ours(cfg: TrainConfig, params: dict, batches):
     losses, metrics = [], []
     for x in batches:
         state, m = step(state, hp, jnp.asarray(x))
+        # decoder rows stay unit norm after every step
+        np.testing.assert_allclose(np.linalg.norm(state.params["W_dec"][0], axis=-1), 1, atol=2e-6)
         losses.append(float(m["loss"][0]))
         metrics.append({k: float(v[0]) for k, v in m.items()})
     run_ours.metrics = metrics
