@@ -10,6 +10,7 @@ Sweep directory (DESIGN.md section 2)::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import yaml
 from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from interplm_jax import sae
 from interplm_jax.atomic import atomic_write
@@ -28,7 +31,7 @@ from interplm_jax.errors import InputError, InterPLMError
 from interplm_jax.progress import progress_bar
 from interplm_jax.train import sharding as sh
 from interplm_jax.train.checkpoint import Checkpoints, abstract_like
-from interplm_jax.train.config import TrainConfig, build_grid, grid_arrays, resolved
+from interplm_jax.train.config import INT_HPARAMS, TrainConfig, build_grid, grid_arrays, resolved
 from interplm_jax.train.step import StepSpec, TrainState, init_state, make_step
 
 log = logging.getLogger(__name__)
@@ -120,9 +123,8 @@ def train_sweep(
         "schedule": [spec.warmup_steps, spec.decay_start, spec.sparsity_warmup_steps,
                      spec.resample_steps, spec.grad_clip, spec.dead_tokens, spec.matmul_dtype],
     }
-    abstract = jax.eval_shape(lambda h: init_state(spec, d_model, F, h), hp_host)
-    shardings = sh.state_shardings(mesh, abstract)
-    hp_sharding = jax.tree.map(lambda _: jax.sharding.NamedSharding(mesh, sh.P("sae")), hp_host)
+    hp_names = tuple(sorted(hp_host))
+    init_fn, step_fn, abstract, shardings, hp_sharding = _compiled(spec, mesh, d_model, F, G, hp_names)
     hp = jax.device_put(hp_host, hp_sharding)
 
     ckpts = Checkpoints(out / "checkpoints", keep=cfg.keep_checkpoints)
@@ -139,7 +141,7 @@ def train_sweep(
     else:
         if resume:
             log.info("%s: no checkpoint to resume from; starting at step 0", out)
-        state = jax.jit(lambda h: init_state(spec, d_model, F, h), out_shardings=shardings)(hp)
+        state = init_fn(hp)
         if jax.process_index() == 0:
             config = {**resolved(cfg), **(extra_config or {}), "layer": layer, "d_model": d_model,
                       "d_sae": F}
@@ -147,12 +149,6 @@ def train_sweep(
             atomic_write(out / "grid.json", json.dumps(grid, indent=1) + "\n")
             atomic_write(out / "metrics.jsonl", "")
 
-    step_fn = jax.jit(
-        make_step(spec),
-        in_shardings=(shardings, hp_sharding, sh.batch_sharding(mesh)),
-        out_shardings=(shardings, sh.replicated(mesh)),
-        donate_argnums=(0,),
-    )
     start = int(to_host(state.step))
     stream = make_stream(host_index, host_count, position)
     batches = iter(stream)
@@ -185,6 +181,27 @@ def train_sweep(
         ckpts.close()
     params, ok = to_host((state.params, state.ok))
     return SweepResult(out, grid, params, np.asarray(ok), int(to_host(state.step)))
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(spec: StepSpec, mesh, d_model: int, F: int, G: int, hp_names: tuple[str, ...]):
+    """(init, step, abstract state, state shardings, hparam shardings) for a grid on a mesh.
+
+    Cached, so that sweeps of the same shape (e.g. the layers of one config) compile once.
+    """
+    hp_abstract = {n: jax.ShapeDtypeStruct((G,), jnp.int32 if n in INT_HPARAMS else jnp.float32)
+                   for n in hp_names}
+    abstract = jax.eval_shape(lambda h: init_state(spec, d_model, F, h), hp_abstract)
+    shardings = sh.state_shardings(mesh, abstract)
+    hp_sharding = {n: NamedSharding(mesh, P("sae")) for n in hp_names}
+    init_fn = jax.jit(lambda h: init_state(spec, d_model, F, h), out_shardings=shardings)
+    step_fn = jax.jit(
+        make_step(spec),
+        in_shardings=(shardings, hp_sharding, sh.batch_sharding(mesh)),
+        out_shardings=(shardings, sh.replicated(mesh)),
+        donate_argnums=(0,),
+    )
+    return init_fn, step_fn, abstract, shardings, hp_sharding
 
 
 def _log_metrics(path: Path, step: int, grid, metrics: dict[str, np.ndarray], tokens: int) -> None:
