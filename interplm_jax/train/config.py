@@ -34,6 +34,8 @@ INT_HPARAMS = ("seed", "k", "threshold_start_step")
 class TrainConfig:
     """Sweep training: one grid of SAEs per layer, trained together on the same batches."""
 
+    store: str | None = option(None, "Activation store to train on (scripts: --store overrides).")
+    out: str | None = option(None, "Output directory, one sweep per layer in <out>/layer_<L> (--out).")
     arch: Literal["relu", "topk", "batchtopk", "jumprelu"] = option(
         "relu", "SAE architecture (one per sweep).")
     layers: tuple[int, ...] = option((), "Layers of the store to train (one sweep each); empty: all.")
