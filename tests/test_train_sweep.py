@@ -146,3 +146,15 @@ def test_two_processes_equal_one(data, uninterrupted, tmp_path):
     got = np.load(tmp_path / "params.npz")
     for k, v in uninterrupted.params.items():
         np.testing.assert_allclose(got[k], v, rtol=2e-5, atol=2e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("on_nan", ["mask", "stop"])
+def test_non_finite_batches_stop_the_run(data, tmp_path, on_nan):
+    from interplm_jax.train import TrainingError
+
+    bad = data.copy()
+    bad[:, 0] = np.nan  # every SAE sees it
+    match = "every SAE" if on_nan == "mask" else r"SAE sae000 \(lr=0.001, .*step 0; stopping"
+    with pytest.raises(TrainingError, match=match):
+        train_sweep(config(mesh_sae=1, mesh_data=1, on_nan=on_nan), factory(bad, B), D,
+                    tmp_path / on_nan, layer=3)
