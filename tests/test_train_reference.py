@@ -13,7 +13,7 @@ from reference_trainers import reference, torch_to_params
 from train_streams import toy_activations
 
 from interplm_jax.train.config import TrainConfig, build_grid, grid_arrays
-from interplm_jax.train.step import init_state, make_step
+from interplm_jax.train.step import TrainState, make_step
 from interplm_jax.train.sweep import make_spec
 
 D, F, B, STEPS = 16, 64, 64, 8
@@ -30,8 +30,13 @@ def run_ours(cfg: TrainConfig, params: dict, batches):
     grid = build_grid(cfg)
     spec = make_spec(cfg, grid)
     hp = grid_arrays(grid, ("lr", "seed") + spec.arch.hparams)
-    state = init_state(spec, D, F, hp)
-    state = state._replace(params={k: jnp.asarray(v)[None] for k, v in params.items()})
+    # the state built around the given parameters (no compiled init needed)
+    train = {k: jnp.asarray(params[k]) for k in spec.arch.trainable}
+    opt_state = jax.tree.map(lambda a: a[None], spec.optimizer(0.0).init(train))
+    state = TrainState(
+        step=jnp.zeros((), jnp.int32), params={k: jnp.asarray(v)[None] for k, v in params.items()},
+        opt_state=opt_state, since_fired=jnp.zeros((1, F), jnp.int32),
+        key=jax.random.PRNGKey(0)[None], ok=jnp.ones((1,), bool), bad_step=-jnp.ones((1,), jnp.int32))
     step = jax.jit(make_step(spec))
     losses, metrics = [], []
     for x in batches:
