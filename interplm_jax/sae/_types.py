@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+import jax.numpy as jnp
 from jax import Array
 
 Params = dict[str, Array]
@@ -29,6 +30,14 @@ class StepContext(NamedTuple):
     """None/float32, or bfloat16 for bf16 matmuls with float32 accumulation."""
 
 
+def nonzero_counts(f: Array) -> Array:
+    """(F,) float32 number of nonzero entries of each column of f: (B, F).
+
+    One reduction over the batch axis (cheaper than separate L0 and "fired" passes).
+    """
+    return jnp.sum((f != 0).astype(jnp.float32), axis=0)
+
+
 class LossAux(NamedTuple):
     """Side outputs of a training loss."""
 
@@ -36,8 +45,9 @@ class LossAux(NamedTuple):
     """(B, d) reconstruction."""
     f: Array
     """(B, F) features as used in the reconstruction."""
-    fired: Array
-    """(F,) bool: features that fired on this batch (for the dead-feature counters)."""
+    counts: Array
+    """(F,) float32: tokens of the batch on which each feature is nonzero (feature fired iff
+    > 0; L0 = counts.sum() / B)."""
     parts: dict[str, Array]
     """Named scalar loss parts for the metrics."""
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from interplm_jax.sae._common import matmul, torch_kaiming_uniform, unit_rows
-from interplm_jax.sae._types import LossAux, LossOutput, Params, StepContext
+from interplm_jax.sae._types import LossAux, LossOutput, Params, StepContext, nonzero_counts
 
 TRAINABLE = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
 HPARAMS = ("sparsity_penalty", "target_l0", "bandwidth")
@@ -107,5 +107,4 @@ def loss(params: Params, x: Array, hp: dict[str, Array], ctx: StepContext) -> Lo
     l0 = jnp.mean(jnp.sum(step(f, params["threshold"], bw), axis=-1))
     sparsity = hp["sparsity_penalty"] * (l0 / hp["target_l0"] - 1.0) ** 2 * ctx.sparsity_scale
     total = recon + sparsity
-    fired = jnp.sum(f, axis=0) > 0
-    return total, LossAux(x_hat, f, fired, {"recon": recon, "sparsity": sparsity, "l0_ste": l0})
+    return total, LossAux(x_hat, f, nonzero_counts(f), {"recon": recon, "sparsity": sparsity, "l0_ste": l0})

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from interplm_jax.sae._common import matmul, torch_linear_uniform, unit_rows
-from interplm_jax.sae._types import LossAux, LossOutput, Params, StepContext
+from interplm_jax.sae._types import LossAux, LossOutput, Params, StepContext, nonzero_counts
 
 NAME = "relu"
 TRAINABLE = ("b_pre", "W_enc", "b_enc", "W_dec")
@@ -56,8 +56,7 @@ def loss(params: Params, x: Array, hp: dict[str, Array], ctx: StepContext) -> Lo
     f = jax.nn.relu(pre_activations(params, x, ctx.matmul_dtype))
     x_hat = decode(params, f, ctx.matmul_dtype)
     recon = jnp.mean(jnp.linalg.norm(x - x_hat, axis=-1))
-    l1 = jnp.mean(jnp.sum(jnp.abs(f), axis=-1))
+    l1 = jnp.sum(f) / x.shape[0]  # f >= 0: mean_b ||f_b||_1 in one reduction
     l1_coef = hp["l1"] * ctx.sparsity_scale
     total = recon + l1_coef * l1
-    fired = jnp.any(f != 0, axis=0)
-    return total, LossAux(x_hat, f, fired, {"recon": recon, "l1": l1, "l1_coef": l1_coef})
+    return total, LossAux(x_hat, f, nonzero_counts(f), {"recon": recon, "l1": l1, "l1_coef": l1_coef})

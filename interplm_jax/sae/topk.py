@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from interplm_jax.sae._common import kth_largest, matmul, torch_linear_uniform, unit_rows
-from interplm_jax.sae._types import LossAux, LossOutput, Params, StepContext
+from interplm_jax.sae._types import LossAux, LossOutput, Params, StepContext, nonzero_counts
 
 TRAINABLE = ("b_pre", "W_enc", "b_enc", "W_dec")
 HPARAMS = ("k", "auxk_alpha", "threshold_beta", "threshold_start_step")
@@ -104,10 +104,10 @@ def _loss(params, x, hp, ctx: StepContext, batch: bool) -> LossOutput:
     x_hat = decode(params, f, ctx.matmul_dtype)
     e = x - x_hat
     recon = jnp.mean(jnp.sum(e**2, axis=-1))
-    fired = jnp.any(f > 0, axis=0)
-    aux = auxk_loss(params, jax.lax.stop_gradient(e), acts, ctx.dead & ~fired)
+    counts = nonzero_counts(f)
+    aux = auxk_loss(params, jax.lax.stop_gradient(e), acts, ctx.dead & (counts == 0))
     total = recon + hp["auxk_alpha"] * aux
-    return total, LossAux(x_hat, f, fired, {"recon": recon, "auxk": aux})
+    return total, LossAux(x_hat, f, counts, {"recon": recon, "auxk": aux})
 
 
 def loss_topk(params: Params, x: Array, hp: dict[str, Array], ctx: StepContext) -> LossOutput:

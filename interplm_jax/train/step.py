@@ -121,7 +121,7 @@ def _update_one(spec: StepSpec, params, opt_state, since_fired, ok, bad_step, hp
     keep = lambda new, old: jnp.where(good, new, old)  # noqa: E731
     new_params = jax.tree.map(keep, new_params, params)
     new_opt = jax.tree.map(keep, new_opt, opt_state)
-    new_since = jnp.where(aux.fired, 0, jnp.minimum(since_fired + 1, 2**30))
+    new_since = jnp.where(aux.counts > 0, 0, jnp.minimum(since_fired + 1, 2**30))
     new_since = jnp.where(good, new_since, since_fired)
     new_bad = jnp.where(ok & ~finite, step, bad_step)
 
@@ -130,7 +130,8 @@ def _update_one(spec: StepSpec, params, opt_state, since_fired, ok, bad_step, hp
     metrics = {
         "loss": loss,
         **aux.parts,
-        "l0": jnp.mean(jnp.sum(aux.f != 0, axis=-1).astype(jnp.float32)),
+        # (the barrier keeps XLA from re-reducing the (B, F) mask for this sum)
+        "l0": jnp.sum(jax.lax.optimization_barrier(aux.counts)) / x.shape[0],
         "mse": sq / e.size,
         "fve": 1.0 - sq / jnp.sum((x - x.mean(axis=0)) ** 2),
         "dead": jnp.mean((new_since >= spec.dead_after).astype(jnp.float32)),
