@@ -176,3 +176,14 @@ def test_non_finite_sae_is_frozen_and_others_go_on(data):
     np.testing.assert_array_equal(np.asarray(state.params["W_enc"][1]), w1)
     assert np.isfinite(np.asarray(state.params["W_enc"][0])).all()
     assert np.isfinite(float(m["loss"][0]))
+
+
+def test_bfloat16_matmuls_stay_close_to_float32(data):
+    _, hp, s32, step32 = setup(TrainConfig(**RELU, grid=GRID3))
+    _, _, s16, step16 = setup(TrainConfig(**RELU, grid=GRID3, matmul_dtype="bfloat16"))
+    x = jnp.asarray(data[:B])
+    s32, m32 = step32(s32, hp, x)
+    s16, m16 = step16(s16, hp, x)
+    assert s16.params["W_enc"].dtype == jnp.float32  # parameters stay float32
+    np.testing.assert_allclose(m16["loss"], m32["loss"], rtol=2e-2)
+    assert not np.array_equal(np.asarray(m16["loss"]), np.asarray(m32["loss"]))

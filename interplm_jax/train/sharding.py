@@ -22,9 +22,11 @@ log = logging.getLogger(__name__)
 def maybe_initialize_distributed() -> None:
     """``jax.distributed.initialize()`` when launched on several hosts (TPU VM pods, or the
     JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment); else nothing."""
-    if jax.process_count() > 1 or getattr(jax.distributed, "is_initialized", lambda: False)():
+    # (must run before anything touches a JAX backend, so no jax.process_count() here)
+    if getattr(jax.distributed, "is_initialized", lambda: False)():
         return
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("TPU_WORKER_HOSTNAMES"):
+    hosts = os.environ.get("TPU_WORKER_HOSTNAMES", "")
+    if os.environ.get("JAX_COORDINATOR_ADDRESS") or "," in hosts:
         jax.distributed.initialize()
         log.info("joined %d processes as process %d", jax.process_count(), jax.process_index())
 
