@@ -135,10 +135,13 @@ def memory_per_sae(step, state, hp, x, G: int) -> dict[str, float]:
 @click.option("--budget-gb", default=80.0, help="Memory budget for the largest-grid estimate.")
 @click.option("--big-shape", default="1280,10240", help="d,F of the largest-grid estimate (650M).")
 @click.option("--reference/--no-reference", default=True, help="Time the reference torch trainer.")
-def main(d, F, batch, grids, repeats, grid_steps, matmul_dtype, budget_gb, big_shape, reference):
+@click.option("--memory-only", is_flag=True, help="Only XLA's memory analysis (compile, no steps).")
+def main(d, F, batch, grids, repeats, grid_steps, matmul_dtype, budget_gb, big_shape, reference,
+         memory_only):
     threads = os.cpu_count()
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, {threads} CPU threads; "
           f"SAE {d} -> {F}, batch {batch}, matmuls {matmul_dtype}")
+    reference = reference and not memory_only
     ref_t = reference_step_time(d, F, batch, repeats, threads) if reference else None
     startup = reference_startup(d, F) if reference else None
     if ref_t is not None:
@@ -147,6 +150,12 @@ def main(d, F, batch, grids, repeats, grid_steps, matmul_dtype, budget_gb, big_s
     for G in [int(g) for g in grids.split(",")]:
         step, state, hp, x = grid_step(d, F, batch, G, matmul_dtype=matmul_dtype)
         mem = memory_per_sae(step, state, hp, x, G)
+        if memory_only:
+            per = mem["state"] + mem["temp"]
+            print(f"G={G:3d}: per SAE: state {mem['state'] / 2**20:.1f} MiB + step temporaries "
+                  f"{mem['temp'] / 2**20:.1f} MiB -> about {int(budget_gb * 1e9 // per)} SAEs "
+                  f"in {budget_gb:.0f} GB")
+            continue
         t, state = time_step(step, state, hp, x, repeats)
         five, args = bare_matmuls(d, F, batch, G)
         jax.block_until_ready(five(*args))
