@@ -32,7 +32,7 @@ from interplm_jax.progress import progress_bar
 from interplm_jax.train import sharding as sh
 from interplm_jax.train.checkpoint import Checkpoints, abstract_like
 from interplm_jax.train.config import INT_HPARAMS, TrainConfig, build_grid, grid_arrays, resolved
-from interplm_jax.train.step import StepSpec, TrainState, init_state, make_step
+from interplm_jax.train.step import StepSpec, init_state, make_step
 
 log = logging.getLogger(__name__)
 
