@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, median_time  # noqa: E402
+from _common import REPO  # noqa: E402
 
 from interplm_jax.train.config import TrainConfig, build_grid, grid_arrays  # noqa: E402
 from interplm_jax.train.step import init_state, make_step  # noqa: E402
@@ -69,20 +69,32 @@ def bare_matmuls(d: int, F: int, B: int, G: int):
     return five, args
 
 
-def time_step(step, state, hp, x, repeats: int) -> tuple[float, object]:
-    state, m = step(state, hp, x)  # compile + warm up
-    jax.block_until_ready(m)
-    times = []
+def interleaved(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
+    """name -> (median, min) seconds; the functions run in turn, round after round, so that
+    drifting load on a shared machine hits them alike."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        state, m = step(state, hp, x)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: (float(np.median(v)), float(np.min(v))) for k, v in times.items()}
+
+
+class Stepper:
+    """Runs the donated grid step repeatedly, keeping the state."""
+
+    def __init__(self, step, state, hp, x):
+        self.step, self.state, self.hp, self.x = step, state, hp, x
+        self()  # compile + warm up
+
+    def __call__(self):
+        self.state, m = self.step(self.state, self.hp, self.x)
         jax.block_until_ready(m)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), state
 
 
-def reference_step_time(d: int, F: int, B: int, repeats: int, threads: int) -> float | None:
-    """Median seconds per ``ReLUTrainer.update`` of the reference (None when absent)."""
+def reference_update(d: int, F: int, B: int, threads: int):
+    """A callable doing one ``ReLUTrainer.update`` of the reference (None when absent)."""
     if not (REFERENCE / "interplm").is_dir():
         return None
     sys.path.insert(0, str(REFERENCE))
@@ -100,7 +112,7 @@ def reference_step_time(d: int, F: int, B: int, repeats: int, threads: int) -> f
     x = torch.randn(B, d)
     trainer.update(100, x)
     counter = iter(range(101, 10**6))
-    return median_time(lambda: trainer.update(next(counter), x), repeats)
+    return lambda: trainer.update(next(counter), x)
 
 
 def reference_startup(d: int, F: int) -> float | None:
@@ -142,11 +154,10 @@ def main(d, F, batch, grids, repeats, grid_steps, matmul_dtype, budget_gb, big_s
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, {threads} CPU threads; "
           f"SAE {d} -> {F}, batch {batch}, matmuls {matmul_dtype}")
     reference = reference and not memory_only
-    ref_t = reference_step_time(d, F, batch, repeats, threads) if reference else None
-    startup = reference_startup(d, F) if reference else None
-    if ref_t is not None:
-        print(f"reference ReLUTrainer, one SAE: {ref_t * 1e3:.1f} ms/step = "
-              f"{batch / ref_t:,.0f} tokens/s; process start-up {startup:.1f} s")
+    ref_update = reference_update(d, F, batch, threads) if reference else None
+    startup = reference_startup(d, F) if ref_update else None
+    if startup is not None:
+        print(f"reference process start-up (import + build trainer): {startup:.1f} s")
     for G in [int(g) for g in grids.split(",")]:
         step, state, hp, x = grid_step(d, F, batch, G, matmul_dtype=matmul_dtype)
         mem = memory_per_sae(step, state, hp, x, G)
@@ -156,10 +167,21 @@ def main(d, F, batch, grids, repeats, grid_steps, matmul_dtype, budget_gb, big_s
                   f"{mem['temp'] / 2**20:.1f} MiB -> about {int(budget_gb * 1e9 // per)} SAEs "
                   f"in {budget_gb:.0f} GB")
             continue
-        t, state = time_step(step, state, hp, x, repeats)
         five, args = bare_matmuls(d, F, batch, G)
         jax.block_until_ready(five(*args))
-        t_mm = median_time(lambda: jax.block_until_ready(five(*args)), repeats)
+        fns = {"step": Stepper(step, state, hp, x),
+               "matmuls": lambda: jax.block_until_ready(five(*args))}
+        if ref_update is not None:
+            fns["reference"] = ref_update
+        del state
+        res = interleaved(fns, repeats)
+        print(f"G={G:3d} (median / min of {repeats}): step {res['step'][0] * 1e3:.0f} / "
+              f"{res['step'][1] * 1e3:.0f} ms, bare matmuls {res['matmuls'][0] * 1e3:.0f} / "
+              f"{res['matmuls'][1] * 1e3:.0f} ms" + (
+                  f", reference one SAE {res['reference'][0] * 1e3:.0f} / "
+                  f"{res['reference'][1] * 1e3:.0f} ms" if ref_update else ""))
+        t, t_mm = res["step"][0], res["matmuls"][0]
+        ref_t = res["reference"][0] if ref_update else None
         flops = 6 * batch * d * F * G
         line = (f"G={G:3d}: step {t * 1e3:8.1f} ms, bare matmuls {t_mm * 1e3:8.1f} ms "
                 f"(step/matmuls {t / t_mm:.2f}x, {flops / t / 1e9:.0f} GFLOP/s); "
@@ -173,7 +195,7 @@ def main(d, F, batch, grids, repeats, grid_steps, matmul_dtype, budget_gb, big_s
         print(line)
         print(f"        memory per SAE: state {mem['state'] / 2**20:.1f} MiB, step temporaries "
               f"{mem['temp'] / 2**20:.1f} MiB")
-        del state, step
+        del fns, step
     bd, bF = (int(v) for v in big_shape.split(","))
     state_per = 4 * (2 * bd * bF * 3 + 4 * bF + 3 * bd)   # params, Adam mu, nu (+ small leaves)
     temp_per = 4 * batch * bF * 4                           # ~four (B, F) float32 buffers live
