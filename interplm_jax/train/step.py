@@ -111,16 +111,18 @@ def _update_one(spec: StepSpec, params, opt_state, since_fired, ok, bad_step, hp
         return arch.loss({**buffers, **t}, x, hp, ctx)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(train)
-    updates, new_opt = spec.optimizer(hp["lr"]).update(grads, opt_state, train)
-    new_params = {**buffers, **optax.apply_updates(train, updates)}
-    if arch.update_buffers is not None:
-        new_params = arch.update_buffers(new_params, aux, hp, ctx)
-
     finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
     good = ok & finite
-    keep = lambda new, old: jnp.where(good, new, old)  # noqa: E731
-    new_params = jax.tree.map(keep, new_params, params)
-    new_opt = jax.tree.map(keep, new_opt, opt_state)
+    # A non-finite SAE is frozen by zeroing its gradient and its update (not by selecting the
+    # old state afterwards, which would make XLA copy every donated buffer each step). Its
+    # optimizer state then no longer matters: it stays frozen.
+    grads = jax.tree.map(lambda g: jnp.where(good, g, 0.0), grads)
+    updates, new_opt = spec.optimizer(hp["lr"]).update(grads, opt_state, train)
+    updates = jax.tree.map(lambda u: jnp.where(good, u, 0.0), updates)
+    new_params = {**buffers, **optax.apply_updates(train, updates)}
+    if arch.update_buffers is not None:
+        updated = arch.update_buffers(new_params, aux, hp, ctx)
+        new_params = {k: jnp.where(good, v, new_params[k]) for k, v in updated.items()}
     new_since = jnp.where(aux.counts > 0, 0, jnp.minimum(since_fired + 1, 2**30))
     new_since = jnp.where(good, new_since, since_fired)
     new_bad = jnp.where(ok & ~finite, step, bad_step)
