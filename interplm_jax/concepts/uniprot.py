@@ -7,8 +7,9 @@ Columns are recognised by the UniProt website's display names (``Entry``, ``Acti
     DOMAIN 29..142; /note="Plastocyanin-like 1"; /evidence="ECO:0000255"; DOMAIN 171..359; ...
 
 Locations: ``p`` or ``s..e`` (1-based, inclusive); ``<`` and ``>`` (the feature extends beyond)
-are dropped; a location with ``?`` (unknown end) or ``:`` (on another isoform or entry) is
-skipped and counted, as the reference does. Anything else that does not parse, or a location
+are dropped; a location with ``?`` (unknown end) or ``:`` (on another isoform or entry) labels
+no residue (counted in the report) but its value still counts towards the value's frequency,
+as in the reference. Anything else that does not parse, or a location
 outside ``1..Length``, makes the row malformed: it is reported with its accession and column.
 """
 
@@ -179,10 +180,10 @@ def parse_cell(text: str, column: Column, column_index: int, length: int,
             span = parse_location(loc, length)
         except ValueError as e:
             raise MalformedRow(column.name, str(e)) from None
-        if span is None:
+        if span is None:  # kept without residues: its value still counts towards a concept
             skipped[column.name] = skipped.get(column.name, 0) + 1
-            continue
-        if column.kind == "paired" and span[1] - span[0] > 1:
+            spans: tuple[tuple[int, int], ...] = ()
+        elif column.kind == "paired" and span[1] - span[0] > 1:
             spans = ((span[0], span[0] + 1), (span[1] - 1, span[1]))
         else:
             spans = (span,)
