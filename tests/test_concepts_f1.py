@@ -24,10 +24,10 @@ def hand_example():
 
 def test_hand_worked_example():
     acts, lab = hand_example()
-    acc = CountAccumulator(1, 2, (0.0, 0.5))
+    acc = CountAccumulator(1, 2, (0.0, 0.5), per_residue=[False, True])
     acc.update(acts[:6], sparse.csr_matrix(lab[:6]))   # protein A
     acc.update(acts[6:], sparse.csr_matrix(lab[6:]))   # protein B
-    c = acc.result(["X", "Active site_any"], np.array([False, True]))
+    c = acc.result(["X", "Active site_any"])
     # t = 0: on = A0 A3 A4 B1 B3; t = 0.5: on = A0 A4 B3
     assert c.tp[:, 0].tolist() == [[3, 2], [3, 3]]
     assert c.fp[:, 0].tolist() == [[2, 1], [2, 0]]

@@ -109,10 +109,15 @@ class ConceptCounts:
 
 class CountAccumulator:
     """Accumulates per-level counts chunk by chunk; :meth:`result` turns them into counts per
-    threshold. State is plain arrays (:meth:`state` / :meth:`from_state`) for checkpoints."""
+    threshold. ``per_residue`` (C,) marks concepts with residue-level recall, for which domain
+    hits are not counted (left 0, as in the reference). State is plain arrays (:meth:`state` /
+    :meth:`load_state`) for checkpoints."""
 
-    def __init__(self, n_features: int, n_concepts: int, thresholds: Sequence[float] = DEFAULT_THRESHOLDS):
+    def __init__(self, n_features: int, n_concepts: int, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+                 per_residue: Sequence[bool] | None = None):
         self.thresholds = check_thresholds(thresholds)
+        self.per_residue = (np.zeros(n_concepts, bool) if per_residue is None
+                            else np.asarray(per_residue, bool))
         self.F, self.C, self.T = int(n_features), int(n_concepts), len(self.thresholds)
         shape = (self.C, self.F * self.T)
         self.tp_lvl = np.zeros(shape, np.int64)
@@ -127,19 +132,22 @@ class CountAccumulator:
         """(R, F) activations -> (R, F*T) 0/1 CSR, column ``f*T + level - 1`` for entries above
         the lowest threshold (level = number of thresholds strictly below the value)."""
         if sparse.issparse(acts):
-            a = acts.tocoo()
-            rows, cols, vals = a.row, a.col, a.data.astype(np.float32, copy=False)
-            keep = vals > self.thresholds[0]
-            rows, cols, vals = rows[keep], cols[keep], vals[keep]
+            a = acts.tocsr()
+            a.sum_duplicates()
+            keep = a.data > self.thresholds[0]
+            rows = np.repeat(np.arange(a.shape[0]), np.diff(a.indptr))[keep]
+            cols, vals = a.indices[keep].astype(np.int64), a.data[keep].astype(np.float32, copy=False)
         else:
-            acts = np.asarray(acts, np.float32)
-            rows, cols = np.nonzero(acts > self.thresholds[0])
-            vals = acts[rows, cols]
+            acts = np.ascontiguousarray(acts, np.float32)
+            # flat indices of a boolean mask: much faster than 2-D nonzero on floats
+            idx = np.flatnonzero(acts > self.thresholds[0])
+            rows, cols = np.divmod(idx, acts.shape[1])
+            vals = acts.reshape(-1)[idx]
         if acts.shape[1] != self.F:
             raise InputError(f"activations have {acts.shape[1]} features, expected {self.F}")
         lev = np.searchsorted(self.thresholds, vals, side="left")  # >= 1 here
-        data = np.ones(len(rows), np.int32)
-        return sparse.csr_matrix((data, (rows, cols.astype(np.int64) * self.T + lev - 1)),
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=acts.shape[0]))])
+        return sparse.csr_matrix((np.ones(len(rows), np.int32), cols * self.T + lev - 1, indptr),
                                  shape=(acts.shape[0], self.F * self.T))
 
     def update(self, acts, labels: sparse.spmatrix, n_proteins: int = 0) -> None:
@@ -162,29 +170,33 @@ class CountAccumulator:
         self.n_proteins += n_proteins
         if len(r) == 0:
             return
+        # TP per (concept, feature, level): binary labels (C, R) @ E (R, F*T)
+        Lbin = sparse.csr_matrix((np.ones(len(r), np.int32), (c, r)), shape=(self.C, acts.shape[0]))
+        tp = Lbin @ E                        # CSR; column indices unique within each row
+        self.tp_lvl[np.repeat(np.arange(self.C), np.diff(tp.indptr)), tp.indices] += tp.data
+        # domains: one row per (concept, domain id) of the chunk
         base = int(ids.max()) + 1
         uniq, k = np.unique(c * base + ids, return_inverse=True)
         concept_of = uniq // base                                     # (K,)
         self.n_domains += np.bincount(concept_of, minlength=self.C)
-        D = sparse.csr_matrix((np.ones(len(r), np.int32), (k.ravel(), r)), shape=(len(uniq), acts.shape[0]))
-        P = (D @ E).tocsr()                                           # (K, F*T) residue counts
-        P.sort_indices()
-        to_concept = sparse.csr_matrix((np.ones(len(uniq), np.int64), (concept_of, np.arange(len(uniq)))),
-                                       shape=(self.C, len(uniq)))
-        tp = (to_concept @ P).tocoo()
-        tp.sum_duplicates()
-        self.tp_lvl[tp.row, tp.col] += tp.data
-        # highest level per (domain, feature): the last entry of each (row, feature) run
+        dom = ~self.per_residue[c]           # per-residue concepts need no domain hits
+        if not dom.any():
+            return
+        kd, kmap = np.unique(k.ravel()[dom], return_inverse=True)     # domain-level rows only
+        D = sparse.csr_matrix((np.ones(int(dom.sum()), np.int32), (kmap.ravel(), r[dom])),
+                              shape=(len(kd), acts.shape[0]))
+        P = D @ E                            # (K', F*T) residues of domain k at (feature, level)
         pk = np.repeat(np.arange(P.shape[0]), np.diff(P.indptr))
-        feat = P.indices // self.T
-        key = pk * self.F + feat
-        last = np.ones(len(key), bool)
-        last[:-1] = key[1:] != key[:-1]
-        H = sparse.csr_matrix((np.ones(int(last.sum()), np.int64), (concept_of[pk[last]], P.indices[last])),
-                              shape=(self.C, self.F * self.T)).tocoo()  # duplicates summed
-        self.hit_lvl[H.row, H.col] += H.data
+        feat, lvl = np.divmod(P.indices, self.T)
+        # highest level per (domain, feature)
+        top = np.zeros(P.shape[0] * self.F, np.int8)
+        np.maximum.at(top, pk * self.F + feat, (lvl + 1).astype(np.int8))
+        hit = np.flatnonzero(top != 0)
+        hk, hf = np.divmod(hit, self.F)
+        flat = (concept_of[kd[hk]] * self.F + hf) * self.T + top[hit] - 1
+        self.hit_lvl.reshape(-1)[:] += np.bincount(flat, minlength=self.C * self.F * self.T)
 
-    def result(self, concepts: Sequence[str], per_residue: np.ndarray, meta: dict | None = None) -> ConceptCounts:
+    def result(self, concepts: Sequence[str], meta: dict | None = None) -> ConceptCounts:
         """Counts at each threshold (reverse cumulative sums over levels)."""
         def at_threshold(x):
             x = x.reshape(*x.shape[:-1], self.F, self.T)
@@ -194,7 +206,7 @@ class CountAccumulator:
         on = at_threshold(self.on_lvl)
         return ConceptCounts(list(concepts), self.thresholds.copy(), tp, on[None] - tp,
                              at_threshold(self.hit_lvl), self.n_residues.copy(), self.n_domains.copy(),
-                             np.asarray(per_residue, bool), self.n_proteins, self.n_tokens, dict(meta or {}))
+                             self.per_residue.copy(), self.n_proteins, self.n_tokens, dict(meta or {}))
 
     def state(self) -> dict[str, np.ndarray]:
         return {"tp_lvl": self.tp_lvl, "hit_lvl": self.hit_lvl, "on_lvl": self.on_lvl,
@@ -214,7 +226,7 @@ def count_chunks(chunks: Iterable[tuple[np.ndarray, sparse.spmatrix]], n_feature
                  concepts: Sequence[str], per_residue: np.ndarray,
                  thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> ConceptCounts:
     """Counts over an iterable of ``(acts (R, F), labels (R, C))`` chunks of whole proteins."""
-    acc = CountAccumulator(n_features, len(concepts), thresholds)
+    acc = CountAccumulator(n_features, len(concepts), thresholds, per_residue)
     for acts, labels in chunks:
         acc.update(acts, labels)
-    return acc.result(concepts, per_residue)
+    return acc.result(concepts)

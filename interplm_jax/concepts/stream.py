@@ -77,7 +77,8 @@ def count_split(store, layer: int, labels: ConceptLabels, eval_set: EvalSet, spl
     concept_idx = np.array([labels.concepts.index(c) for c in eval_set.concepts], np.int64)
     chunks = protein_chunks(lengths, chunk_residues)
 
-    acc = CountAccumulator(n_features, len(concept_idx), thresholds)
+    per_res = np.array([is_per_residue(c) for c in eval_set.concepts], bool)
+    acc = CountAccumulator(n_features, len(concept_idx), thresholds, per_res)
     fp = _fingerprint(split=split, layer=layer, ids=ids, concepts=eval_set.concepts,
                       thresholds=acc.thresholds.tolist(), chunk_residues=chunk_residues,
                       store=getattr(store, "url", ""), features=features_id, F=n_features)
@@ -114,9 +115,8 @@ def count_split(store, layer: int, labels: ConceptLabels, eval_set: EvalSet, spl
             if checkpoint is not None and time.monotonic() - last_save > checkpoint_every_s:
                 save(i + 1)
                 last_save = time.monotonic()
-    per_res = np.array([is_per_residue(c) for c in eval_set.concepts], bool)
     meta = {"split": split, "layer": layer, "n_features": n_features, **(meta or {})}
-    counts = acc.result(list(eval_set.concepts), per_res, meta)
+    counts = acc.result(list(eval_set.concepts), meta)
     if checkpoint is not None and Path(checkpoint).exists():
         Path(checkpoint).unlink()
     return counts
