@@ -122,8 +122,9 @@ def _features(sae, neurons, neuron_stats, activations):
             raise InputError(f"{sae}: arch {arch!r}; this command encodes ReLU SAEs (others: use "
                              "interplm_jax.concepts.stream.count_split with the arch's encoder)")
         fn = sae_features(params, normalized=activations == "normalized")
-        return fn, int(params["W_enc"].shape[1]), f"{Path(sae).resolve()}:{activations}", \
-            meta.get("meta", {}).get("baseline", "sae")
+        baseline = (meta.get("meta") or {}).get("baseline")  # "neuron" for the neuron baseline SAE
+        kind = {"neuron": "neurons"}.get(baseline, baseline or "sae")
+        return fn, int(params["W_enc"].shape[1]), f"{Path(sae).resolve()}:{activations}", kind
     lo = hi = None
     if neuron_stats is not None:
         lo, hi = np.load(Path(neuron_stats) / "min.npy"), np.load(Path(neuron_stats) / "max.npy")

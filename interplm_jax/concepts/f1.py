@@ -132,7 +132,7 @@ class CountAccumulator:
         """(R, F) activations -> (R, F*T) 0/1 CSR, column ``f*T + level - 1`` for entries above
         the lowest threshold (level = number of thresholds strictly below the value)."""
         if sparse.issparse(acts):
-            a = acts.tocsr()
+            a = acts.tocsr(copy=True)
             a.sum_duplicates()
             keep = a.data > self.thresholds[0]
             rows = np.repeat(np.arange(a.shape[0]), np.diff(a.indptr))[keep]
@@ -143,8 +143,6 @@ class CountAccumulator:
             idx = np.flatnonzero(acts > self.thresholds[0])
             rows, cols = np.divmod(idx, acts.shape[1])
             vals = acts.reshape(-1)[idx]
-        if acts.shape[1] != self.F:
-            raise InputError(f"activations have {acts.shape[1]} features, expected {self.F}")
         lev = np.searchsorted(self.thresholds, vals, side="left")  # >= 1 here
         indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=acts.shape[0]))])
         return sparse.csr_matrix((np.ones(len(rows), np.int32), cols * self.T + lev - 1, indptr),
@@ -158,6 +156,8 @@ class CountAccumulator:
             as the caller decides; thresholds apply to these values.
           labels: (R, C) sparse domain ids (0 = no label); a domain must not cross chunks.
         """
+        if acts.ndim != 2 or acts.shape[1] != self.F:
+            raise InputError(f"activations have shape {acts.shape}, expected (residues, {self.F})")
         if labels.shape != (acts.shape[0], self.C):
             raise InputError(f"labels have shape {labels.shape}, expected ({acts.shape[0]}, {self.C})")
         E = self.levels(acts)
@@ -172,8 +172,7 @@ class CountAccumulator:
             return
         # TP per (concept, feature, level): binary labels (C, R) @ E (R, F*T)
         Lbin = sparse.csr_matrix((np.ones(len(r), np.int32), (c, r)), shape=(self.C, acts.shape[0]))
-        tp = Lbin @ E                        # CSR; column indices unique within each row
-        self.tp_lvl[np.repeat(np.arange(self.C), np.diff(tp.indptr)), tp.indices] += tp.data
+        self.tp_lvl += (Lbin @ E).toarray()  # nearly dense once F*T columns meet C concepts
         # domains: one row per (concept, domain id) of the chunk
         base = int(ids.max()) + 1
         uniq, k = np.unique(c * base + ids, return_inverse=True)
@@ -188,13 +187,14 @@ class CountAccumulator:
         P = D @ E                            # (K', F*T) residues of domain k at (feature, level)
         pk = np.repeat(np.arange(P.shape[0]), np.diff(P.indptr))
         feat, lvl = np.divmod(P.indices, self.T)
-        # highest level per (domain, feature)
+        # highest level per (domain, feature); (domain, feature, level) entries are unique, so
+        # exactly one entry per (domain, feature) carries its maximum
+        key = pk * self.F + feat
         top = np.zeros(P.shape[0] * self.F, np.int8)
-        np.maximum.at(top, pk * self.F + feat, (lvl + 1).astype(np.int8))
-        hit = np.flatnonzero(top != 0)
-        hk, hf = np.divmod(hit, self.F)
-        flat = (concept_of[kd[hk]] * self.F + hf) * self.T + top[hit] - 1
-        self.hit_lvl.reshape(-1)[:] += np.bincount(flat, minlength=self.C * self.F * self.T)
+        np.maximum.at(top, key, (lvl + 1).astype(np.int8))
+        is_top = top[key] == lvl + 1
+        flat = concept_of[kd[pk[is_top]]] * (self.F * self.T) + P.indices[is_top]
+        np.add.at(self.hit_lvl.reshape(-1), flat, 1)
 
     def result(self, concepts: Sequence[str], meta: dict | None = None) -> ConceptCounts:
         """Counts at each threshold (reverse cumulative sums over levels)."""
