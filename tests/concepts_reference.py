@@ -4,7 +4,8 @@ The functions compared (``calc_metrics_sparse``, ``calculate_metrics``, ``calcul
 only NumPy/SciPy, but their modules import, at the top, packages this environment lacks
 (einops, h5py, pandas, tap) through unrelated helpers. Those imports are satisfied with empty
 placeholder modules while importing; ``pandas.DataFrame`` is given as a function returning the
-row dicts it receives, which is all ``calculate_metrics`` does with it. The reference's own
+row dicts it receives, which is all ``calculate_metrics`` does with it, and ``pandas.isna`` as
+the missing-value test the row parsers need. The reference's own
 code runs unchanged. Tests skip when the reference is absent.
 """
 
@@ -46,7 +47,8 @@ def load(module: str, tmp_path: Path):
     try:
         importlib.import_module("pandas")
     except ImportError:
-        placeholders["pandas"] = dict(DataFrame=lambda rows: rows, read_csv=unused)
+        placeholders["pandas"] = dict(DataFrame=lambda rows: rows, read_csv=unused, Series=object,
+                                      isna=lambda x: x is None or (isinstance(x, float) and x != x))
     saved = {k: sys.modules.get(k) for k in list(placeholders) + [module]}
     try:
         for name, attrs in placeholders.items():

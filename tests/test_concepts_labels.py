@@ -210,3 +210,53 @@ def test_real_swissprot_labels_lie_inside_proteins_and_domains_agree(source, dem
         for p, acc in enumerate(lab.protein_ids):
             _, dom = lab.counts([p], np.array([lab.concepts.index(concept)]))
             assert dom[0] == expected[acc], (acc, concept)
+
+
+def test_reference_parsing_matches_the_reference_parser_on_real_rows(demo_data, tmp_path):
+    """Our ``reference_parsing`` labels equal the reference's own per-row parsers
+    (process_categorical_feature / process_binary_feature / process_interaction_feature) on the
+    bundled Swiss-Prot rows, given the same concept values; compared as domain partitions."""
+    from concepts_reference import load
+
+    pu = load("interplm.analysis.concepts.parsing_utils", tmp_path)
+    from interplm_jax.concepts.uniprot import COLUMNS
+
+    path = demo_data / "uniprotkb_features.tsv.gz"
+    lab = build_labels(read_uniprot_tsv(path), min_instances=3, max_length=100_000,
+                       require_alphafold=False, drop_duplicates=False, reference_parsing=True)
+    with gzip.open(path, "rt") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        rows = [dict(zip(header, line.rstrip("\n").split("\t"))) for line in f]
+    assert [r["Entry"] for r in rows] == lab.protein_ids
+
+    def partition(ids):
+        ids = np.asarray(ids, dtype=np.int64)
+        return sorted(tuple(np.flatnonzero(ids == d)) for d in set(ids[ids > 0].tolist()))
+
+    n_compared = 0
+    for col in COLUMNS:
+        if col.kind == "categorical":
+            names = [c for c in lab.concepts if c.startswith(col.prefix + "_")]
+            options = [c[len(col.prefix) + 1:] for c in names]
+        else:
+            names = [col.prefix]
+        cols = np.array([lab.concepts.index(c) for c in names])
+        current = {o: 1 for o in options} if col.kind == "categorical" else 1
+        for p, row in enumerate(rows):
+            cell = row[col.name] or None
+            if col.kind == "categorical":
+                ref_cols, current = pu.process_categorical_feature(cell, col.key, options, len(row["Sequence"]), current)
+            elif col.kind == "binary":
+                ref, current = pu.process_binary_feature(cell, col.key, len(row["Sequence"]), current)
+                ref_cols = [ref]
+            else:
+                ref, _ = pu.process_interaction_feature(cell, col.key, len(row["Sequence"]))
+                ref_cols = [[int(x) for x in ref]]
+            ours = lab.matrix([p], cols).toarray()
+            for j, ref_ids in enumerate(ref_cols):
+                if col.kind == "paired":   # the reference marks bonded residues with True
+                    assert ((ours[:, j] > 0) == np.asarray(ref_ids, bool)).all(), (row["Entry"], names[j])
+                else:
+                    assert partition(ours[:, j]) == partition(ref_ids), (row["Entry"], names[j])
+                n_compared += int(np.count_nonzero(ref_ids))
+    assert n_compared > 5000
