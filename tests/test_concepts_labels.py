@@ -260,3 +260,9 @@ def test_reference_parsing_matches_the_reference_parser_on_real_rows(demo_data, 
                     assert partition(ours[:, j]) == partition(ref_ids), (row["Entry"], names[j])
                 n_compared += int(np.count_nonzero(ref_ids))
     assert n_compared > 5000
+
+
+def test_no_protein_kept_is_an_input_error(tmp_path):
+    rows = read_uniprot_tsv(tsv(tmp_path, [P3]))  # no AlphaFold DB entry
+    with pytest.raises(InputError, match="no protein kept.*no AlphaFold DB entry"):
+        build_labels(rows)

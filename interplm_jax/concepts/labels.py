@@ -11,6 +11,7 @@ reference). ``amino_acid_<X>`` concepts come from the sequence (each residue its
 
 from __future__ import annotations
 
+import array
 import collections
 import dataclasses
 import io
@@ -254,8 +255,9 @@ def build_labels(rows: Iterable[UniProtRow], min_instances: int = 100, max_lengt
     seqs: list[bytes] = []
     seen: set[str] = set()
     dropped = collections.Counter()
-    o_prot, o_col, o_val, o_cnt = [], [], [], []
-    s_occ, s_start, s_stop = [], [], []
+    # compact typed buffers: all of Swiss-Prot has tens of millions of occurrences
+    o_prot, o_col, o_val, o_cnt = (array.array("q") for _ in range(4))
+    s_occ, s_start, s_stop = (array.array("q") for _ in range(3))
     codes: dict[tuple[int, str], int] = {}
     for row in rows:
         if len(row.sequence) > max_length:
@@ -285,10 +287,13 @@ def build_labels(rows: Iterable[UniProtRow], min_instances: int = 100, max_lengt
                 s_occ.append(len(o_prot) - 1)
                 s_start.append(a)
                 s_stop.append(b)
+    if not ids:
+        raise InputError(f"no protein kept (dropped: {dict(dropped) or 'none read'}); check the "
+                         "TSV and the max_length / require_alphafold options")
     if len(ids) != len(set(ids)):
         dup = [k for k, v in collections.Counter(ids).items() if v > 1][0]
         raise InputError(f"accession {dup!r} occurs in more than one kept row")
-    o_col_a, o_val_a, o_cnt_a = (np.asarray(x, np.int64) for x in (o_col, o_val, o_cnt))
+    o_col_a, o_val_a, o_cnt_a = (np.frombuffer(x, np.int64) for x in (o_col, o_val, o_cnt))
     value_of = {code: key for key, code in codes.items()}
     counts = np.bincount(o_cnt_a[o_cnt_a >= 0], minlength=len(codes))
 
@@ -311,7 +316,7 @@ def build_labels(rows: Iterable[UniProtRow], min_instances: int = 100, max_lengt
         concepts += [f"amino_acid_{a}" for a in AMINO_ACIDS] + ["amino_acid_Other"]
 
     # one interval per (span, concept): the column concept, and the value concept if frequent
-    s_occ_a = np.asarray(s_occ, np.int64)
+    s_occ_a = np.frombuffer(s_occ, np.int64)
     kind_cat = np.array([c.kind == "categorical" for c in COLUMNS])[o_col_a] if len(o_col_a) else np.zeros(0, bool)
     val_c = value_concept[np.where(o_val_a >= 0, o_val_a, len(codes))]
     any_c = column_concept[o_col_a] if len(o_col_a) else np.zeros(0, np.int64)
@@ -322,9 +327,9 @@ def build_labels(rows: Iterable[UniProtRow], min_instances: int = 100, max_lengt
     conc = per_occ[s_occ_a].reshape(-1)
     keep = conc >= 0
     occ_rep, conc = occ_rep[keep], conc[keep]
-    start = np.repeat(np.asarray(s_start, np.int32), 2)[keep]
-    stop = np.repeat(np.asarray(s_stop, np.int32), 2)[keep]
-    prot = np.asarray(o_prot, np.int32)[occ_rep] if len(occ_rep) else np.zeros(0, np.int32)
+    start = np.repeat(np.frombuffer(s_start, np.int64).astype(np.int32), 2)[keep]
+    stop = np.repeat(np.frombuffer(s_stop, np.int64).astype(np.int32), 2)[keep]
+    prot = np.frombuffer(o_prot, np.int64).astype(np.int32)[occ_rep]
     order = np.lexsort((conc, occ_rep, prot))  # protein, then annotation order
     lengths = np.array([len(s) for s in seqs], np.int64)
     labels = ConceptLabels(
