@@ -180,15 +180,16 @@ def helix_strand_protein():
     return coords, facing
 
 
-def _synthetic_pairs(n_proteins=30, seed=0):
+def synthetic_activations(n_proteins=30, seed=0):
+    """Per-protein activations (90, 2) on the helix-strand geometry: feature 0 clusters in 3D
+    only, feature 1 along the sequence. Returns coords (90, 3) and the list of activations."""
     coords, facing = helix_strand_protein()
     rng = np.random.default_rng(seed)
     L = len(coords)
-    ids, acts = [], []
+    acts = []
     for p in range(n_proteins):
         h = facing[p % len(facing)]
-        a = np.zeros((L, 2), np.float32)
-        a[:, :] = rng.uniform(0, 0.1, size=(L, 2))
+        a = rng.uniform(0, 0.1, size=(L, 2)).astype(np.float32)
         # feature 0: the max on the helix plus the strand residues packed against it (3D only);
         # its sequence neighbours look like random positions of the protein
         near = np.flatnonzero(np.linalg.norm(coords[60:76] - coords[h], axis=1) <= 6.0) + 60
@@ -199,11 +200,16 @@ def _synthetic_pairs(n_proteins=30, seed=0):
         # feature 1: the max and its sequence neighbours
         a[h, 1] = 1.0
         a[seq, 1] = rng.uniform(0.6, 0.9, size=4)
-        ids.append(f"S{p}")
         acts.append(a)
-    table = dict(zip(ids, acts))
-    return spatial.collect_pairs(ids, [coords] * n_proteins, table.__getitem__, lambda x: x,
-                                 threshold=0.6, window=2, radius=6.0, n_permutations=5, seed=0)
+    return coords, acts
+
+
+def _synthetic_pairs(n_proteins=30, seed=0):
+    coords, acts = synthetic_activations(n_proteins, seed)
+    table = {f"S{p}": a for p, a in enumerate(acts)}
+    return spatial.collect_pairs(list(table), [coords] * n_proteins, table.__getitem__,
+                                 lambda x: x, threshold=0.6, window=2, radius=6.0,
+                                 n_permutations=5, seed=0)
 
 
 @pytest.mark.parametrize("alternative", ["two-sided", "greater"])

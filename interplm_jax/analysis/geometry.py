@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 
 import numpy as np
 
@@ -65,7 +66,9 @@ def feature_map(w_dec: np.ndarray, cfg: UmapConfig = UmapConfig()) -> FeatureMap
              n, w_dec.shape[1], cfg.metric, cfg.n_neighbors, cfg.min_dist, cfg.seed)
     reducer = umap.UMAP(n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist, metric=cfg.metric,
                         n_components=2, random_state=cfg.seed)
-    emb = reducer.fit_transform(rows[ok])
+    with warnings.catch_warnings():  # "n_jobs overridden by random_state": seeded on purpose
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        emb = reducer.fit_transform(rows[ok])
     clusterer = hdbscan.HDBSCAN(min_cluster_size=cfg.min_cluster_size, min_samples=cfg.min_samples)
     labels = clusterer.fit_predict(emb if cfg.cluster_on == "umap" else rows[ok])
     xy = np.full((len(rows), 2), np.nan)

@@ -40,15 +40,17 @@ def run_umap(sae: str | os.PathLike, out: str | os.PathLike, cfg: UmapConfig = U
     from interplm_jax.analysis.geometry import feature_map
 
     _, params = load_params(sae, arch)
-    fmap = feature_map(params["W_dec"], cfg)
-    F = len(fmap.cluster)
-    table = fmap.table()
-    concept = ratio = None
+    F = params["W_dec"].shape[0]
+    concept = ratio = None  # read the tables first: a bad table fails before the slow UMAP
     if concepts is not None:
         concept = feature_column(concepts, concept_column, F, numeric=False)
-        table["concept"] = concept
     if spatial_table is not None:
         ratio = feature_column(spatial_table, "struct_seq_ratio", F, numeric=True)
+    fmap = feature_map(params["W_dec"], cfg)
+    table = fmap.table()
+    if concept is not None:
+        table["concept"] = concept
+    if ratio is not None:
         table["struct_seq_ratio"] = ratio
     out = Path(out)
     paths = {"table": write_tsv(out / f"{name}.tsv", table),
