@@ -46,16 +46,18 @@ def main():
               default=None, help="A spatial_layer<L>.tsv of this SAE: colour the map by the "
                                  "structural/sequential effect-size ratio.")
 @click.option("--seed", type=int, default=None, help="Override analysis.umap.seed.")
+@click.option("--interplm-dashboard", "dashboard", is_flag=True,
+              help="Also write UMAP.csv for InterPLM's dashboard (its column names).")
 @click.option("--arch", default=None, help="SAE architecture when --sae is a bare file (relu).")
 @command
-def umap_cmd(sae, out, config, concepts, concept_column, spatial_table, seed, arch):
+def umap_cmd(sae, out, config, concepts, concept_column, spatial_table, seed, arch, dashboard):
     """UMAP (cosine, 15 neighbours, min_dist 0.1) of the unit-normalized decoder rows and HDBSCAN
     clusters (min cluster size 5, min samples 3): table (feature, x, y, cluster) and PNG."""
     from interplm_jax.analysis.run import run_umap
 
     cfg = _config(config, "umap", {"seed": seed})
     paths = run_umap(sae, out, cfg, concepts=concepts, concept_column=concept_column,
-                     spatial_table=spatial_table, arch=arch)
+                     spatial_table=spatial_table, arch=arch, dashboard=dashboard)
     click.echo("\n".join(str(p) for p in paths.values()))
 
 
@@ -76,10 +78,12 @@ def umap_cmd(sae, out, config, concepts, concept_column, spatial_table, seed, ar
 @click.option("--seed", type=int, default=None, help="Override analysis.spatial.seed.")
 @click.option("--min-proteins", type=int, default=None, help="Override analysis.spatial.min_proteins.")
 @click.option("--recompute", is_flag=True, help="Ignore pair scores saved by an earlier run.")
+@click.option("--interplm-dashboard", "dashboard", is_flag=True,
+              help="Also write Structure_feats.csv for InterPLM's dashboard (its column names).")
 @click.option("--arch", default=None, help="SAE architecture when --sae is a bare file (relu).")
 @command
 def spatial_cmd(sae, store, layer, structures, fasta, out, config, seed, min_proteins, recompute,
-                arch):
+                arch, dashboard):
     """Per feature: do its activations cluster around its maximum along the sequence
     (|j - pos_max| <= 2) or in 3D (C-alpha within 6 A)? Paired t-tests against permuted
     activations, Cohen's d, Bonferroni over the layer, structural-only flags: table and PNG."""
@@ -87,7 +91,7 @@ def spatial_cmd(sae, store, layer, structures, fasta, out, config, seed, min_pro
 
     cfg = _config(config, "spatial", {"seed": seed, "min_proteins": min_proteins})
     paths = run_spatial(sae, store, layer, structures, fasta, out, cfg, arch=arch,
-                        recompute=recompute)
+                        recompute=recompute, dashboard=dashboard)
     click.echo("\n".join(str(p) for p in paths.values()))
 
 

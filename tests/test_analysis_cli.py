@@ -65,7 +65,7 @@ def _spatial_args(inp, out, *extra):
 
 
 def test_spatial_command(analyze, spatial_inputs, tmp_path):
-    res = _run(analyze, _spatial_args(spatial_inputs, tmp_path))
+    res = _run(analyze, _spatial_args(spatial_inputs, tmp_path, "--interplm-dashboard"))
     assert res.exit_code == 0, res.output
     table = read_table(tmp_path / "spatial_layer3.tsv")
     assert table["tested"] == ["true", "true"]
@@ -79,6 +79,12 @@ def test_spatial_command(analyze, spatial_inputs, tmp_path):
     assert "89 residues in the structure, 90 in the sequence" in reason["BAD1"]
     assert reason["NOST"] == "no structure file"
     assert (tmp_path / "spatial_layer3.png").read_bytes()[:4] == b"\x89PNG"
+    ratio = float(table["struct_d"][0]) / abs(float(table["seq_d"][0]))
+    assert float(table["struct_seq_ratio"][0]) == pytest.approx(ratio, rel=1e-5)
+    dash = read_table(tmp_path / "Structure_feats.csv")  # InterPLM dashboard's columns
+    assert dash["feat"] == ["0", "1"] and dash["structural_only"] == ["true", "false"]
+    assert dash["structural_cohen"] == table["struct_d"]
+    assert dash["sequential_cohen"] == table["seq_d"]
 
     # a rerun reuses the saved pair scores and gives the same table
     pairs = (tmp_path / "spatial_layer3_pairs.npz").read_bytes()
@@ -133,7 +139,7 @@ def umap_run(analyze, tmp_path_factory):
         f"{f}\t{2.0 ** rng.normal():.4f}\n" for f in range(0, F, 2)) + f"{F - 1}\t\n")
     out = root / "out"
     res = _run(analyze, ["umap", "--sae", sae, "--out", out, "--concepts", concepts,
-                         "--spatial", ratios])
+                         "--spatial", ratios, "--interplm-dashboard"])
     assert res.exit_code == 0, res.output
     return out
 
@@ -151,6 +157,9 @@ def test_umap_recovers_planted_clusters(umap_run):
     xy = np.array([table["x"], table["y"]], float).T
     assert np.isfinite(xy).all()
     assert table["concept"][:3] == ["Helix", "", ""] and table["concept"][30] == "Domain_X"
+    dash = read_table(umap_run / "UMAP.csv")  # InterPLM dashboard's columns, feature order
+    assert list(dash) == ["UMAP 0", "UMAP 1", "cluster", "concept"]
+    assert dash["UMAP 0"] == table["x"] and dash["cluster"] == table["cluster"]
 
 
 def test_umap_figure_is_a_png(umap_run):

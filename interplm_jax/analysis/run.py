@@ -23,7 +23,8 @@ from interplm_jax.analysis import plots, spatial, stats
 from interplm_jax.analysis.config import SpatialConfig, UmapConfig
 from interplm_jax.analysis.sae_io import feature_function, load_params
 from interplm_jax.analysis.structures import load_structures
-from interplm_jax.analysis.tables import feature_column, write_tsv
+from interplm_jax.analysis.tables import (feature_column, write_dashboard_structure,
+                                          write_dashboard_umap, write_tsv)
 from interplm_jax.atomic import atomic_path
 from interplm_jax.errors import InputError
 
@@ -33,10 +34,11 @@ log = logging.getLogger(__name__)
 def run_umap(sae: str | os.PathLike, out: str | os.PathLike, cfg: UmapConfig = UmapConfig(), *,
              concepts: str | os.PathLike | None = None, concept_column: str = "concept",
              spatial_table: str | os.PathLike | None = None, arch: str | None = None,
-             name: str = "feature_map") -> dict[str, Path]:
+             name: str = "feature_map", dashboard: bool = False) -> dict[str, Path]:
     """UMAP + HDBSCAN of the SAE's decoder rows; the map coloured by cluster and, when the tables
     are given, by best concept (``concepts``: columns ``feature`` and ``concept_column``) and by
-    the structural/sequential ratio (``spatial_table``: a ``spatial_layer<L>.tsv``)."""
+    the structural/sequential ratio (``spatial_table``: a ``spatial_layer<L>.tsv``).
+    ``dashboard``: also write ``UMAP.csv`` for InterPLM's dashboard."""
     from interplm_jax.analysis.geometry import feature_map
 
     _, params = load_params(sae, arch)
@@ -56,7 +58,9 @@ def run_umap(sae: str | os.PathLike, out: str | os.PathLike, cfg: UmapConfig = U
     paths = {"table": write_tsv(out / f"{name}.tsv", table),
              "figure": plots.plot_feature_map(out / f"{name}.png", fmap.xy, fmap.cluster,
                                               concept, ratio, title=f"{Path(sae).name}: {F} features")}
-    log.info("wrote %s and %s", paths["table"], paths["figure"])
+    if dashboard:
+        paths["dashboard"] = write_dashboard_umap(out / "UMAP.csv", table)
+    log.info("wrote %s", ", ".join(map(str, paths.values())))
     return paths
 
 
@@ -79,7 +83,7 @@ def _read_sequences(fasta: str | os.PathLike) -> dict[str, str]:
 def run_spatial(sae: str | os.PathLike, store_path: str | os.PathLike, layer: int,
                 structures: str | os.PathLike, fasta: str | os.PathLike, out: str | os.PathLike,
                 cfg: SpatialConfig = SpatialConfig(), *, arch: str | None = None,
-                recompute: bool = False) -> dict[str, Path]:
+                recompute: bool = False, dashboard: bool = False) -> dict[str, Path]:
     """Sequential/structural clustering statistics of one layer's SAE features.
 
     Args:
@@ -87,6 +91,7 @@ def run_spatial(sae: str | os.PathLike, store_path: str | os.PathLike, layer: in
       store_path: activation store holding ``layer``; its protein ids are UniProt accessions.
       structures: directory of AlphaFold DB files; fasta: the proteins' sequences.
       recompute: ignore saved pair scores of an earlier run.
+      dashboard: also write ``Structure_feats.csv`` for InterPLM's dashboard.
     """
     from interplm_jax.store import ActivationStore
 
@@ -151,5 +156,7 @@ def run_spatial(sae: str | os.PathLike, store_path: str | os.PathLike, layer: in
                  out / f"spatial_layer{layer}.png", table,
                  title=f"layer {layer}: {summary.n_tested} features tested on {len(ids)} "
                        f"proteins, {summary.n_structural_only} structural-only")}
+    if dashboard:
+        paths["dashboard"] = write_dashboard_structure(out / "Structure_feats.csv", table)
     log.info("layer %d: %s", layer, dataclasses.asdict(summary))
     return paths

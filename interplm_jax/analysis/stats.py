@@ -6,9 +6,10 @@ most ``max_proteins`` are sampled (seeded by (seed, feature)); proteins without 
 sequential neighbour are dropped (Q10, counted in ``n_dropped``); the observed scores are compared
 with their null scores by a paired t-test (``scipy.stats.ttest_rel``), once for sequential and
 once for structural neighbours. Cohen's d = mean(diff) / sd(diff) (sd with ddof = 1, so that
-t = d sqrt(n)). P values are multiplied by the number of features tested in the layer and capped
-at 1 (Bonferroni, Q11); a feature is *structural-only* when its corrected structural P < alpha and
-its corrected sequential P > alpha.
+t = d sqrt(n)); ``struct_seq_ratio`` = |d_struct| / |d_seq| (as InterPLM's dashboard). P values
+are multiplied by the number of features tested in the layer and capped at 1 (Bonferroni, Q11);
+a feature is *structural-only* when its corrected structural P < alpha and its corrected
+sequential P > alpha.
 """
 
 from __future__ import annotations
@@ -109,9 +110,9 @@ def feature_tests(pairs: PairScores, n_features: int, *, min_proteins: int, max_
         out[f"{kind}_t"][tested], out[f"{kind}_p"][tested], out[f"{kind}_d"][tested] = t, p, d
         out[f"{kind}_p_bonferroni"] = bonferroni(out[f"{kind}_p"], len(tested))
         out[f"{kind}_significant"] = out[f"{kind}_p_bonferroni"] < alpha
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = out["struct_d"] / out["seq_d"]
-    out["struct_seq_ratio"] = np.where((out["struct_d"] > 0) & (out["seq_d"] > 0), ratio, np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):  # |d| ratio, as InterPLM's dashboard
+        ratio = np.abs(out["struct_d"]) / np.abs(out["seq_d"])
+    out["struct_seq_ratio"] = np.where(np.isfinite(ratio), ratio, np.nan)
     out["structural_only"] = out["struct_significant"] & (out["seq_p_bonferroni"] > alpha)
     log.info("spatial tests: %d features tested (>= %d proteins), %d structural-only, "
              "%d sequentially and %d structurally significant", len(tested), min_proteins,

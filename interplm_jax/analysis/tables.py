@@ -22,14 +22,15 @@ def _cell(v) -> str:
     return str(v)
 
 
-def write_tsv(path: str | os.PathLike, columns: Mapping[str, Sequence]) -> Path:
-    """Write equal-length columns as a TSV with a header line."""
+def write_tsv(path: str | os.PathLike, columns: Mapping[str, Sequence],
+              delimiter: str = "\t") -> Path:
+    """Write equal-length columns as a TSV (or, with ``delimiter=","``, a CSV) with a header."""
     names = list(columns)
     n = {len(columns[c]) for c in names}
     if len(n) > 1:
         raise ValueError(f"columns of unequal lengths: { {c: len(columns[c]) for c in names} }")
     buf = io.StringIO()
-    w = csv.writer(buf, delimiter="\t", lineterminator="\n")
+    w = csv.writer(buf, delimiter=delimiter, lineterminator="\n")
     w.writerow(names)
     for row in zip(*(columns[c] for c in names)):
         w.writerow([_cell(v) for v in row])
@@ -78,3 +79,24 @@ def feature_column(path: str | os.PathLike, column: str, n_features: int,
             raise InputError(f"{path}:{line}: feature {f} outside 0..{n_features - 1}")
         out[f] = value
     return out
+
+
+def write_dashboard_umap(path: str | os.PathLike, table: Mapping[str, np.ndarray]) -> Path:
+    """``UMAP.csv`` as InterPLM's dashboard reads it: rows in feature order, columns
+    ``UMAP 0``, ``UMAP 1``, ``cluster``, ``concept``."""
+    concept = table.get("concept", [""] * len(table["x"]))
+    return write_tsv(path, {"UMAP 0": table["x"], "UMAP 1": table["y"],
+                            "cluster": table["cluster"], "concept": concept}, delimiter=",")
+
+
+def write_dashboard_structure(path: str | os.PathLike, table: Mapping[str, np.ndarray]) -> Path:
+    """``Structure_feats.csv`` as InterPLM's dashboard reads it (tested features): ``feat``,
+    ``sequential_cohen``, ``structural_cohen``, and our corrected P values and flag."""
+    t = np.asarray(table["tested"], bool)
+    return write_tsv(path, {"feat": np.asarray(table["feature"])[t],
+                            "sequential_cohen": np.asarray(table["seq_d"])[t],
+                            "structural_cohen": np.asarray(table["struct_d"])[t],
+                            "sequential_p": np.asarray(table["seq_p_bonferroni"])[t],
+                            "structural_p": np.asarray(table["struct_p_bonferroni"])[t],
+                            "structural_only": np.asarray(table["structural_only"])[t]},
+                     delimiter=",")
