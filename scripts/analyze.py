@@ -64,7 +64,8 @@ def umap_cmd(sae, out, config, concepts, concept_column, spatial_table, seed, ar
 @main.command("spatial", context_settings={"show_default": True})
 @click.option("--sae", required=True, type=click.Path(exists=True),
               help="The layer's normalized SAE (directory or .safetensors/.npz file).")
-@click.option("--store", required=True, help="Activation store (directory or gs:// URL) with --layer.")
+@click.option("--store", required=True,
+              help="Activation store (directory or gs:// URL) with --layer.")
 @click.option("--layer", required=True, type=int, help="Layer of the store the SAE was trained on.")
 @click.option("--structures", required=True, type=click.Path(exists=True, file_okay=False),
               help="Directory of AlphaFold DB files: AF-<acc>-F1-model_v4.(pdb|cif)[.gz] or "
@@ -76,7 +77,8 @@ def umap_cmd(sae, out, config, concepts, concept_column, spatial_table, seed, ar
               help="YAML with an analysis.spatial section; keys: "
                    + _fields(AnalysisConfig().spatial.__class__))
 @click.option("--seed", type=int, default=None, help="Override analysis.spatial.seed.")
-@click.option("--min-proteins", type=int, default=None, help="Override analysis.spatial.min_proteins.")
+@click.option("--min-proteins", type=int, default=None,
+              help="Override analysis.spatial.min_proteins.")
 @click.option("--recompute", is_flag=True, help="Ignore pair scores saved by an earlier run.")
 @click.option("--interplm-dashboard", "dashboard", is_flag=True,
               help="Also write Structure_feats.csv for InterPLM's dashboard (its column names).")

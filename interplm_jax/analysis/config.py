@@ -53,7 +53,8 @@ class SpatialConfig:
 
     def __post_init__(self):
         if self.min_proteins < 2:
-            raise ValueError(f"min_proteins must be >= 2 (a t-test needs 2), got {self.min_proteins}")
+            raise ValueError(f"min_proteins must be >= 2 (a t-test needs 2), "
+                             f"got {self.min_proteins}")
         if self.max_proteins < self.min_proteins:
             raise ValueError("max_proteins must be >= min_proteins")
         if self.seq_window < 1 or self.radius <= 0 or self.n_permutations < 1:

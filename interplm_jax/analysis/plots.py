@@ -24,18 +24,24 @@ def _save(fig, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def _size(n: int) -> float:
+    """Marker area for n points: large for a few dozen, small for ten thousand."""
+    return float(np.clip(4000 / max(n, 1), 3, 30))
+
+
 def _categorical(ax, xy, labels: np.ndarray, title: str, max_legend: int = 12) -> None:
     import matplotlib
 
     cmap = matplotlib.colormaps["tab20"]
     labels = np.asarray(labels, dtype=object)
     none = np.array([lab in ("", "-1", -1, None) for lab in labels])
-    ax.scatter(*xy[none].T, s=4, c=_NOISE, label="none / noise", linewidths=0)
+    s = _size(len(xy))
+    ax.scatter(*xy[none].T, s=s * 0.8, c=_NOISE, label="none / noise", linewidths=0)
     values, counts = np.unique(labels[~none].astype(str), return_counts=True)
     ranked = values[np.argsort(-counts, kind="stable")]
     for i, v in enumerate(ranked):
         sel = ~none & (labels.astype(str) == v)
-        ax.scatter(*xy[sel].T, s=5, color=cmap(i % 20), linewidths=0,
+        ax.scatter(*xy[sel].T, s=s, color=cmap(i % 20), linewidths=0,
                    label=v if i < max_legend else None)
     ax.set_title(title)
     if len(ranked):
@@ -62,9 +68,11 @@ def plot_feature_map(path: str | os.PathLike, xy: np.ndarray, cluster: np.ndarra
         ax = axes[i]
         r = np.log2(np.asarray(ratio, dtype=float)[ok])
         has = np.isfinite(r)
-        ax.scatter(*xy[ok][~has].T, s=4, c=_NOISE, linewidths=0, label="not tested / no ratio")
+        s = _size(int(ok.sum()))
+        ax.scatter(*xy[ok][~has].T, s=s * 0.8, c=_NOISE, linewidths=0,
+                   label="not tested / no ratio")
         lim = max(float(np.nanmax(np.abs(r[has]))), 1e-6) if has.any() else 1.0
-        sc = ax.scatter(*xy[ok][has].T, s=7, c=r[has], cmap="coolwarm", vmin=-lim, vmax=lim,
+        sc = ax.scatter(*xy[ok][has].T, s=s, c=r[has], cmap="coolwarm", vmin=-lim, vmax=lim,
                         linewidths=0)
         fig.colorbar(sc, ax=ax, label="log2(structural d / sequential d)")
         ax.set_title("structural / sequential clustering")
@@ -89,7 +97,8 @@ def plot_effect_sizes(path: str | os.PathLike, table: dict[str, np.ndarray],
     only = np.asarray(table["structural_only"], bool)[t]
     sig = (np.asarray(table["seq_significant"], bool) | np.asarray(table["struct_significant"],
                                                                     bool))[t]
-    ax.scatter(seq_d[~sig], struct_d[~sig], s=8, c=_NOISE, linewidths=0, label="neither significant")
+    ax.scatter(seq_d[~sig], struct_d[~sig], s=8, c=_NOISE, linewidths=0,
+               label="neither significant")
     ax.scatter(seq_d[sig & ~only], struct_d[sig & ~only], s=8, c="#4477aa", linewidths=0,
                label="sequential and/or structural")
     ax.scatter(seq_d[only], struct_d[only], s=14, c="#cc3311", linewidths=0,

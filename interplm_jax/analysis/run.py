@@ -55,9 +55,10 @@ def run_umap(sae: str | os.PathLike, out: str | os.PathLike, cfg: UmapConfig = U
     if ratio is not None:
         table["struct_seq_ratio"] = ratio
     out = Path(out)
+    title = f"{Path(sae).name}: {F} features"
     paths = {"table": write_tsv(out / f"{name}.tsv", table),
              "figure": plots.plot_feature_map(out / f"{name}.png", fmap.xy, fmap.cluster,
-                                              concept, ratio, title=f"{Path(sae).name}: {F} features")}
+                                              concept, ratio, title=title)}
     if dashboard:
         paths["dashboard"] = write_dashboard_umap(out / "UMAP.csv", table)
     log.info("wrote %s", ", ".join(map(str, paths.values())))

@@ -19,7 +19,8 @@ from interplm_jax.errors import InputError
 REQUIRED = ("W_enc", "W_dec")
 
 
-def load_params(path: str | os.PathLike, arch: str | None = None) -> tuple[str, dict[str, np.ndarray]]:
+def load_params(path: str | os.PathLike,
+                arch: str | None = None) -> tuple[str, dict[str, np.ndarray]]:
     """(architecture, parameter dict of NumPy arrays) of the SAE at ``path``."""
     path = Path(path)
     if path.is_dir():
@@ -67,7 +68,8 @@ def _encode_fn(arch: str) -> Callable:
     import jax
 
     def relu_encode(params, x):  # DESIGN.md section 2: ReLU((x - b_pre) W_enc + b_enc) * scale
-        return jax.nn.relu((x - params["b_pre"]) @ params["W_enc"] + params["b_enc"]) * params["scale"]
+        pre = (x - params["b_pre"]) @ params["W_enc"] + params["b_enc"]
+        return jax.nn.relu(pre) * params["scale"]
 
     return relu_encode
 
