@@ -18,7 +18,7 @@ def _one(acts, coords, perms, window=2, radius=6.0):
     out = batch_scores(acts[None, :, None].astype(np.float32), np.array([len(acts)]),
                        contact_lists(coords[None], np.array([len(acts)]), radius),
                        perms[None], window)
-    return {k: v[0, 0] for k, v in out.items()}
+    return {k: v[0] for k, v in out.items()}
 
 
 def test_hand_built_neighbours_scores_and_null():

@@ -48,8 +48,8 @@ class SpatialConfig:
     alternative: Literal["two-sided", "greater", "less"] = option(
         "two-sided", "Alternative of the paired t-tests (scipy.stats.ttest_rel).")
     seed: int = option(0, "Seed of the protein sampling and of the permutations.")
-    batch_tokens: int = option(4096, "Padded tokens (proteins x longest length) per batch; memory"
-                                        " is about 50 x batch_tokens x F bytes.")
+    batch_tokens: int = option(4096, "Padded tokens (proteins x longest length) per batch; peak"
+                                        " memory is at most about 15 x batch_tokens x F bytes.")
 
     def __post_init__(self):
         if self.min_proteins < 2:

@@ -6,9 +6,9 @@ structural neighbours the j != pos_max with ``|CA_j - CA_pos_max| <= radius``; a
 mean of ``a`` over a neighbour set; its null is the mean, over K permutations pi_k of the
 protein's positions, of the mean of ``a[pi_k(j)]`` over the same neighbour positions j.
 
-Everything is computed for a batch of proteins padded to a common length (pad and mask), for all
-features and all permutations at once; only (protein, feature) pairs whose maximum exceeds the
-threshold are kept (:class:`PairScores`). :mod:`interplm_jax.analysis.stats` turns them into
+Everything is computed for a batch of proteins padded to a common length (pad and mask): the
+maxima for all features at once, then the neighbour and permutation gathers at once for the
+(protein, feature) pairs whose maximum exceeds the threshold (:class:`PairScores`). :mod:`interplm_jax.analysis.stats` turns them into
 per-feature tests. The permutations of a protein are seeded by (seed, protein id), so a pair's
 scores do not depend on which other proteins or features share its batch.
 """
@@ -108,47 +108,47 @@ def _masked_mean(values: np.ndarray, ok: np.ndarray, count: np.ndarray) -> np.nd
 
 
 def batch_scores(acts: np.ndarray, lengths: np.ndarray, contacts: np.ndarray, perms: np.ndarray,
-                 window: int) -> dict[str, np.ndarray]:
-    """Scores of every (protein, feature) pair of a padded batch.
+                 window: int, threshold: float | None = None) -> dict[str, np.ndarray]:
+    """Scores of the (protein, feature) pairs of a padded batch.
 
     Args:
-      acts: (P, L, F) normalized activations, padded (values beyond a length are ignored).
+      acts: (P, L, F) normalized activations, padded with -inf beyond each protein's length.
       lengths: (P,) protein lengths.
       contacts: (P, L, M) structural neighbour lists from :func:`contact_lists`.
       perms: (P, K, L) permutations; row k of protein p permutes ``range(lengths[p])`` in its
         first ``lengths[p]`` entries.
       window: sequential neighbourhood half-width.
+      threshold: keep only the pairs whose maximum is above it (None: every pair).
     Returns:
-      Arrays of shape (P, F): max, pos_max, seq_obs, seq_null, struct_obs, struct_null, n_seq,
-      n_struct.
+      Arrays of shape (E,), one entry per pair kept in (protein, feature) order: protein (batch
+      index), feature, max, pos_max, seq_obs, seq_null, struct_obs, struct_null, n_seq, n_struct.
     """
     P, L, F = acts.shape
     K = perms.shape[1]
-    valid = np.arange(L)[None, :] < lengths[:, None]                       # (P, L)
-    acts_t = np.ascontiguousarray(np.swapaxes(acts, 1, 2))                 # (P, F, L)
-    masked = np.where(valid[:, None, :], acts_t, -np.inf)
-    pos_max = masked.argmax(axis=2)                                        # (P, F)
-    amax = np.take_along_axis(masked, pos_max[..., None], axis=2)[..., 0]
+    amax = acts.max(axis=1)                                                # (P, F)
+    keep = np.ones((P, F), bool) if threshold is None else amax > threshold
+    p, f = np.nonzero(keep)                                                # the E pairs
+    # argmax only where needed, on contiguous rows (an argmax across axis 1 is slow)
+    pm = acts[p[:, None], np.arange(L)[None, :], f[:, None]].argmax(axis=1)  # (E,)
 
     offsets = np.concatenate([np.arange(-window, 0), np.arange(1, window + 1)])
-    seq_idx = pos_max[..., None] + offsets                                 # (P, F, W)
-    seq_ok = (seq_idx >= 0) & (seq_idx < lengths[:, None, None])
-    struct_idx = contacts[np.arange(P)[:, None], pos_max]                  # (P, F, M)
+    seq_idx = pm[:, None] + offsets                                        # (E, W)
+    seq_ok = (seq_idx >= 0) & (seq_idx < lengths[p][:, None])
+    struct_idx = contacts[p, pm]                                           # (E, M)
     struct_ok = struct_idx >= 0
-    idx = np.where(np.concatenate([seq_ok, struct_ok], axis=2),
-                   np.concatenate([seq_idx, struct_idx], axis=2), 0)       # (P, F, W+M)
-    W = seq_idx.shape[2]
+    idx = np.where(np.concatenate([seq_ok, struct_ok], axis=1),
+                   np.concatenate([seq_idx, struct_idx], axis=1), 0)       # (E, W+M)
+    W = seq_idx.shape[1]
 
-    obs = np.take_along_axis(acts_t, idx, axis=2)                          # (P, F, W+M)
-    p_ix = np.arange(P)[:, None, None, None]
-    moved = perms[p_ix, np.arange(K)[None, :, None, None], idx[:, None]]   # (P, K, F, W+M)
-    null = acts_t[p_ix, np.arange(F)[None, None, :, None], moved]          # (P, K, F, W+M)
+    obs = acts[p[:, None], idx, f[:, None]]                                # (E, W+M)
+    moved = perms[p[:, None, None], np.arange(K)[None, :, None], idx[:, None, :]]  # (E, K, W+M)
+    null = acts[p[:, None, None], moved, f[:, None, None]]                 # (E, K, W+M)
 
-    n_seq, n_struct = seq_ok.sum(axis=2), struct_ok.sum(axis=2)
+    n_seq, n_struct = seq_ok.sum(axis=1), struct_ok.sum(axis=1)
     return dict(
-        max=amax.astype(np.float64), pos_max=pos_max,
-        seq_obs=_masked_mean(obs[..., :W], seq_ok, n_seq),
-        struct_obs=_masked_mean(obs[..., W:], struct_ok, n_struct),
+        protein=p, feature=f, max=amax[p, f].astype(np.float64), pos_max=pm,
+        seq_obs=_masked_mean(obs[:, :W], seq_ok, n_seq),
+        struct_obs=_masked_mean(obs[:, W:], struct_ok, n_struct),
         seq_null=_masked_mean(null[..., :W], seq_ok[:, None], n_seq[:, None]).mean(axis=1),
         struct_null=_masked_mean(null[..., W:], struct_ok[:, None], n_struct[:, None]).mean(axis=1),
         n_seq=n_seq, n_struct=n_struct,
@@ -196,7 +196,7 @@ def collect_pairs(
       ids: protein ids; ``coords[i]`` (L_i, 3) are the C-alpha coordinates of ``ids[i]``.
       load: protein id -> its model activations (L_i, d) (e.g. ``store.protein(id, layer)``).
       features: activations (n, d) -> normalized feature activations (n, F), rows independent.
-      batch_tokens: padded tokens per batch; memory is about 50 x batch_tokens x F bytes.
+      batch_tokens: padded tokens per batch; peak memory <= about 15 x batch_tokens x F bytes.
     Returns:
       :class:`PairScores`, ``protein`` indexing ``ids``.
     """
@@ -213,17 +213,17 @@ def collect_pairs(
                                      f"{lengths[i]} residues in its structure")
             acts = np.asarray(features(np.concatenate(raw)), dtype=np.float32)
             split = np.split(acts, np.cumsum(lengths[group])[:-1])
+            del acts
             L = int(lengths[group].max())
             perms = _pad([protein_permutations(ids[i], lengths[i], n_permutations, seed).T
                           for i in group], L).transpose(0, 2, 1)
             scores = batch_scores(
-                _pad(split, L), lengths[group],
+                _pad(split, L, fill=-np.inf), lengths[group],
                 contact_lists(_pad([coords[i] for i in group], L).astype(np.float64),
                               lengths[group], radius),
-                perms, window)
-            p, f = np.nonzero(scores["max"] > threshold)
-            parts.append(PairScores(protein=group[p], feature=f,
-                                    **{k: v[p, f] for k, v in scores.items()}))
+                perms, window, threshold)
+            scores["protein"] = group[scores["protein"]]
+            parts.append(PairScores(**scores))
             bar.update(len(group))
     pairs = PairScores.concatenate(parts)
     log.info("spatial scores: %d (protein, feature) pairs above %.2f over %d proteins",
