@@ -9,8 +9,9 @@ protein's positions, of the mean of ``a[pi_k(j)]`` over the same neighbour posit
 Everything is computed for a batch of proteins padded to a common length (pad and mask): the
 maxima for all features at once, then the neighbour and permutation gathers at once for the
 (protein, feature) pairs whose maximum exceeds the threshold (:class:`PairScores`);
-:mod:`interplm_jax.analysis.stats` turns them into per-feature tests. The permutations of a protein are seeded by (seed, protein id), so a pair's
-scores do not depend on which other proteins or features share its batch.
+:mod:`interplm_jax.analysis.stats` turns them into per-feature tests. The permutations of a
+protein are seeded by (seed, protein id), so a pair's scores do not depend on which other
+proteins or features share its batch.
 """
 
 from __future__ import annotations
