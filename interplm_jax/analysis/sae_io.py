@@ -53,7 +53,9 @@ def load_params(path: str | os.PathLike,
     if params["W_dec"].ndim != 2 or params["W_enc"].shape[::-1] != params["W_dec"].shape:
         raise InputError(f"{path}: W_enc {params['W_enc'].shape} and W_dec "
                          f"{params['W_dec'].shape} are not (d, F) and (F, d)")
-    return arch or "relu", {k: np.asarray(v, np.float32) for k, v in params.items()}
+    # floating leaves as float32; integer leaves (e.g. TopK's k) keep their type
+    return arch or "relu", {k: np.asarray(v, np.float32) if np.issubdtype(v.dtype, np.floating)
+                            else np.asarray(v) for k, v in params.items()}
 
 
 def _encode_fn(arch: str) -> Callable:
