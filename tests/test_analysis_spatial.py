@@ -222,3 +222,42 @@ def test_structural_feature_is_flagged_and_sequence_local_one_is_not(alternative
     assert table["structural_only"][0]
     assert table["seq_significant"][1] and table["seq_d"][1] > 1
     assert not table["structural_only"][1]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_interrupted_collection_resumes_to_the_same_result(tmp_path):
+    rng = np.random.default_rng(5)
+    lengths = [30, 45, 12, 60, 33, 28, 50, 41]
+    ids = [f"R{i}" for i in range(len(lengths))]
+    coords = [_random_protein(rng, L).astype(np.float32) for L in lengths]
+    acts = {pid: rng.uniform(size=(L, 7)).astype(np.float32) for pid, L in zip(ids, lengths)}
+    kw = dict(threshold=0.6, window=2, radius=6.0, n_permutations=5, seed=0, batch_tokens=256)
+    whole = spatial.collect_pairs(ids, coords, acts.__getitem__, lambda x: x, **kw)
+
+    calls = []
+
+    def flaky(pid):
+        calls.append(pid)
+        if len(calls) > 5:
+            raise _Interrupt
+        return acts[pid]
+
+    ckpt = tmp_path / "pairs.partial.npz"
+    with pytest.raises(_Interrupt):
+        spatial.collect_pairs(ids, coords, flaky, lambda x: x, checkpoint=ckpt,
+                              checkpoint_key="k", checkpoint_seconds=0, **kw)
+    with np.load(ckpt) as z:
+        assert 0 < int(z["done"]) < len(spatial._batches(np.array(lengths), 256))
+    loaded = []
+    resumed = spatial.collect_pairs(ids, coords, lambda p: loaded.append(p) or acts[p],
+                                    lambda x: x, checkpoint=ckpt, checkpoint_key="k", **kw)
+    assert len(loaded) < len(ids)  # the finished batches were not redone
+    for name in spatial.FIELDS:
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(whole, name))
+    # another key (other inputs): starts over, same result
+    again = spatial.collect_pairs(ids, coords, acts.__getitem__, lambda x: x, checkpoint=ckpt,
+                                  checkpoint_key="other", **kw)
+    np.testing.assert_array_equal(again.struct_null, whole.struct_null)

@@ -91,7 +91,7 @@ def run_spatial(sae: str | os.PathLike, store_path: str | os.PathLike, layer: in
       sae: the layer's SAE (normalized, so activations lie in [0, 1]).
       store_path: activation store holding ``layer``; its protein ids are UniProt accessions.
       structures: directory of AlphaFold DB files; fasta: the proteins' sequences.
-      recompute: ignore saved pair scores of an earlier run.
+      recompute: ignore the pair scores (complete or partial) saved by an earlier run.
       dashboard: also write ``Structure_feats.csv`` for InterPLM's dashboard.
     """
     from interplm_jax.store import ActivationStore
@@ -124,7 +124,7 @@ def run_spatial(sae: str | os.PathLike, store_path: str | os.PathLike, layer: in
                          f"(see {out / f'structures_layer{layer}.tsv'})")
 
     key = json.dumps(dict(store=str(store.url), layer=layer, sae=_checksum(*params.values()),
-                          ids=_checksum(np.array(ids)), threshold=cfg.threshold,
+                          ids=spatial.ids_checksum(ids), threshold=cfg.threshold,
                           window=cfg.seq_window, radius=cfg.radius,
                           n_permutations=cfg.n_permutations, seed=cfg.seed), sort_keys=True)
     pairs_path = out / f"spatial_layer{layer}_pairs.npz"
@@ -135,13 +135,17 @@ def run_spatial(sae: str | os.PathLike, store_path: str | os.PathLike, layer: in
                 pairs = spatial.PairScores(**{f: z[f] for f in spatial.FIELDS})
                 log.info("reusing %s (%d pairs)", pairs_path, len(pairs))
     if pairs is None:
+        partial = out / f"spatial_layer{layer}_pairs.partial.npz"
+        if recompute:
+            partial.unlink(missing_ok=True)
         pairs = spatial.collect_pairs(
             ids, [structs.coords[p] for p in ids], lambda pid: store.protein(pid, layer),
             feature_function(params, arch), threshold=cfg.threshold, window=cfg.seq_window,
             radius=cfg.radius, n_permutations=cfg.n_permutations, seed=cfg.seed,
-            batch_tokens=cfg.batch_tokens)
+            batch_tokens=cfg.batch_tokens, checkpoint=partial, checkpoint_key=key)
         with atomic_path(pairs_path) as tmp:
             np.savez(tmp, key=np.array(key), **pairs.to_dict())
+        partial.unlink(missing_ok=True)
     if len(pairs) and pairs.max.max() > 1.001:
         log.warning("feature activations up to %.3g: is the SAE normalized to [0, 1]? The "
                     "threshold %.2f applies to normalized activations", pairs.max.max(),

@@ -17,8 +17,12 @@ proteins or features share its batch.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
+import time
 import zlib
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -190,6 +194,9 @@ def collect_pairs(
     n_permutations: int,
     seed: int,
     batch_tokens: int = 4096,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_key: str = "",
+    checkpoint_seconds: float = 300.0,
 ) -> PairScores:
     """Scores of the (protein, feature) pairs whose maximum activation exceeds ``threshold``.
 
@@ -198,15 +205,24 @@ def collect_pairs(
       load: protein id -> its model activations (L_i, d) (e.g. ``store.protein(id, layer)``).
       features: activations (n, d) -> normalized feature activations (n, F), rows independent.
       batch_tokens: padded tokens per batch; peak memory <= about 15 x batch_tokens x F bytes.
+      checkpoint: file where the pairs done so far are saved every ``checkpoint_seconds``; a
+        call with the same inputs and ``checkpoint_key`` resumes from it (the result is the
+        same as an uninterrupted run's). The caller deletes it when done.
     Returns:
       :class:`PairScores`, ``protein`` indexing ``ids``.
     """
     from interplm_jax.progress import progress_bar
 
     lengths = np.array([len(c) for c in coords], dtype=np.int64)
-    parts = []
+    groups = _batches(lengths, batch_tokens)
+    key = json.dumps([checkpoint_key, ids_checksum(ids), lengths.tolist(), threshold, window,
+                      radius, n_permutations, seed, batch_tokens])
+    parts, done = _resume(checkpoint, key)
+    saved = time.monotonic()
     with progress_bar(len(ids), desc="spatial scores", unit="protein") as bar:
-        for group in _batches(lengths, batch_tokens):
+        bar.update(sum(len(g) for g in groups[:done]))
+        for gi in range(done, len(groups)):
+            group = groups[gi]
             raw = [np.asarray(load(ids[i])) for i in group]
             for i, r in zip(group, raw):
                 if len(r) != lengths[i]:
@@ -226,7 +242,37 @@ def collect_pairs(
             scores["protein"] = group[scores["protein"]]
             parts.append(PairScores(**scores))
             bar.update(len(group))
+            if checkpoint is not None and time.monotonic() - saved >= checkpoint_seconds:
+                parts = [PairScores.concatenate(parts)]
+                _save_checkpoint(checkpoint, key, parts[0], gi + 1)
+                saved = time.monotonic()
     pairs = PairScores.concatenate(parts)
     log.info("spatial scores: %d (protein, feature) pairs above %.2f over %d proteins",
              len(pairs), threshold, len(ids))
     return pairs
+
+
+def ids_checksum(ids: Sequence[str]) -> int:
+    """CRC32 of the protein ids in order."""
+    return zlib.crc32("\n".join(ids).encode())
+
+
+def _save_checkpoint(path, key: str, pairs: PairScores, done: int) -> None:
+    from interplm_jax.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        np.savez(tmp, key=np.array(key), done=np.array(done), **pairs.to_dict())
+    log.info("spatial scores: checkpoint after %d batches (%d pairs) in %s", done, len(pairs), path)
+
+
+def _resume(path, key: str) -> tuple[list[PairScores], int]:
+    if path is None or not Path(path).is_file():
+        return [], 0
+    with np.load(path) as z:
+        if str(z["key"]) != key:
+            log.warning("%s: checkpoint of other inputs, starting over", path)
+            return [], 0
+        pairs = PairScores(**{f: z[f] for f in FIELDS})
+        done = int(z["done"])
+    log.info("spatial scores: resuming after %d batches (%d pairs) from %s", done, len(pairs), path)
+    return [pairs], done
