@@ -112,19 +112,15 @@ def split(labels_path, out, model, layers, store, device, shard_size, config, **
 
 def _features(sae, neurons, neuron_stats, activations):
     """(features callable, n_features, id string, kind) from the f1 options."""
-    from interplm_jax.concepts.encoders import load_sae_dir, neuron_features, sae_features
+    from interplm_jax.concepts.encoders import neuron_features, sae_features
 
     if (sae is None) == (not neurons):
         raise InputError("give exactly one of --sae DIR or --neurons")
     if sae is not None:
-        arch, params, meta = load_sae_dir(sae)
-        if arch != "relu":
-            raise InputError(f"{sae}: arch {arch!r}; this command encodes ReLU SAEs (others: use "
-                             "interplm_jax.concepts.stream.count_split with the arch's encoder)")
-        fn = sae_features(params, normalized=activations == "normalized")
-        baseline = (meta.get("meta") or {}).get("baseline")  # "neuron" for the neuron baseline SAE
+        fn, n_features, arch, meta = sae_features(sae, normalized=activations == "normalized")
+        baseline = meta.get("baseline")  # "neuron" for the neuron-baseline SAE
         kind = {"neuron": "neurons"}.get(baseline, baseline or "sae")
-        return fn, int(params["W_enc"].shape[1]), f"{Path(sae).resolve()}:{activations}", kind
+        return fn, n_features, f"{Path(sae).resolve()}:{arch}:{activations}", kind
     lo = hi = None
     if neuron_stats is not None:
         lo, hi = np.load(Path(neuron_stats) / "min.npy"), np.load(Path(neuron_stats) / "max.npy")
@@ -137,7 +133,7 @@ def _features(sae, neurons, neuron_stats, activations):
 @click.option("--store", required=True, help="Activation store with the evaluation proteins.")
 @click.option("--layer", required=True, type=int, help="Layer of the store.")
 @click.option("--split", "split_name", type=click.Choice(["valid", "test", "select"]), required=True, help="Which proteins.")
-@click.option("--sae", default=None, type=click.Path(file_okay=False), help="SAE directory (sae.json + params.safetensors).")
+@click.option("--sae", default=None, type=click.Path(), help="SAE directory (sae.json + params.safetensors) or parameter file (.safetensors/.npz).")
 @click.option("--neurons", is_flag=True, help="Neuron baseline instead of an SAE.")
 @click.option("--neuron-stats", default=None, type=click.Path(file_okay=False), help="Directory with min.npy/max.npy per neuron for the [0, 1] scaling (without: raw neurons, as the reference).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Counts file (.npz); a per-concept CSV is written beside it.")

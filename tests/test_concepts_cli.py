@@ -106,6 +106,37 @@ def test_f1_counts_equal_a_numpy_computation(pipeline):
     assert c.tp.sum() > 0 and (acts > 0).mean() > 0.05
 
 
+@pytest.mark.parametrize("mode", ["raw-sae", "neurons"])
+def test_raw_activations_and_neuron_baseline(pipeline, tmp_path, mode):
+    out, saes = pipeline
+    args = ["f1", "--labels", out / "labels.npz", "--evalset", out / "es" / "evalset.json",
+            "--store", out / "store", "--layer", 2, "--split", "select", "--out", tmp_path / "c.npz"]
+    es = EvalSet.load(out / "es" / "evalset.json")
+    labels = ConceptLabels.load(out / "labels.npz")
+    store = ActivationStore.open(out / "store")
+    x = np.concatenate([store.protein(i, 2) for i in es.select])
+    if mode == "raw-sae":
+        run(*args, "--sae", out / "sae_a", "--activations", "raw")
+        p = saes["sae_a"]
+        acts = np.maximum((x - p["b_pre"]) @ p["W_enc"] + p["b_enc"], 0)  # no scale
+    else:
+        lo, hi = x.min(0) + 0.01, x.max(0) - 0.01
+        (tmp_path / "stats").mkdir()
+        np.save(tmp_path / "stats" / "min.npy", lo)
+        np.save(tmp_path / "stats" / "max.npy", hi)
+        run(*args, "--neurons", "--neuron-stats", tmp_path / "stats")
+        acts = np.clip((x - lo) / (hi - lo), 0, 1)
+    c = ConceptCounts.load(tmp_path / "c.npz")
+    lab = labels.matrix(labels.indices(es.select), [labels.concepts.index(k) for k in es.concepts]).toarray()
+    tp, fp, _ = numpy_counts(acts, lab, c.thresholds)
+    near = ((np.abs(acts[..., None] - c.thresholds) < 1e-5) & (acts[..., None] != 0)).any(-1)
+    ok = ~near.any(0)
+    assert ok.mean() > 0.8 and c.tp.sum() > 0
+    np.testing.assert_array_equal(c.tp[:, ok], tp[:, ok])
+    np.testing.assert_array_equal(c.fp[:, ok], fp[:, ok])
+    assert c.meta["kind"] == ("neurons" if mode == "neurons" else "sae")
+
+
 def test_select_and_report(pipeline):
     out, _ = pipeline
     run("select", out / "sae_a_select.npz", out / "sae_b_select.npz", "--out", out / "selection.csv")
