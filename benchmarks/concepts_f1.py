@@ -18,7 +18,6 @@ proteins (streaming), so we measure it at two sizes and show it is flat.
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -29,38 +28,17 @@ import click
 import numpy as np
 from scipy import sparse
 
+from _common import median_time, real_proteins
 from interplm_jax.concepts.f1 import DEFAULT_THRESHOLDS, CountAccumulator
 from interplm_jax.concepts.labels import protein_chunks
-from interplm_jax.fasta import read_fasta
 
-REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference" / "InterPLM"
-SHARED_FASTA = REPO.parent / "shared" / "data" / "sequences" / "mmseqs2_example_DB_swissprot.fasta.gz"
-DEMO_FASTA = REPO / "data" / "demo" / "swissprot_sample.fasta.gz"
-
-
-def real_lengths(n: int, seed: int = 0) -> np.ndarray:
-    """Lengths of ``n`` real Swiss-Prot proteins <= 1,022 aa (from ../shared/data when present,
-    else the bundled sample, drawn with replacement)."""
-    path = SHARED_FASTA if SHARED_FASTA.exists() else DEMO_FASTA
-    proteins, _ = read_fasta(path, on_invalid="skip")
-    pool = np.array([len(p.sequence) for p in proteins])
-    return np.random.default_rng(seed).choice(pool, size=n, replace=len(pool) < n)
-
-
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "InterPLM"
 
 
 def make_inputs(n_proteins: int, F: int, C: int, l0: int, seed: int = 0):
     """(lengths (P,), acts (R, F) float32 dense, labels (R, C) CSR int64 domain ids)."""
     rng = np.random.default_rng(seed)
-    lengths = real_lengths(n_proteins, seed)
+    lengths = np.array([len(p.sequence) for p in real_proteins(n_proteins, seed)[0]])
     R = int(lengths.sum())
     acts = np.zeros((R, F), np.float32)
     rows = np.repeat(np.arange(R), l0)
