@@ -44,12 +44,20 @@ def labels(tsv, out, config, **opts):
     from interplm_jax.atomic import atomic_write
     from interplm_jax.concepts.labels import build_labels
     from interplm_jax.concepts.uniprot import ParseReport, read_uniprot_tsv
+    from interplm_jax.progress import progress_bar
 
     cfg = resolve(config, **opts)
     report = ParseReport(tsv)
-    rows = read_uniprot_tsv(tsv, cfg.on_malformed, report)
-    lab = build_labels(rows, cfg.min_instances, cfg.max_length, cfg.require_alphafold,
-                       cfg.drop_duplicates, cfg.amino_acids, cfg.reference_parsing)
+    bar = progress_bar(desc="labels", unit="protein")
+
+    def rows():
+        for row in read_uniprot_tsv(tsv, cfg.on_malformed, report):
+            bar.update(1)
+            yield row
+
+    with bar:
+        lab = build_labels(rows(), cfg.min_instances, cfg.max_length, cfg.require_alphafold,
+                           cfg.drop_duplicates, cfg.amino_acids, cfg.reference_parsing)
     lab.meta["parse"] = report.as_dict()
     if report.malformed:
         log.warning("%d malformed row(s) left out, e.g. line %d, protein %r, column %r: %s",

@@ -74,18 +74,22 @@ def count_split(store, layer: int, labels: ConceptLabels, eval_set: EvalSet, spl
                          f"{np.diff(store.offsets)[store_idx[i]]} rows in the store")
     order = np.argsort(store_idx, kind="stable")
     lab_idx, store_idx, lengths = lab_idx[order], store_idx[order], lengths[order]
+    missing = [c for c in eval_set.concepts if c not in labels.concepts]
+    if missing:
+        raise InputError(f"concept(s) {missing[:3]} of the evaluation set are not in the labels "
+                         "(was the evaluation set made from these labels?)")
     concept_idx = np.array([labels.concepts.index(c) for c in eval_set.concepts], np.int64)
     chunks = protein_chunks(lengths, chunk_residues)
 
     per_res = np.array([is_per_residue(c) for c in eval_set.concepts], bool)
     acc = CountAccumulator(n_features, len(concept_idx), thresholds, per_res)
-    fp = _fingerprint(split=split, layer=layer, ids=ids, concepts=eval_set.concepts,
+    fingerprint = _fingerprint(split=split, layer=layer, ids=ids, concepts=eval_set.concepts,
                       thresholds=acc.thresholds.tolist(), chunk_residues=chunk_residues,
                       store=getattr(store, "url", ""), features=features_id, F=n_features)
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():
         with np.load(checkpoint, allow_pickle=False) as z:
-            if str(z["fingerprint"]) == fp:
+            if str(z["fingerprint"]) == fingerprint:
                 acc.load_state({k: z[k] for k in z.files})
                 start = int(z["next_chunk"])
                 log.info("resuming from %s at chunk %d of %d", checkpoint, start, len(chunks))
@@ -94,7 +98,7 @@ def count_split(store, layer: int, labels: ConceptLabels, eval_set: EvalSet, spl
 
     def save(next_chunk: int) -> None:
         buf = io.BytesIO()
-        np.savez(buf, fingerprint=np.array(fp), next_chunk=np.array(next_chunk), **acc.state())
+        np.savez(buf, fingerprint=np.array(fingerprint), next_chunk=np.array(next_chunk), **acc.state())
         atomic_write(checkpoint, buf.getvalue())
 
     bar = progress_bar(total=int(lengths.sum()), desc=f"F1 {split}", unit="res")
