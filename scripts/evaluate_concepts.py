@@ -27,6 +27,7 @@ def main():
     1. labels  UniProt TSV -> per-residue concept labels (labels.npz)
     2. split   sample proteins, valid/test/select split, kept concepts (+ FASTA, + extraction)
     3. f1      TP/FP/domain counts of every (feature, concept, threshold) on one split
+               (merge: sum the parts of `f1 --worker I/N`)
     4. select  best SAE per layer (counts on the select split)
     5. report  held-out test report: tables (CSV) and concepts found per layer (PNG)
     """
@@ -118,6 +119,16 @@ def split(labels_path, out, model, layers, store, device, shard_size, config, **
         click.echo(st.summary() if st else f"{store}: not complete yet")
 
 
+def _parse_worker(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise InputError(f"--worker: expected I/N, e.g. 0/4, got {text!r}") from None
+    if not 0 <= i < n:
+        raise InputError(f"--worker: need 0 <= I < N, got {text!r}")
+    return i, n
+
+
 def _features(sae, neurons, neuron_stats, activations):
     """(features callable, n_features, id string, kind) from the f1 options."""
     from interplm_jax.concepts.encoders import neuron_features, sae_features
@@ -148,11 +159,12 @@ def _features(sae, neurons, neuron_stats, activations):
 @click.option("--name", default=None, help="Name of this SAE in tables (default: the directory name).")
 @click.option("--model-name", default="model", show_default=True, help="Model label in tables and plots (e.g. esm2_8m).")
 @click.option("--kind", default=None, type=click.Choice(["sae", "shuffled", "neurons"]), help="Row kind in the report (default from the SAE's metadata).")
+@click.option("--worker", default="0/1", show_default=True, help="I/N: count the I-th of N parts of the split (sum the parts with `merge`).")
 @CONFIG
 @config_options("thresholds", "activations", "chunk_residues")
 @command
 def f1(labels_path, evalset, store, layer, split_name, sae, neurons, neuron_stats, out, name,
-       model_name, kind, config, **opts):
+       model_name, kind, worker, config, **opts):
     """Count TP, FP and domains hit for every (feature, kept concept, threshold) on one split."""
     from interplm_jax.concepts.evalset import EvalSet
     from interplm_jax.concepts.labels import ConceptLabels
@@ -170,13 +182,37 @@ def f1(labels_path, evalset, store, layer, split_name, sae, neurons, neuron_stat
             "activations": cfg.activations, "store": store}
     counts = count_split(st, layer, ConceptLabels.load(labels_path), EvalSet.load(evalset), split_name,
                          fn, n_features, cfg.thresholds, cfg.chunk_residues,
-                         checkpoint=str(out) + ".partial.npz", meta=meta, features_id=fid)
+                         checkpoint=str(out) + ".partial.npz", meta=meta, features_id=fid,
+                         worker=_parse_worker(worker))
     counts.save(out)
     table = concept_table(counts)
     write_csv(Path(out).with_suffix(".csv"), table)
     f1s = [r["f1"] for r in table]
     click.echo(f"{out}: {counts.n_proteins} proteins, {counts.n_features} features x "
                f"{len(counts.concepts)} concepts; mean best F1 {np.mean(f1s) if f1s else 0:.3f}")
+
+
+@main.command()
+@click.argument("parts", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Counts file of the whole split (.npz; + .csv).")
+@command
+def merge(parts, out):
+    """Sum the counts of `f1 --worker I/N` parts (disjoint proteins of one split)."""
+    from interplm_jax.concepts.f1 import ConceptCounts
+    from interplm_jax.concepts.metrics import concept_table
+    from interplm_jax.concepts.report import write_csv
+
+    loaded = [ConceptCounts.load(p) for p in parts]
+    seen = sorted(tuple(c.meta.get("worker", (0, 1))) for c in loaded)
+    n = seen[0][1]
+    if seen != [(i, n) for i in range(n)]:
+        raise InputError(f"parts are workers {seen}; expected each of 0/{n} .. {n - 1}/{n} once")
+    total = loaded[0]
+    for c in loaded[1:]:
+        total = total + c
+    total.save(out)
+    write_csv(Path(out).with_suffix(".csv"), concept_table(total))
+    click.echo(f"{out}: {total.n_proteins} proteins from {len(parts)} part(s)")
 
 
 @main.command()

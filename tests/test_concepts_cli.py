@@ -187,6 +187,24 @@ def test_interrupted_f1_pass_resumes_to_the_same_counts(pipeline, tmp_path):
     assert resumed.n_proteins == whole.n_proteins == len(es.valid)
 
 
+def test_worker_parts_merge_to_the_whole(pipeline, tmp_path):
+    out, _ = pipeline
+    args = ["f1", "--labels", out / "labels.npz", "--evalset", out / "es" / "evalset.json",
+            "--store", out / "store", "--layer", 2, "--split", "valid", "--sae", out / "sae_a",
+            "--chunk-residues", 1500]
+    for i in range(3):
+        run(*args, "--worker", f"{i}/3", "--out", tmp_path / f"part{i}.npz")
+    parts = [ConceptCounts.load(tmp_path / f"part{i}.npz") for i in range(3)]
+    assert all(0 < p.n_proteins < 20 for p in parts)
+    run("merge", *(tmp_path / f"part{i}.npz" for i in (2, 0, 1)), "--out", tmp_path / "all.npz")
+    merged, whole = ConceptCounts.load(tmp_path / "all.npz"), ConceptCounts.load(out / "sae_a_valid.npz")
+    for k in ("tp", "fp", "hits", "n_residues", "n_domains"):
+        np.testing.assert_array_equal(getattr(merged, k), getattr(whole, k))
+    assert merged.n_proteins == whole.n_proteins and "worker" not in merged.meta
+    res = CliRunner().invoke(cli(), ["merge", str(tmp_path / "part0.npz"), "--out", str(tmp_path / "x.npz")])
+    assert res.exit_code == 2 and "expected each of" in res.output
+
+
 def test_bad_input_exits_with_status_2(pipeline, tmp_path):
     out, _ = pipeline
     bad = tmp_path / "bad.tsv"

@@ -79,8 +79,9 @@ class ConceptCounts:
         if other.concepts != self.concepts or not np.array_equal(other.thresholds, self.thresholds) \
                 or other.tp.shape != self.tp.shape:
             raise InputError("cannot add concept counts with different concepts, thresholds or features")
+        meta = {k: v for k, v in self.meta.items() if k != "worker"}
         return dataclasses.replace(
-            self, tp=self.tp + other.tp, fp=self.fp + other.fp, hits=self.hits + other.hits,
+            self, meta=meta, tp=self.tp + other.tp, fp=self.fp + other.fp, hits=self.hits + other.hits,
             n_residues=self.n_residues + other.n_residues, n_domains=self.n_domains + other.n_domains,
             n_proteins=self.n_proteins + other.n_proteins, n_tokens=self.n_tokens + other.n_tokens)
 

@@ -51,7 +51,7 @@ def count_split(store, layer: int, labels: ConceptLabels, eval_set: EvalSet, spl
                 features: Features, n_features: int, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
                 chunk_residues: int = 8192, checkpoint: str | os.PathLike | None = None,
                 checkpoint_every_s: float = 300.0, meta: dict | None = None,
-                features_id: str = "") -> ConceptCounts:
+                features_id: str = "", worker: tuple[int, int] = (0, 1)) -> ConceptCounts:
     """TP/FP/domain-hit counts of every (kept concept, feature, threshold) over one split.
 
     Args:
@@ -59,7 +59,13 @@ def count_split(store, layer: int, labels: ConceptLabels, eval_set: EvalSet, spl
       features: (n, d) float32 -> (n, F) feature activations (thresholds apply to these).
       features_id: a string identifying ``features`` (e.g. SAE path + options), part of the
         checkpoint's fingerprint so a checkpoint is never resumed with another encoder.
+      worker: ``(i, n)``: count only the i-th of n equal parts of the chunks, so that n
+        processes or hosts share a split; the parts' counts add up to the whole
+        (:meth:`ConceptCounts.__add__`, ``evaluate_concepts.py merge``).
     """
+    i_worker, n_workers = worker
+    if not 0 <= i_worker < n_workers:
+        raise InputError(f"worker {i_worker}/{n_workers}: need 0 <= i < n")
     ids = list(eval_set.split(split))
     lab_idx = labels.indices(ids)
     try:
@@ -80,12 +86,15 @@ def count_split(store, layer: int, labels: ConceptLabels, eval_set: EvalSet, spl
                          "(was the evaluation set made from these labels?)")
     concept_idx = np.array([labels.concepts.index(c) for c in eval_set.concepts], np.int64)
     chunks = protein_chunks(lengths, chunk_residues)
+    chunks = [c for part in np.array_split(np.arange(len(chunks)), n_workers)[i_worker:i_worker + 1]
+              for c in (chunks[j] for j in part)]
 
     per_res = np.array([is_per_residue(c) for c in eval_set.concepts], bool)
     acc = CountAccumulator(n_features, len(concept_idx), thresholds, per_res)
     fingerprint = _fingerprint(split=split, layer=layer, ids=ids, concepts=eval_set.concepts,
                       thresholds=acc.thresholds.tolist(), chunk_residues=chunk_residues,
-                      store=getattr(store, "url", ""), features=features_id, F=n_features)
+                      store=getattr(store, "url", ""), features=features_id, F=n_features,
+                      worker=list(worker))
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():
         with np.load(checkpoint, allow_pickle=False) as z:
@@ -101,7 +110,7 @@ def count_split(store, layer: int, labels: ConceptLabels, eval_set: EvalSet, spl
         np.savez(buf, fingerprint=np.array(fingerprint), next_chunk=np.array(next_chunk), **acc.state())
         atomic_write(checkpoint, buf.getvalue())
 
-    bar = progress_bar(total=int(lengths.sum()), desc=f"F1 {split}", unit="res")
+    bar = progress_bar(total=int(sum(lengths[c].sum() for c in chunks)), desc=f"F1 {split}", unit="res")
     bar.update(int(sum(lengths[c].sum() for c in chunks[:start])))
     last_save = time.monotonic()
     with bar, concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -120,6 +129,8 @@ def count_split(store, layer: int, labels: ConceptLabels, eval_set: EvalSet, spl
                 save(i + 1)
                 last_save = time.monotonic()
     meta = {"split": split, "layer": layer, "n_features": n_features, **(meta or {})}
+    if n_workers > 1:
+        meta["worker"] = [i_worker, n_workers]
     counts = acc.result(list(eval_set.concepts), meta)
     if checkpoint is not None and Path(checkpoint).exists():
         Path(checkpoint).unlink()
