@@ -24,6 +24,7 @@ so the result does not depend on the chunking or on which other features are sel
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from typing import NamedTuple
@@ -68,10 +69,11 @@ def sample_features(n_features: int, cfg: SelectionConfig) -> np.ndarray:
 def activation_bins(acts: np.ndarray, n_bins: int) -> np.ndarray:
     """Bin of each activation: -1 for ``a <= 0``, else ``min(floor(a * n_bins), n_bins - 1)``.
 
-    Computed in float64 so that a value like 0.3 lands in the bin its decimal says.
+    A tolerance of 1e-6 bins puts float32 values such as 0.7 (stored as 0.69999999) in the bin
+    their decimal says.
     """
     a = np.asarray(acts, dtype=np.float64)
-    bins = np.minimum(np.floor(a * n_bins), n_bins - 1).astype(np.int32)
+    bins = np.minimum(np.floor(a * n_bins + 1e-6), n_bins - 1).astype(np.int32)
     return np.where(a > 0, bins, -1)
 
 
@@ -168,6 +170,7 @@ def select_examples(max_acts: np.ndarray, features: np.ndarray, cfg: SelectionCo
     width = min(n, max_examples(cfg))
     chunk = chunk or max(1, min(n_feat, 4_000_000 // max(n, 1)))
     bins = activation_bins(max_acts, cfg.n_bins)
+    rules = dataclasses.replace(cfg, seed=0, feature_fraction=1.0)  # static: one compile per rule set
     outs = []
     for lo in range(0, n_feat, chunk):
         hi = min(lo + chunk, n_feat)
@@ -175,7 +178,7 @@ def select_examples(max_acts: np.ndarray, features: np.ndarray, cfg: SelectionCo
         a = np.pad(max_acts[:, lo:hi], ((0, 0), (0, pad)))
         b = np.pad(bins[:, lo:hi], ((0, 0), (0, pad)), constant_values=-1)
         f = np.pad(features[lo:hi], (0, pad))
-        res = _select_chunk(a, b, f, cfg.seed, cfg, width)
+        res = _select_chunk(a, b, f, cfg.seed, rules, width)
         outs.append([np.asarray(x)[: hi - lo] for x in res])
     train, eval_, excluded, counts = (np.concatenate(parts) for parts in zip(*outs))
     log.info("example selection: %d features, %d excluded (< %d proteins in the top three bins)",

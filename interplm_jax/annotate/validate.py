@@ -33,7 +33,7 @@ def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
     y = np.asarray(y, np.float64)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError(f"pearson_r needs two vectors of one length, got {x.shape} and {y.shape}")
-    if x.size < 2:
+    if x.size < 2 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return float("nan")
     dx, dy = x - x.mean(), y - y.mean()
     denom = np.sqrt((dx @ dx) * (dy @ dy))
