@@ -1,0 +1,141 @@
+"""The training stream: batches of tokens from an activation store, shuffled within shards.
+
+The paper shuffles "tokens within groups of 1,000 proteins": each shard's rows are read
+(contiguously), permuted with a seeded permutation and cut into batches; shards are visited in a
+seeded random order, a new one each epoch; the next shard is read in a background thread while
+the current one is consumed. The stream's position (epoch, shard cursor, batch) is a small dict:
+a stream built with it yields exactly the batches the uninterrupted stream would have yielded.
+
+With several hosts, every host builds the same stream with its own ``host_index`` and receives
+only its slice (rows ``[h*B/H, (h+1)*B/H)``) of each global batch of ``B`` tokens, reading only
+those rows from the store.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+from typing import Iterator
+
+import numpy as np
+
+from interplm_jax.errors import InputError
+from interplm_jax.store import ActivationStore
+
+log = logging.getLogger(__name__)
+
+_READ_BLOCK_ROWS = 1 << 16  # bound on rows read at once when gathering a host's slice
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamPosition:
+    """Where the next batch comes from: ``batch`` of the ``shard_cursor``-th shard of ``epoch``."""
+
+    epoch: int = 0
+    shard_cursor: int = 0
+    batch: int = 0
+
+
+class TokenStream:
+    """Endless iterator of token batches (host_batch, d_model) float32 from one store layer.
+
+    Args:
+      store: a complete :class:`ActivationStore`.
+      layer: which layer's activations.
+      batch_size: global batch size B (tokens); each host gets B / host_count rows.
+      seed: seeds the shard order of each epoch and the token permutation of each shard.
+      host_index, host_count: this host's slice of every batch.
+      position: a dict from :attr:`position`, to continue exactly from there.
+      drop_remainder: drop each shard's last ``n_rows % B`` tokens (a different random set each
+        epoch) so every batch has the same shape; ``False`` yields the short batch instead
+        (single host only).
+      prefetch: read the next shard in a background thread.
+    """
+
+    def __init__(self, store: ActivationStore, layer: int, batch_size: int = 2048, seed: int = 0,
+                 host_index: int = 0, host_count: int = 1, position: dict | None = None,
+                 drop_remainder: bool = True, prefetch: bool = True):
+        if layer not in store.layers:
+            raise InputError(f"{store.url}: layer {layer} not in the store (layers {list(store.layers)})")
+        if batch_size <= 0 or batch_size % host_count:
+            raise InputError(f"batch size {batch_size} must be positive and divisible by "
+                             f"the host count {host_count}")
+        if not 0 <= host_index < host_count:
+            raise InputError(f"host index {host_index} out of range for {host_count} host(s)")
+        if not drop_remainder and host_count > 1:
+            raise InputError("drop_remainder=False needs a single host (a short batch cannot be split)")
+        self.store, self.layer, self.batch_size, self.seed = store, layer, batch_size, seed
+        self.host_index, self.host_count = host_index, host_count
+        self.drop_remainder, self.prefetch = drop_remainder, prefetch
+        self._pos = StreamPosition(**(position or {}))
+        if self._pos.shard_cursor >= store.n_shards:
+            raise InputError(f"stream position {position} is beyond the store's {store.n_shards} shards")
+        if self.batches_per_epoch() == 0:
+            raise InputError(f"{store.url}: no shard has {batch_size} tokens; lower the batch size")
+
+    @property
+    def position(self) -> dict:
+        """JSON-serialisable position of the next batch."""
+        return dataclasses.asdict(self._pos)
+
+    def shard_order(self, epoch: int) -> np.ndarray:
+        """Shard indices in the order epoch ``epoch`` visits them."""
+        return np.random.default_rng([self.seed, epoch]).permutation(self.store.n_shards)
+
+    def n_batches(self, shard: int) -> int:
+        """Batches cut from one shard."""
+        n_rows = self.store.shard_bounds(shard)[3] - self.store.shard_bounds(shard)[2]
+        return n_rows // self.batch_size if self.drop_remainder else -(-n_rows // self.batch_size)
+
+    def batches_per_epoch(self) -> int:
+        return sum(self.n_batches(s) for s in range(self.store.n_shards))
+
+    def _host_rows(self, epoch: int, shard: int) -> np.ndarray:
+        """This host's rows of the shard (shard-relative), in batch order."""
+        _, _, r0, r1 = self.store.shard_bounds(shard)
+        perm = np.random.default_rng([self.seed, epoch, shard]).permutation(r1 - r0)
+        nb, B, H = self.n_batches(shard), self.batch_size, self.host_count
+        if H == 1:
+            return perm[:nb * B] if self.drop_remainder else perm
+        return perm[:nb * B].reshape(nb, H, B // H)[:, self.host_index].reshape(-1)
+
+    def _load(self, epoch: int, cursor: int) -> np.ndarray:
+        """Read and permute this host's tokens of the ``cursor``-th shard of ``epoch``."""
+        shard = int(self.shard_order(epoch)[cursor])
+        _, _, r0, r1 = self.store.shard_bounds(shard)
+        need = self._host_rows(epoch, shard)
+        order = np.argsort(need, kind="stable")
+        sorted_need = need[order]
+        out = np.empty((len(need), self.store.d_model), dtype=np.float32)
+        for lo_row in range(0, r1 - r0, _READ_BLOCK_ROWS):
+            hi_row = min(lo_row + _READ_BLOCK_ROWS, r1 - r0)
+            lo, hi = np.searchsorted(sorted_need, [lo_row, hi_row])
+            if hi > lo:
+                block = self.store.rows(self.layer, r0 + lo_row, r0 + hi_row)
+                out[order[lo:hi]] = block[sorted_need[lo:hi] - lo_row]
+        return out
+
+    def _next_cursor(self, epoch: int, cursor: int) -> tuple[int, int]:
+        return (epoch, cursor + 1) if cursor + 1 < self.store.n_shards else (epoch + 1, 0)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        per_host = self.batch_size // self.host_count
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            epoch, cursor, first = self._pos.epoch, self._pos.shard_cursor, self._pos.batch
+            pending = pool.submit(self._load, epoch, cursor)
+            while True:
+                tokens = pending.result()
+                nxt = self._next_cursor(epoch, cursor)
+                if self.prefetch:
+                    pending = pool.submit(self._load, *nxt)
+                n_batches = -(-len(tokens) // per_host)
+                for b in range(first, n_batches):
+                    self._pos = (StreamPosition(epoch, cursor, b + 1) if b + 1 < n_batches
+                                 else StreamPosition(nxt[0], nxt[1], 0))
+                    yield tokens[b * per_host:(b + 1) * per_host]
+                if not self.prefetch:
+                    pending = pool.submit(self._load, *nxt)
+                (epoch, cursor), first = nxt, 0
+                if cursor == 0:
+                    log.debug("stream: epoch %d done", epoch - 1)

@@ -1,0 +1,213 @@
+"""ESM-2 through HuggingFace transformers: loading, and extraction of hidden states into a store.
+
+``hidden_states[L]`` is the residual stream after layer ``L`` (``0`` = embeddings; HF applies
+the final ``emb_layer_norm_after`` to the last entry). We keep the residue rows only: no
+``<cls>``, ``<eos>`` or padding rows.
+
+Batches are formed within each shard by sorted length under a token budget (padded tokens per
+batch), so that little compute goes to padding; a shard's batches depend only on its proteins, so
+a resumed or parallel extraction writes exactly the bytes an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from interplm_jax.errors import InputError
+from interplm_jax.fasta import Protein
+from interplm_jax.progress import progress_bar
+from interplm_jax.store import ActivationStore, Shard, StoreWriter
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_TOKENS = 8192
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """``device`` if given, else CUDA when available, else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_esm(name_or_path: str | os.PathLike, device: str | None = None,
+             dtype: torch.dtype = torch.float32):
+    """Load an ESM-2 ``EsmModel`` (no pooler) and its tokenizer, by hub name or local path.
+
+    Returns:
+      ``(model, tokenizer)``; the model is in eval mode on ``device``.
+    """
+    from transformers import AutoTokenizer, EsmModel
+    from transformers.utils import logging as hf_logging
+
+    name = os.fspath(name_or_path)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the unused lm_head of EsmForMaskedLM checkpoints is expected
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = EsmModel.from_pretrained(name, add_pooling_layer=False, dtype=dtype)
+    except OSError as e:
+        raise InputError(f"cannot load ESM-2 model {name!r}: {e}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    return model.to(pick_device(device)).eval(), tokenizer
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over the model's parameters and buffers (names, shapes, values), in name order."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+class ResidueTokenizer:
+    """Vectorized ESM-2 tokenization from the HF tokenizer's own vocabulary.
+
+    ``<cls>`` + one token per residue + ``<eos>``, padded with ``<pad>``: the ids
+    ``tokenizer(sequences, padding=True)`` gives for ESM-2's one-letter tokens, without the
+    per-character Python work.
+    """
+
+    def __init__(self, tokenizer):
+        self.table = np.full(256, tokenizer.unk_token_id, dtype=np.int64)
+        for token, idx in tokenizer.get_vocab().items():
+            if len(token) == 1:
+                self.table[ord(token)] = idx
+        self.cls, self.eos, self.pad = tokenizer.cls_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+
+    def __call__(self, sequences: Sequence[str]) -> np.ndarray:
+        """Token ids, shape (n_sequences, longest + 2)."""
+        ids = np.full((len(sequences), max(len(s) for s in sequences) + 2), self.pad, dtype=np.int64)
+        for i, s in enumerate(sequences):
+            ids[i, 0] = self.cls
+            ids[i, 1:len(s) + 1] = self.table[np.frombuffer(s.encode(), dtype=np.uint8)]
+            ids[i, len(s) + 1] = self.eos
+        return ids
+
+
+def token_budget_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Group indices into batches by descending length under a padded-token budget.
+
+    A batch of sequences padded to its longest (``+2`` for ``<cls>``/``<eos>``) holds at most
+    ``max_tokens`` tokens; a single sequence over the budget gets a batch of its own.
+    Longest first, so memory peaks (and out-of-memory errors) show up at once.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * (lengths[batches[-1][0]] + 2) <= max_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def validate_layers(layers: Sequence[int], n_layers: int, name: str) -> None:
+    bad = [L for L in layers if not 0 <= L <= n_layers]
+    if bad:
+        raise InputError(f"layers {bad} out of range for {name} (0..{n_layers}; 0 = embeddings)")
+
+
+@torch.inference_mode()
+def embed_batch(model, tokens: ResidueTokenizer, sequences: Sequence[str],
+                layers: Sequence[int]) -> dict[int, list[np.ndarray]]:
+    """Hidden states of a batch of sequences after each layer, residue rows only.
+
+    Returns:
+      layer -> list over sequences of float32 arrays (len(seq), d_model).
+    """
+    device = next(model.parameters()).device
+    input_ids = torch.from_numpy(tokens(sequences)).to(device)
+    out = model(input_ids=input_ids, attention_mask=(input_ids != tokens.pad).long(),
+                output_hidden_states=True)
+    result = {}
+    for L in layers:
+        h = out.hidden_states[L].float().cpu().numpy()
+        result[L] = [h[i, 1:len(s) + 1] for i, s in enumerate(sequences)]
+    return result
+
+
+def embed_shard(model, tokens: ResidueTokenizer, proteins: Sequence[Protein], layers: Sequence[int],
+                max_tokens: int, on_batch=None) -> dict[int, np.ndarray]:
+    """Activations of a shard's proteins, rows in protein order: layer -> (n_rows, d_model)."""
+    lengths = [len(p.sequence) for p in proteins]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    d = model.config.hidden_size
+    out = {L: np.empty((offsets[-1], d), dtype=np.float32) for L in layers}
+    for batch in token_budget_batches(lengths, max_tokens):
+        acts = embed_batch(model, tokens, [proteins[i].sequence for i in batch], layers)
+        for L in layers:
+            for i, a in zip(batch, acts[L]):
+                out[L][offsets[i]:offsets[i + 1]] = a
+        if on_batch:
+            on_batch(len(batch), sum(lengths[i] for i in batch))
+    return out
+
+
+def parse_worker(text: str) -> tuple[int, int]:
+    """``"3/8"`` -> ``(3, 8)``: worker 3 of 8 (0-based)."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise InputError(f"--worker: expected I/N such as 0/4, got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise InputError(f"--worker: need 0 <= I < N, got {text!r}")
+    return i, n
+
+
+def extract_to_store(proteins: Sequence[Protein], model: str | os.PathLike, layers: Sequence[int],
+                     out: str | os.PathLike, shard_size: int = 1000,
+                     max_tokens: int = DEFAULT_MAX_TOKENS, worker: tuple[int, int] = (0, 1),
+                     device: str | None = None, store_dtype: str = "float32",
+                     model_dtype: torch.dtype = torch.float32) -> ActivationStore | None:
+    """Extract ``hidden_states[L]`` of every protein for ``layers`` into the store at ``out``.
+
+    Resumable: shards already marked complete are skipped. With ``worker=(i, n)`` only shards
+    ``s`` with ``s % n == i`` are done here, so ``n`` processes can fill one store together.
+
+    Returns:
+      The opened store if it is complete after this call, else ``None`` (other workers pending).
+    """
+    if not proteins:
+        raise InputError("no proteins to extract")
+    esm, tokenizer = load_esm(model, device, model_dtype)
+    layers = sorted(set(int(L) for L in layers))
+    validate_layers(layers, esm.config.num_hidden_layers, os.fspath(model))
+    identity = {"name": os.fspath(model), "weights_sha256": weights_sha256(esm),
+                "n_layers": esm.config.num_hidden_layers, "hidden_size": esm.config.hidden_size}
+    writer = StoreWriter.open(out, [p.id for p in proteins], [len(p.sequence) for p in proteins],
+                              layers, esm.config.hidden_size, identity, shard_size=shard_size,
+                              dtype=store_dtype)
+    pending: list[Shard] = writer.pending_shards(*worker)
+    tokens = ResidueTokenizer(tokenizer)
+    log.info("extracting layers %s of %s: %d shard(s) to do (worker %d/%d), device %s", layers,
+             identity["name"], len(pending), worker[0], worker[1], next(esm.parameters()).device)
+    bar = progress_bar(total=sum(s.n_rows for s in pending), desc="extract", unit="tok")
+    n_prot, t0 = 0, time.perf_counter()
+
+    def on_batch(n_seqs: int, n_tokens: int) -> None:
+        nonlocal n_prot
+        n_prot += n_seqs
+        bar.update(n_tokens)
+        bar.set_postfix(proteins_per_s=f"{n_prot / (time.perf_counter() - t0):.1f}")
+
+    with bar:
+        for shard in pending:
+            acts = embed_shard(esm, tokens, proteins[shard.protein_start:shard.protein_stop],
+                               layers, max_tokens, on_batch)
+            writer.write_shard(shard, acts)
+            log.debug("shard %d written (%d proteins)", shard.index, shard.protein_stop - shard.protein_start)
+    if writer.finalize():
+        return ActivationStore.open(out)
+    return None
