@@ -49,22 +49,36 @@ def load_sae_params(path: str | Path) -> dict[str, np.ndarray]:
     return params
 
 
+@jax.jit
+def _encode(x, b_pre, w, b, s):
+    # x: (n, d); w: (d, K)
+    return jax.nn.relu((x - b_pre) @ w + b) * s
+
+
+def _bucket(n: int) -> int:
+    """Rows padded to a power of two, at least 1,024 (one shape for every protein of ESM-2's
+    1,022-residue limit): few shapes, so few compilations."""
+    return max(1024, 1 << max(n - 1, 1).bit_length())
+
+
 def sae_encoder(params: Mapping[str, np.ndarray], features: np.ndarray) -> Encoder:
     """Encoder of the ReLU SAE for ``features`` only: ReLU((x - b_pre) W_enc + b_enc) * scale."""
     feats = np.asarray(features)
     n_feat = params["W_enc"].shape[1]
     if feats.size and (feats.min() < 0 or feats.max() >= n_feat):
         raise InputError(f"feature index out of range for an SAE with {n_feat} features")
-    b_pre = jnp.asarray(params["b_pre"], jnp.float32)
-    w = jnp.asarray(np.asarray(params["W_enc"])[:, feats], jnp.float32)
-    b = jnp.asarray(np.asarray(params["b_enc"])[feats], jnp.float32)
-    s = jnp.asarray(np.asarray(params["scale"])[feats], jnp.float32)
+    leaves = (jnp.asarray(params["b_pre"], jnp.float32),
+              jnp.asarray(np.asarray(params["W_enc"])[:, feats], jnp.float32),
+              jnp.asarray(np.asarray(params["b_enc"])[feats], jnp.float32),
+              jnp.asarray(np.asarray(params["scale"])[feats], jnp.float32))
 
-    @jax.jit
-    def encode(x):
-        return jax.nn.relu((x - b_pre) @ w + b) * s
+    def encode(x: np.ndarray) -> np.ndarray:
+        n = x.shape[0]
+        padded = np.zeros((_bucket(n), x.shape[1]), np.float32)
+        padded[:n] = x
+        return np.asarray(_encode(padded, *leaves))[:n]
 
-    return lambda x: np.asarray(encode(jnp.asarray(x, jnp.float32)))
+    return encode
 
 
 def protein_max_activations(store, layer: int, encode: Encoder,
@@ -123,11 +137,13 @@ def positions_for_examples(store, layer: int, encode: Encoder, pairs: list[tuple
     for p, k in pairs:
         by_protein.setdefault(p, []).append(k)
     out = {}
-    for p in progress_bar(sorted(by_protein), desc="activated residues", unit="protein"):
-        acts = encode(store.protein(p, layer))  # (length, K)
-        for k in by_protein[p]:
-            col = acts[:, k]
-            top = col.max(initial=0.0)
-            n_act = int(np.count_nonzero(col >= fraction * top)) if top > 0 else 0
-            out[(p, k)] = (activated_positions(col, fraction, max_positions), n_act)
+    with progress_bar(total=len(by_protein), desc="activated residues", unit="protein") as bar:
+        for p in sorted(by_protein):
+            acts = encode(store.protein(p, layer))  # (length, K)
+            for k in by_protein[p]:
+                col = acts[:, k]
+                top = col.max(initial=0.0)
+                n_act = int(np.count_nonzero(col >= fraction * top)) if top > 0 else 0
+                out[(p, k)] = (activated_positions(col, fraction, max_positions), n_act)
+            bar.update(1)
     return out

@@ -89,10 +89,11 @@ def run_features(out: str | Path, cfg: AnnotateConfig, metadata_path: str | Path
                                                 cfg.prompt.max_positions)
     positions = {(int(np.searchsorted(rows, p)), k): v for (p, k), v in positions.items()}
     seqs = {p: metadata[p].sequence for p in sub_ids}
-    for p in sub_ids:
-        if len(seqs[p]) != store.offsets[store.index_of(p) + 1] - store.offsets[store.index_of(p)]:
-            raise InputError(f"protein {p}: {len(seqs[p])} residues in {metadata_path} but a "
-                             "different number of tokens in the store")
+    n_tokens = np.diff(np.asarray(store.offsets))[rows]
+    for p, n in zip(sub_ids, n_tokens):
+        if len(seqs[p]) != n:
+            raise InputError(f"protein {p}: {len(seqs[p])} residues in {metadata_path} but {n} "
+                             "tokens in the store (was the sequence cut at extraction?)")
     examples = build_examples(selection, sub_ids, max_acts[rows], seqs, positions)
     info = {"metadata": str(metadata_path), "layer": layer, "n_sae_features": n_feat,
             "n_proteins": len(sub_ids), "config": to_dict(cfg)}
