@@ -196,11 +196,7 @@ def test_categorise_end_to_end_and_cli(tmp_path, monkeypatch):
 
     # the script: a dry run without a key, and exit status 2 for a missing concept file
     monkeypatch.delenv("ANTHROPIC_API_KEY")
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("annotate_script", REPO / "scripts" / "annotate.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script()
     runner = CliRunner()
     r = runner.invoke(script.main, ["categorise", "--dry-run", "--out", str(tmp_path / "dry"),
                                     *sum((["--concepts", f] for f in files), [])])
@@ -213,3 +209,42 @@ def test_categorise_end_to_end_and_cli(tmp_path, monkeypatch):
     r = runner.invoke(script.main, ["categorise", "--out", str(tmp_path / "x"),
                                     "--concepts", files[0]])
     assert r.exit_code == 2 and "ANTHROPIC_API_KEY is not set" in r.output
+
+
+def load_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("annotate_script", REPO / "scripts" / "annotate.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def test_features_cli_dry_run_with_a_config(setup, tmp_path, monkeypatch):
+    store, params, _, tsv = setup
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    np.savez(tmp_path / "sae.npz", **params)
+    (tmp_path / "c.yaml").write_text("annotate:\n  selection:\n    feature_fraction: 0.25\n"
+                                     "    seed: 3\n  llm:\n    model: claude-haiku-4-5\n")
+    args = ["features", "--store", store.url, "--layer", str(LAYER), "--sae", str(tmp_path / "sae.npz"),
+        "--metadata", str(tsv), "--out", str(tmp_path / "run"), "--config", str(tmp_path / "c.yaml"),
+        "--dry-run"]
+    r = CliRunner().invoke(load_script().main, args)
+    assert r.exit_code == 0, r.output
+    est = json.loads((tmp_path / "run" / "dry_run" / "estimate_features.json").read_text())
+    assert est["model"] == "claude-haiku-4-5" and est["to_request"] == est["requests"] > 0
+    prompt = next((tmp_path / "run" / "dry_run" / "prompts").glob("describe-*.txt")).read_text()
+    assert "| Protein | Name |" in prompt and "<summary>" in prompt
+    r = CliRunner().invoke(load_script().main, args[:-1] + ["--features", "3,x"])
+    assert r.exit_code == 2 and "--features" in r.output
+    (tmp_path / "bad.yaml").write_text("annotate:\n  selection:\n    per_bim: 3\n")
+    r = CliRunner().invoke(load_script().main, args[:-3] + ["--config", str(tmp_path / "bad.yaml")])
+    assert r.exit_code == 2 and "per_bim" in r.output
+
+
+def test_shipped_configs_have_a_valid_annotate_section():
+    from interplm_jax.config import load_yaml
+
+    for name in ("esm2_8m", "esm2_650m", "demo"):
+        cfg = load_yaml(AnnotateConfig, REPO / "configs" / f"{name}.yaml", section="annotate")
+        assert cfg.selection.top_two_target == 24 and cfg.llm.model

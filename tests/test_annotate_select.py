@@ -143,3 +143,35 @@ def test_bad_activations_are_rejected():
         select_examples(bad, FEATURES, CFG)
     with pytest.raises(InputError, match="shape"):
         select_examples(ACTS, FEATURES[:2], CFG)
+
+
+def reference_quota(counts: list[int], cfg: SelectionConfig) -> list[int]:
+    """Plain-Python quotas (train + eval) per [negatives, bin 0, ..., top bin]."""
+    nb = cfg.n_bins
+    if sum(counts[nb - 2:]) < cfg.min_top_three:
+        return [0] * (nb + 1)
+    q = [min(counts[0], 2 * cfg.negatives)] + [min(c, 2 * cfg.per_bin) for c in counts[1:nb]]
+    q.append(min(counts[nb], 2 * cfg.top_bin))
+    if counts[nb] < 2 * cfg.top_bin:
+        q[nb - 1] = min(counts[nb - 1], max(2 * cfg.per_bin, cfg.top_two_target - q[nb]))
+    return q
+
+
+def test_vectorized_selection_matches_a_plain_reference_on_random_features():
+    rng = np.random.default_rng(1)
+    n, k = 200, 64
+    # per feature a different shape: sparse ones, dense ones, ones with few high proteins
+    power = rng.uniform(0.3, 4.0, size=k)
+    acts = rng.uniform(size=(n, k)) ** power
+    acts[rng.uniform(size=(n, k)) < rng.uniform(0.0, 0.6, size=k)] = 0.0
+    acts /= acts.max(axis=0)
+    feats = np.arange(100, 100 + k)
+    sel = select_examples(acts, feats, CFG)
+    for j in range(k):
+        counts = np.bincount(activation_bins(acts[:, j], 10) + 1, minlength=11).tolist()
+        tr = sel.examples(j, "train")
+        ev = sel.examples(j, "eval")
+        got = np.bincount(activation_bins(acts[np.r_[tr, ev], j], 10) + 1, minlength=11)
+        assert got.tolist() == reference_quota(counts, CFG), j
+        assert sel.bin_counts[j].tolist() == counts
+        assert abs(tr.size - ev.size) <= 1
