@@ -29,8 +29,8 @@ class SelectionConfig:
     def __post_init__(self):
         if not 0.0 < self.feature_fraction <= 1.0:
             raise ValueError(f"feature_fraction must be in (0, 1], got {self.feature_fraction}")
-        if self.n_bins < 3:
-            raise ValueError(f"n_bins must be >= 3, got {self.n_bins}")
+        if not 3 <= self.n_bins <= 100:
+            raise ValueError(f"n_bins must be in [3, 100], got {self.n_bins}")
         for name in ("per_bin", "top_bin", "negatives", "top_two_target", "min_top_three"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
