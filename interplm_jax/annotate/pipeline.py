@@ -95,8 +95,8 @@ def run_features(out: str | Path, cfg: AnnotateConfig, metadata_path: str | Path
             raise InputError(f"protein {p}: {len(seqs[p])} residues in {metadata_path} but {n} "
                              "tokens in the store (was the sequence cut at extraction?)")
     examples = build_examples(selection, sub_ids, max_acts[rows], seqs, positions)
-    info = {"metadata": str(metadata_path), "layer": layer, "n_sae_features": n_feat,
-            "n_proteins": len(sub_ids), "config": to_dict(cfg)}
+    info = {"metadata": str(Path(metadata_path).resolve()), "layer": layer,
+            "n_sae_features": n_feat, "n_proteins": len(sub_ids), "config": to_dict(cfg)}
     save_examples(out / "examples.json", examples, info)
 
     llm = _llm(cfg, out, cache_dir, client)
