@@ -134,6 +134,9 @@ def test_features_then_validate(setup, tmp_path, monkeypatch):
     desc = {int(r["feature"]): r for r in read_rows(out / "descriptions.csv")}
     assert desc[kept[0]]["status"] == "failed" and "unparseable" in desc[kept[0]]["error"]
     assert desc[kept[3]]["summary"] == f"Summary {kept[3]}."
+    failed = [json.loads(x) for x in (out / "failures_features.jsonl").read_text().splitlines()]
+    assert failed == [{"label": f"describe-{kept[0]}", "error": desc[kept[0]]["error"],
+                       "text": "This feature is hard to describe."}]
     rows = {int(r["feature"]): r for r in read_rows(out / "validation.csv")}
     preds = read_rows(out / "predictions.csv")
     assert rows[kept[1]]["status"] == "undefined" and rows[kept[2]]["status"] == "failed"

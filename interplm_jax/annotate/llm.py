@@ -88,6 +88,7 @@ class LLM:
         self._lock = threading.Lock()
         self.usage = {"requests": 0, "cached": 0, "failed": 0, "input_tokens": 0,
                       "output_tokens": 0}
+        self.failures: list[dict[str, str]] = []  # label, error, answer text of failed requests
 
     # -- requests and the cache -------------------------------------------------------------
     def body(self, req: Request) -> dict[str, Any]:
@@ -163,6 +164,7 @@ class LLM:
         log.warning("%s failed: %s", req.label, why)
         with self._lock:
             self.usage["failed"] += 1
+            self.failures.append({"label": req.label, "error": why, "text": text})
         return Outcome(req.label, False, None, text, why, False, n_in, n_out)
 
     def run(self, requests: Sequence[Request],

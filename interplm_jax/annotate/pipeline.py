@@ -171,7 +171,10 @@ def _counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
 
 
 def _write_usage(out: Path, stage: str, llm: LLM) -> None:
-    """Token totals of the calls made (cached answers cost nothing); no credentials."""
+    """Token totals of the calls made (cached answers cost nothing), and the failed requests
+    with their reasons and answers (``failures_<stage>.jsonl``); no credentials."""
     atomic_write(out / f"usage_{stage}.json", json.dumps({"model": llm.cfg.model, **llm.usage},
                                                          indent=2))
+    atomic_write(out / f"failures_{stage}.jsonl", "".join(json.dumps(f) + "\n"
+                                                          for f in llm.failures))
 
