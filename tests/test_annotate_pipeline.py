@@ -251,3 +251,18 @@ def test_shipped_configs_have_a_valid_annotate_section():
     for name in ("esm2_8m", "esm2_650m", "demo"):
         cfg = load_yaml(AnnotateConfig, REPO / "configs" / f"{name}.yaml", section="annotate")
         assert cfg.selection.top_two_target == 24 and cfg.llm.model
+
+
+def test_store_and_metadata_must_agree(tmp_path, setup):
+    from interplm_jax.errors import InputError
+
+    _, params, _, _ = setup
+    store = write_store(tmp_path / "s", ["P11111", "Q22222"],
+                        {LAYER: [np.ones((5, D), np.float32), np.ones((4, D), np.float32)]})
+    tsv = tmp_path / "m.tsv"
+    tsv.write_text("Entry\tProtein names\tLength\tSequence\nP11111\tA\t3\tMKV\n")
+    with pytest.raises(InputError, match="protein P11111: 3 residues in .* but 5 tokens"):
+        run_features(tmp_path / "o", AnnotateConfig(), tsv, store, LAYER, params, dry_run=True)
+    tsv.write_text("Entry\tProtein names\tLength\tSequence\nO33333\tA\t3\tMKV\n")
+    with pytest.raises(InputError, match="none of the store's 2 proteins"):
+        run_features(tmp_path / "o", AnnotateConfig(), tsv, store, LAYER, params, dry_run=True)

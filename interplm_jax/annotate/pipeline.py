@@ -69,9 +69,6 @@ def run_features(out: str | Path, cfg: AnnotateConfig, metadata_path: str | Path
              else sample_features(n_feat, cfg.selection))
     if feats.size == 0 or feats.min() < 0 or feats.max() >= n_feat:
         raise InputError(f"features must be indices in [0, {n_feat}); got {list(feats)[:5]}...")
-    encode = acts_mod.sae_encoder(sae_params, feats)
-    max_acts = _max_acts(out, store, layer, encode, feats)
-
     store_ids = list(store.protein_ids)
     rows = np.array([i for i, p in enumerate(store_ids) if p in metadata], np.int64)
     if rows.size == 0:
@@ -81,6 +78,15 @@ def run_features(out: str | Path, cfg: AnnotateConfig, metadata_path: str | Path
         log.warning("%d of %d store proteins have no metadata in %s and are not used",
                     len(store_ids) - rows.size, len(store_ids), metadata_path)
     sub_ids = [store_ids[i] for i in rows]
+    seqs = {p: metadata[p].sequence for p in sub_ids}
+    n_tokens = np.diff(np.asarray(store.offsets))[rows]
+    for p, n in zip(sub_ids, n_tokens):
+        if len(seqs[p]) != n:
+            raise InputError(f"protein {p}: {len(seqs[p])} residues in {metadata_path} but {n} "
+                             "tokens in the store (was the sequence cut at extraction?)")
+
+    encode = acts_mod.sae_encoder(sae_params, feats)
+    max_acts = _max_acts(out, store, layer, encode, feats)
     selection = select_examples(max_acts[rows], feats, cfg.selection)
 
     pairs = [(int(rows[p]), k) for k in range(len(feats)) for p in selection.examples(k, "train")]
@@ -88,12 +94,6 @@ def run_features(out: str | Path, cfg: AnnotateConfig, metadata_path: str | Path
                                                 cfg.prompt.position_fraction,
                                                 cfg.prompt.max_positions)
     positions = {(int(np.searchsorted(rows, p)), k): v for (p, k), v in positions.items()}
-    seqs = {p: metadata[p].sequence for p in sub_ids}
-    n_tokens = np.diff(np.asarray(store.offsets))[rows]
-    for p, n in zip(sub_ids, n_tokens):
-        if len(seqs[p]) != n:
-            raise InputError(f"protein {p}: {len(seqs[p])} residues in {metadata_path} but {n} "
-                             "tokens in the store (was the sequence cut at extraction?)")
     examples = build_examples(selection, sub_ids, max_acts[rows], seqs, positions)
     info = {"metadata": str(Path(metadata_path).resolve()), "layer": layer,
             "n_sae_features": n_feat, "n_proteins": len(sub_ids), "config": to_dict(cfg)}
