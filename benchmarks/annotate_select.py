@@ -56,14 +56,17 @@ def loop_select(acts: np.ndarray, cfg: SelectionConfig, seed: int = 0):
     return out
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up (compilation for JAX)
-    times = []
+def timed(fns, repeats: int) -> list[float]:
+    """Median seconds of each function, runs interleaved (fair on a shared machine)."""
+    for fn in fns:
+        fn()  # warm-up
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for fn, ts in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times]
 
 
 @click.command()
@@ -89,8 +92,8 @@ def main(proteins: int, features: int, repeats: int):
         assert np.array_equal(np.bincount(activation_bins(acts[both, j], 10) + 1, minlength=11),
                               np.bincount(activation_bins(acts[ref_both, j], 10) + 1, minlength=11))
 
-    t_loop = timed(lambda: loop_select(acts, cfg), repeats)
-    t_jax = timed(lambda: select_examples(acts, feats, cfg), repeats)
+    t_loop, t_jax = timed([lambda: loop_select(acts, cfg),
+                           lambda: select_examples(acts, feats, cfg)], repeats)
     print(f"device: {jax.devices()[0].device_kind}; {proteins} proteins x {features} features")
     print(f"numpy per-feature loop : {t_loop:8.3f} s (median of {repeats})")
     print(f"vectorized selection   : {t_jax:8.3f} s (median of {repeats})")

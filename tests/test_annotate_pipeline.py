@@ -266,3 +266,20 @@ def test_store_and_metadata_must_agree(tmp_path, setup):
     tsv.write_text("Entry\tProtein names\tLength\tSequence\nO33333\tA\t3\tMKV\n")
     with pytest.raises(InputError, match="none of the store's 2 proteins"):
         run_features(tmp_path / "o", AnnotateConfig(), tsv, store, LAYER, params, dry_run=True)
+
+
+def test_protein_max_activations_match_numpy(setup):
+    from interplm_jax.annotate.activations import protein_max_activations
+
+    store, params, acts, _ = setup
+    feats = np.array([0, 5, 17, 47])
+    ref = np.stack([np.maximum((a - params["b_pre"]) @ params["W_enc"][:, feats]
+                               + params["b_enc"][feats], 0).max(0) * params["scale"][feats]
+                    for a in acts])
+    enc = sae_encoder(params, feats)
+    for batch_rows in (700, 5000):  # proteins longer than a batch, and many per batch
+        got = protein_max_activations(store, LAYER, enc, batch_rows)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    # a plain callable encoder takes the host path
+    got = protein_max_activations(store, LAYER, lambda x: enc(x), 3000)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)

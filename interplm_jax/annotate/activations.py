@@ -8,6 +8,7 @@ the features costs 10% of the encoder's matrix product.
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 from typing import Callable, Mapping
@@ -55,56 +56,99 @@ def _encode(x, b_pre, w, b, s):
     return jax.nn.relu((x - b_pre) @ w + b) * s
 
 
-def _bucket(n: int) -> int:
-    """Rows padded to a power of two, at least 1,024 (one shape for every protein of ESM-2's
+@functools.partial(jax.jit, static_argnames=("n_seg",))
+def _encode_segment_max(x, seg, b_pre, w, b, s, n_seg: int):
+    # x: (n, d); seg: (n,) protein of each row, n_seg for padding rows (dropped)
+    return jax.ops.segment_max(_encode(x, b_pre, w, b, s), seg, num_segments=n_seg)
+
+
+def _bucket(n: int, least: int = 1024) -> int:
+    """Power of two >= n and >= ``least`` (1,024 rows holds any protein within ESM-2's
     1,022-residue limit): few shapes, so few compilations."""
-    return max(1024, 1 << max(n - 1, 1).bit_length())
+    return max(least, 1 << max(n - 1, 1).bit_length())
 
 
-def sae_encoder(params: Mapping[str, np.ndarray], features: np.ndarray) -> Encoder:
-    """Encoder of the ReLU SAE for ``features`` only: ReLU((x - b_pre) W_enc + b_enc) * scale."""
-    feats = np.asarray(features)
-    n_feat = params["W_enc"].shape[1]
-    if feats.size and (feats.min() < 0 or feats.max() >= n_feat):
-        raise InputError(f"feature index out of range for an SAE with {n_feat} features")
-    leaves = (jnp.asarray(params["b_pre"], jnp.float32),
-              jnp.asarray(np.asarray(params["W_enc"])[:, feats], jnp.float32),
-              jnp.asarray(np.asarray(params["b_enc"])[feats], jnp.float32),
-              jnp.asarray(np.asarray(params["scale"])[feats], jnp.float32))
+class SAEEncoder:
+    """Encoder of the ReLU SAE restricted to ``features``: ReLU((x - b_pre) W_enc + b_enc) * scale.
 
-    def encode(x: np.ndarray) -> np.ndarray:
-        n = x.shape[0]
-        padded = np.zeros((_bucket(n), x.shape[1]), np.float32)
-        padded[:n] = x
-        return np.asarray(_encode(padded, *leaves))[:n]
+    ``encoder(x)``: x (n, d_model) -> (n, K). ``encoder.segment_max(x, seg, n_seg)``: the
+    per-segment maximum (n_seg, K), computed without bringing (n, K) back to the host.
+    """
 
-    return encode
+    def __init__(self, params: Mapping[str, np.ndarray], features: np.ndarray):
+        feats = np.asarray(features)
+        n_feat = params["W_enc"].shape[1]
+        if feats.size and (feats.min() < 0 or feats.max() >= n_feat):
+            raise InputError(f"feature index out of range for an SAE with {n_feat} features")
+        self.leaves = (jnp.asarray(params["b_pre"], jnp.float32),
+                       jnp.asarray(np.asarray(params["W_enc"])[:, feats], jnp.float32),
+                       jnp.asarray(np.asarray(params["b_enc"])[feats], jnp.float32),
+                       jnp.asarray(np.asarray(params["scale"])[feats], jnp.float32))
+
+    @staticmethod
+    def _pad(x: np.ndarray) -> np.ndarray:
+        padded = np.zeros((_bucket(x.shape[0]), x.shape[1]), np.float32)
+        padded[: x.shape[0]] = x
+        return padded
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(_encode(self._pad(x), *self.leaves))[: x.shape[0]]
+
+    def segment_max(self, x: np.ndarray, seg: np.ndarray, n_seg: int) -> np.ndarray:
+        n_pad = _bucket(n_seg, 64)
+        seg = np.pad(seg, (0, _bucket(x.shape[0]) - x.shape[0]), constant_values=n_pad)
+        out = _encode_segment_max(self._pad(x), seg, *self.leaves, n_seg=n_pad)
+        return np.asarray(out[:n_seg])
+
+
+def sae_encoder(params: Mapping[str, np.ndarray], features: np.ndarray) -> SAEEncoder:
+    """The :class:`SAEEncoder` of ``params`` for ``features``."""
+    return SAEEncoder(params, features)
+
+
+def _batches(lengths: np.ndarray, batch_rows: int) -> list[tuple[int, int]]:
+    """Consecutive protein ranges [a, b) of at most ``batch_rows`` tokens (at least one protein)."""
+    out, a, total = [], 0, 0
+    for i, n in enumerate(lengths):
+        if total and total + n > batch_rows:
+            out.append((a, i))
+            a, total = i, 0
+        total += n
+    if len(lengths):
+        out.append((a, len(lengths)))
+    return out
 
 
 def protein_max_activations(store, layer: int, encode: Encoder,
-                            batch_rows: int = 32768) -> np.ndarray:
+                            batch_rows: int = 1024) -> np.ndarray:
     """Each protein's maximum activation per feature: array (n_proteins, K).
 
-    Reads the store shard by shard (``store.shard_bounds``, ``store.rows``) and reduces the
-    encoded rows per protein with ``np.maximum.reduceat`` over the store's offsets.
+    Reads the store in batches of whole proteins (at most ``batch_rows`` tokens, within a
+    shard) and reduces each batch per protein: on the device through
+    ``encode.segment_max`` when the encoder has it, else on the host with
+    ``np.maximum.reduceat``.
     """
     offsets = np.asarray(store.offsets)
+    lengths = np.diff(offsets)
+    if np.any(lengths <= 0):
+        raise InputError(f"activation store: protein {int(np.argmin(lengths))} has no tokens")
     out: np.ndarray | None = None
     with progress_bar(total=int(store.n_tokens), desc=f"max activations, layer {layer}",
                       unit="tok") as bar:
         for i in range(store.n_shards):
-            p0, p1, r0, r1 = store.shard_bounds(i)
-            acts = []
-            for lo in range(r0, r1, batch_rows):
-                hi = min(lo + batch_rows, r1)
-                acts.append(encode(store.rows(layer, lo, hi)))
-                bar.update(hi - lo)
-            acts = np.concatenate(acts)
-            if out is None:
-                out = np.zeros((store.n_proteins, acts.shape[1]), np.float32)
-            if np.any(np.diff(offsets[p0:p1 + 1]) <= 0):
-                raise InputError(f"store shard {i}: a protein has no tokens")
-            out[p0:p1] = np.maximum.reduceat(acts, offsets[p0:p1] - r0, axis=0)
+            p0, p1, _, _ = store.shard_bounds(i)
+            for a, b in _batches(lengths[p0:p1], batch_rows):
+                a, b = a + p0, b + p0
+                x = store.rows(layer, int(offsets[a]), int(offsets[b]))
+                if hasattr(encode, "segment_max"):
+                    seg = np.repeat(np.arange(b - a, dtype=np.int32), lengths[a:b])
+                    m = encode.segment_max(x, seg, b - a)
+                else:
+                    m = np.maximum.reduceat(encode(x), offsets[a:b] - offsets[a], axis=0)
+                if out is None:
+                    out = np.zeros((store.n_proteins, m.shape[1]), np.float32)
+                out[a:b] = m
+                bar.update(x.shape[0])
     if out is None:
         raise InputError("the activation store holds no proteins")
     return out

@@ -40,7 +40,8 @@ def _llm(cfg: AnnotateConfig, out: Path, cache_dir: str | Path | None, client) -
     return LLM(cfg.llm, Path(cache_dir) if cache_dir else out / "cache", client)
 
 
-def _max_acts(out: Path, store, layer: int, encode, features: np.ndarray) -> np.ndarray:
+def _max_acts(out: Path, store, layer: int, encode, features: np.ndarray,
+              batch_rows: int) -> np.ndarray:
     """Per-protein max activations of ``features``, reused from ``out/max_acts.npz`` when it
     was computed for the same proteins and features (a resumed run skips the store pass)."""
     path = out / "max_acts.npz"
@@ -50,7 +51,7 @@ def _max_acts(out: Path, store, layer: int, encode, features: np.ndarray) -> np.
             if np.array_equal(z["features"], features) and np.array_equal(z["protein_ids"], ids):
                 log.info("reusing %s", path)
                 return z["max_acts"]
-    m = acts_mod.protein_max_activations(store, layer, encode)
+    m = acts_mod.protein_max_activations(store, layer, encode, batch_rows)
     with atomic_path(path) as tmp:
         np.savez(tmp, max_acts=m, features=features, protein_ids=ids)
     return m
@@ -86,7 +87,7 @@ def run_features(out: str | Path, cfg: AnnotateConfig, metadata_path: str | Path
                              "tokens in the store (was the sequence cut at extraction?)")
 
     encode = acts_mod.sae_encoder(sae_params, feats)
-    max_acts = _max_acts(out, store, layer, encode, feats)
+    max_acts = _max_acts(out, store, layer, encode, feats, cfg.selection.batch_rows)
     selection = select_examples(max_acts[rows], feats, cfg.selection)
 
     pairs = [(int(rows[p]), k) for k in range(len(feats)) for p in selection.examples(k, "train")]
