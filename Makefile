@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 OUT    ?= out/demo
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test venv clean
 
 venv: $(VENV)/.installed
 
@@ -22,9 +22,6 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
-
-bench: $(VENV)/.installed
-	$(PY) benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) out

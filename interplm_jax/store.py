@@ -136,14 +136,15 @@ class StoreWriter:
 
     Use :meth:`open` with the full plan; then :meth:`write_shard` for each index of
     :meth:`pending_shards`, then :meth:`finalize`. Several workers may do this concurrently on
-    disjoint shards of the same store; whoever completes the last shard finalizes it.
+    disjoint shards of the same store; the worker that writes the last marker sees every marker
+    and finalizes the store.
     """
 
-    def __init__(self, url: str, manifest: dict):
+    def __init__(self, url: str, manifest: dict, offsets: np.ndarray):
         self.url = url
         self.objects = _Objects(url)
         self.manifest = manifest
-        self.offsets = np.asarray(manifest.pop("_offsets"), dtype=np.int64)
+        self.offsets = offsets
         self.shards = plan_shards(self.offsets, manifest["shard_size"])
         self.arrays = {L: ts.open(_array_spec(url, f"layer_{L}"), open=True).result()
                        for L in manifest["layers"]}
@@ -217,7 +218,7 @@ class StoreWriter:
             existing = manifest
             log.info("created store %s: %d proteins, %d tokens, layers %s", url,
                      len(ids), manifest["n_tokens"], manifest["layers"])
-        return cls(url, {**existing, "_offsets": offsets})
+        return cls(url, existing, offsets)
 
     def done(self) -> set[int]:
         """Indices of shards whose marker exists."""

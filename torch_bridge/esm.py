@@ -11,6 +11,7 @@ a resumed or parallel extraction writes exactly the bytes an uninterrupted one w
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -21,14 +22,38 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from interplm_jax.config import option
 from interplm_jax.errors import InputError
-from interplm_jax.fasta import Protein
+from interplm_jax.fasta import DEFAULT_MAX_LENGTH, Protein
 from interplm_jax.progress import progress_bar
 from interplm_jax.store import ActivationStore, Shard, StoreWriter
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_TOKENS = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractConfig:
+    """The ``extract:`` section of a study config (also the defaults of scripts/extract.py)."""
+
+    model: str = option("facebook/esm2_t6_8M_UR50D", "ESM-2 hub name or local directory.")
+    layers: tuple[int, ...] = option((1, 2, 3, 4, 5, 6), "Layers stored: hidden_states[L], 0 = embeddings.")
+    max_length: int = option(DEFAULT_MAX_LENGTH, "Longest protein accepted (residues).")
+    on_invalid: str = option("error", "Invalid FASTA records: 'error' (stop and report) or 'skip' (count).")
+    shard_size: int = option(1000, "Proteins per shard: unit of resumption and of the training shuffle.")
+    max_tokens: int = option(8192, "Token budget of one forward batch (padded tokens).")
+    store_dtype: str = option("float32", "Stored dtype: float32 or bfloat16.")
+
+    def __post_init__(self):
+        if self.on_invalid not in ("error", "skip"):
+            raise ValueError(f"on_invalid must be 'error' or 'skip', got {self.on_invalid!r}")
+        if self.store_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"store_dtype must be float32 or bfloat16, got {self.store_dtype!r}")
+        if self.shard_size < 1 or self.max_tokens < 1 or self.max_length < 1:
+            raise ValueError("shard_size, max_tokens and max_length must be positive")
+
+
+DEFAULT_MAX_TOKENS = ExtractConfig.max_tokens
 
 
 def pick_device(device: str | None = None) -> torch.device:
