@@ -175,3 +175,20 @@ def test_vectorized_selection_matches_a_plain_reference_on_random_features():
         assert got.tolist() == reference_quota(counts, CFG), j
         assert sel.bin_counts[j].tolist() == counts
         assert abs(tr.size - ev.size) <= 1
+
+
+def test_floyd_draws_are_uniform_and_distinct():
+    from interplm_jax.annotate.select import _floyd
+
+    rng = np.random.default_rng(0)
+    cells = 20000
+    c = np.full(cells, 10)
+    q = np.full(cells, 4)
+    ranks = _floyd(rng.uniform(size=(cells, 6)), c, q)
+    assert np.all(ranks[:, 4:] == -1)
+    chosen = ranks[:, :4]
+    assert np.all(np.sort(chosen, 1)[:, 1:] != np.sort(chosen, 1)[:, :-1])  # distinct
+    freq = np.bincount(chosen.ravel(), minlength=10) / cells
+    np.testing.assert_allclose(freq, 0.4, atol=0.015)  # each of 10 ranks in 4/10 of draws
+    # q == c takes everything
+    assert sorted(_floyd(rng.uniform(size=(1, 5)), np.array([5]), np.array([5]))[0]) == [0, 1, 2, 3, 4]
