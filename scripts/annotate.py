@@ -64,8 +64,9 @@ def main():
 @main.command()
 @click.option("--store", required=True, help="Activation store (directory or gs:// URL).")
 @click.option("--layer", required=True, type=int, help="ESM-2 layer of the SAE.")
-@click.option("--sae", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="SAE parameters (.npz or .safetensors with b_pre, W_enc, b_enc, W_dec, scale).")
+@click.option("--sae", required=True, type=click.Path(exists=True),
+              help="The SAE: a directory (sae.json + params.safetensors) or a .safetensors/.npz "
+                   "file of its leaves (b_pre, W_enc, b_enc, W_dec, scale).")
 @click.option("--metadata", required=True, type=click.Path(dir_okay=False, exists=True),
               help="UniProtKB TSV of the annotated proteins (Entry, Protein names, Length, "
                    "Sequence, feature columns).")
@@ -77,7 +78,7 @@ def main():
 def features(store, layer, sae, metadata, out, feature_list, config_path, model, concurrency,
              cache_dir, prompt_dir, dry_run):
     """Select examples and ask Claude to describe each sampled feature."""
-    from interplm_jax.annotate.activations import load_sae_params
+    from interplm_jax.analysis.sae_io import load_params
     from interplm_jax.annotate.pipeline import run_features
     from interplm_jax.store import ActivationStore
 
@@ -86,8 +87,9 @@ def features(store, layer, sae, metadata, out, feature_list, config_path, model,
         feats = list(parse_layers(feature_list)) if feature_list else None
     except InputError as e:
         raise InputError(str(e).replace("--layers", "--features")) from None
-    result = run_features(out, cfg, metadata, ActivationStore.open(store), layer,
-                          load_sae_params(sae), feats, dry_run, cache_dir, prompt_dir)
+    arch, params = load_params(sae)
+    result = run_features(out, cfg, metadata, ActivationStore.open(store), layer, params, feats,
+                          dry_run, cache_dir, prompt_dir, arch=arch)
     click.echo(json.dumps(result, indent=2))
 
 

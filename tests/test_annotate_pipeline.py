@@ -226,7 +226,7 @@ def load_script():
 def test_features_cli_dry_run_with_a_config(setup, tmp_path, monkeypatch):
     store, params, _, tsv = setup
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    np.savez(tmp_path / "sae.npz", **params)
+    np.savez(tmp_path / "sae.npz", **params)  # read by analysis.sae_io.load_params
     (tmp_path / "c.yaml").write_text("annotate:\n  selection:\n    feature_fraction: 0.25\n"
                                      "    seed: 3\n  llm:\n    model: claude-haiku-4-5\n")
     args = ["features", "--store", store.url, "--layer", str(LAYER), "--sae", str(tmp_path / "sae.npz"),
@@ -283,3 +283,13 @@ def test_protein_max_activations_match_numpy(setup):
     # a plain callable encoder takes the host path
     got = protein_max_activations(store, LAYER, lambda x: enc(x), 3000)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_restricted_encoder_equals_the_analysis_feature_function(setup):
+    from interplm_jax.analysis.sae_io import feature_function
+
+    _, params, acts, _ = setup
+    feats = np.array([2, 9, 30])
+    x = acts[0][:300]
+    np.testing.assert_allclose(sae_encoder(params, feats)(x), feature_function(params)(x)[:, feats],
+                               rtol=1e-5, atol=1e-6)

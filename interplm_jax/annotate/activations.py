@@ -2,15 +2,15 @@
 
 An *encoder* maps token rows to the normalized activations of the features being annotated:
 ``encode(x)`` with x an array (n, d_model) returns (n, K). :func:`sae_encoder` builds one from
-SAE parameters (DESIGN.md section 2) restricted to K chosen features, so that annotating 10% of
-the features costs 10% of the encoder's matrix product.
+SAE parameters (DESIGN.md section 2; read with ``interplm_jax.analysis.sae_io.load_params``)
+restricted to K chosen features, so that annotating 10% of a ReLU SAE's features costs 10% of
+the encoder's matrix product.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from pathlib import Path
 from typing import Callable, Mapping
 
 import jax
@@ -23,31 +23,6 @@ from interplm_jax.progress import progress_bar
 log = logging.getLogger(__name__)
 
 Encoder = Callable[[np.ndarray], np.ndarray]
-SAE_KEYS = ("b_pre", "W_enc", "b_enc", "W_dec", "scale")
-
-
-def load_sae_params(path: str | Path) -> dict[str, np.ndarray]:
-    """SAE leaves (b_pre, W_enc, b_enc, W_dec, scale) from a ``.npz`` or ``.safetensors`` file.
-
-    ``scale`` defaults to ones when absent (an SAE not yet normalized).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: SAE file not found")
-    if path.suffix == ".npz":
-        with np.load(path) as z:
-            params = {k: z[k] for k in z.files}
-    elif path.suffix == ".safetensors":
-        from safetensors.numpy import load_file
-
-        params = load_file(str(path))
-    else:
-        raise InputError(f"{path}: expected an .npz or .safetensors file of SAE parameters")
-    missing = [k for k in SAE_KEYS[:4] if k not in params]
-    if missing:
-        raise InputError(f"{path}: missing SAE parameter(s) {missing}; found {sorted(params)}")
-    params.setdefault("scale", np.ones(params["W_enc"].shape[1], np.float32))
-    return params
 
 
 @jax.jit
@@ -101,9 +76,26 @@ class SAEEncoder:
         return np.asarray(out[:n_seg])
 
 
-def sae_encoder(params: Mapping[str, np.ndarray], features: np.ndarray) -> SAEEncoder:
-    """The :class:`SAEEncoder` of ``params`` for ``features``."""
-    return SAEEncoder(params, features)
+def sae_encoder(params: Mapping[str, np.ndarray], features: np.ndarray,
+                arch: str = "relu") -> Encoder:
+    """Encoder of ``features`` of an SAE (parameters as ``analysis.sae_io.load_params`` gives).
+
+    ReLU SAEs get the restricted :class:`SAEEncoder` (``scale`` defaults to ones); other
+    architectures encode every feature through ``analysis.sae_io.feature_function`` and keep
+    the chosen columns.
+    """
+    if arch == "relu":
+        params = dict(params)
+        params.setdefault("scale", np.ones(params["W_enc"].shape[1], np.float32))
+        missing = [k for k in ("b_pre", "b_enc") if k not in params]
+        if missing:
+            raise InputError(f"ReLU SAE without parameter(s) {missing}")
+        return SAEEncoder(params, features)
+    from interplm_jax.analysis.sae_io import feature_function
+
+    every = feature_function(dict(params), arch)
+    cols = np.asarray(features)
+    return lambda x: every(x)[:, cols]
 
 
 def _batches(lengths: np.ndarray, batch_rows: int) -> list[tuple[int, int]]:

@@ -61,7 +61,7 @@ def run_features(out: str | Path, cfg: AnnotateConfig, metadata_path: str | Path
                  layer: int, sae_params: Mapping[str, np.ndarray],
                  features: Sequence[int] | None = None, dry_run: bool = False,
                  cache_dir: str | Path | None = None, prompt_dir: str | Path | None = None,
-                 client=None) -> dict[str, Any]:
+                 client=None, arch: str = "relu") -> dict[str, Any]:
     """Select examples for the sampled features and ask Claude to describe them."""
     out = Path(out)
     metadata = read_uniprot_tsv(metadata_path, cfg.prompt.max_annotation_chars)
@@ -86,7 +86,7 @@ def run_features(out: str | Path, cfg: AnnotateConfig, metadata_path: str | Path
             raise InputError(f"protein {p}: {len(seqs[p])} residues in {metadata_path} but {n} "
                              "tokens in the store (was the sequence cut at extraction?)")
 
-    encode = acts_mod.sae_encoder(sae_params, feats)
+    encode = acts_mod.sae_encoder(sae_params, feats, arch)
     max_acts = _max_acts(out, store, layer, encode, feats, cfg.selection.batch_rows)
     selection = select_examples(max_acts[rows], feats, cfg.selection)
 
