@@ -154,10 +154,10 @@ def test_time_out_is_retried(tmp_path, monkeypatch):
 
     def responder(body, n):
         if n == 1:
-            time.sleep(1.0)  # past the client's time-out: the SDK gives up and retries
+            time.sleep(3.0)  # past the client's time-out: the SDK gives up and retries
         return "ANSWER: late"
 
     with MessagesServer(responder) as srv:
-        (o,) = llm_for(srv, tmp_path, monkeypatch, timeout_s=0.3).run(reqs(1), parse_upper)
+        (o,) = llm_for(srv, tmp_path, monkeypatch, timeout_s=1.0).run(reqs(1), parse_upper)
     assert o.ok and o.value == "late"
     assert srv.count == 2
