@@ -49,5 +49,6 @@ def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | P
         log.info("layer %d: %d tokens of width %d", layer, acts.n_tokens, acts.d_model)
         results[layer] = train_sweep(cfg, make_stream, acts.d_model, sweep_dir(out, layer),
                                      layer=layer, resume=resume,
-                                     extra_config={"store": str(store)})
+                                     extra_config={"store": str(store),
+                                                   "model": acts.manifest.get("model")})
     return results
