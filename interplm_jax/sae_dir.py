@@ -1,0 +1,186 @@
+"""One SAE on disk, in our own format: the directory that exports, normalization and steering share.
+
+Layout of an SAE directory::
+
+    sae.json              {"format": "interplm-jax-sae", "version": 1, "arch": "relu",
+                           "d_model": d, "n_features": F, "hparams": {...}, "meta": {...}}
+    params.safetensors    the parameter pytree, one float32 tensor per leaf
+                          (b_pre (d,), W_enc (d, F), b_enc (F,), W_dec (F, d), scale (F,), ...)
+    feature_stats/        written by normalization (max.npy, summary.json; min.npy for neurons)
+
+The same directory may also hold torch exports (``ae.pt`` + ``config.yaml``,
+``sae_weights.safetensors`` + ``cfg.json``); they never collide with these names.
+NumPy only (safetensors' NumPy API), so ``interplm_jax`` stays free of torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save as save_bytes
+
+from interplm_jax.atomic import atomic_write
+from interplm_jax.errors import InputError
+
+FORMAT = "interplm-jax-sae"
+VERSION = 1
+META_FILE = "sae.json"
+PARAMS_FILE = "params.safetensors"
+
+_BASE = {"W_enc": ("d", "F"), "b_enc": ("F",), "W_dec": ("F", "d"), "scale": ("F",)}
+#: Leaves per architecture and their shapes in terms of d (model width) and F (features); the
+#: layout of ``interplm_jax.sae`` (JumpReLU has a decoder bias that is not subtracted from x).
+SHAPES = {
+    "relu": {"b_pre": ("d",), **_BASE},
+    "topk": {"b_pre": ("d",), **_BASE, "k": (), "threshold": ()},
+    "batchtopk": {"b_pre": ("d",), **_BASE, "k": (), "threshold": ()},
+    "jumprelu": {**_BASE, "b_dec": ("d",), "threshold": ("F",)},
+}
+INT_LEAVES = ("k",)
+ARCHS = tuple(SHAPES)
+
+
+def output_bias(params: dict[str, Any]) -> Any:
+    """The bias added by the decoder: ``b_pre`` (relu, topk, batchtopk) or ``b_dec`` (jumprelu)."""
+    return params["b_dec"] if "b_dec" in params else params["b_pre"]
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedSAE:
+    """One SAE: its architecture, parameters (NumPy, float32) and hyperparameters.
+
+    Attributes:
+      arch: "relu", "topk", "batchtopk" or "jumprelu".
+      params: leaf name -> array (shapes in :data:`SHAPES`; ``k`` int32, the rest float32).
+      hparams: training hyperparameters when known (lr, l1, seed, ...).
+      meta: provenance: model, layer, sweep and SAE id, normalization set, baseline kind.
+    """
+
+    arch: str
+    params: dict[str, np.ndarray]
+    hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def d_model(self) -> int:
+        return int(self.params["W_enc"].shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.params["W_enc"].shape[1])
+
+    def replace(self, **changes) -> "SavedSAE":
+        return dataclasses.replace(self, **changes)
+
+
+def check_params(arch: str, params: dict[str, Any], where: str = "params") -> dict[str, np.ndarray]:
+    """Validate leaf names and shapes for ``arch``; return float32 NumPy copies.
+
+    Raises:
+      InputError naming the missing/unexpected key or the key with the wrong shape and the
+      shape expected.
+    """
+    if arch not in SHAPES:
+        raise InputError(f"{where}: unknown architecture {arch!r}; expected one of {list(ARCHS)}")
+    expected = SHAPES[arch]
+    missing = sorted(set(expected) - set(params))
+    if missing:
+        raise InputError(f"{where}: missing key(s) {missing} for a {arch} SAE")
+    extra = sorted(set(params) - set(expected))
+    if extra:
+        raise InputError(f"{where}: unexpected key(s) {extra} for a {arch} SAE "
+                         f"(expected {sorted(expected)})")
+    W_enc = np.asarray(params["W_enc"])
+    if W_enc.ndim != 2:
+        raise InputError(f"{where}: key 'W_enc' has shape {W_enc.shape}; expected (d, F)")
+    dims = {"d": W_enc.shape[0], "F": W_enc.shape[1]}
+    out = {}
+    for key, sym in expected.items():
+        arr = np.asarray(params[key])
+        want = tuple(dims[s] for s in sym)
+        if arr.shape != want:
+            names = "(" + ", ".join(sym) + ")" if sym else "() (a scalar)"
+            raise InputError(f"{where}: key {key!r} has shape {arr.shape}; expected {want} = {names}")
+        if not np.all(np.isfinite(arr)):
+            raise InputError(f"{where}: key {key!r} holds inf or NaN")
+        dtype = np.int32 if key in INT_LEAVES else np.float32
+        out[key] = np.array(arr, dtype=dtype, copy=True)
+    if "k" in out and not 1 <= int(out["k"]) <= dims["F"]:
+        raise InputError(f"{where}: key 'k' is {int(out['k'])}; expected 1 <= k <= F = {dims['F']}")
+    return out
+
+
+def save_sae(path: str | os.PathLike, sae: SavedSAE) -> Path:
+    """Write ``sae`` to the directory ``path`` (created); each file is written atomically.
+
+    The parameters are written before ``sae.json``, so a directory with ``sae.json`` is complete.
+    """
+    path = Path(path)
+    params = check_params(sae.arch, sae.params, str(path))
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write(path / PARAMS_FILE, save_bytes({k: np.ascontiguousarray(v) for k, v in params.items()}))
+    meta = {"format": FORMAT, "version": VERSION, "arch": sae.arch,
+            "d_model": sae.d_model, "n_features": sae.n_features,
+            "hparams": _plain(sae.hparams), "meta": _plain(sae.meta)}
+    atomic_write(path / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def load_sae(path: str | os.PathLike) -> SavedSAE:
+    """Read an SAE directory written by :func:`save_sae`.
+
+    Raises:
+      InputError if ``sae.json`` or ``params.safetensors`` is missing, of another format, or
+      its parameters do not match the declared architecture and sizes.
+    """
+    path = Path(path)
+    meta_file = path / META_FILE
+    if not meta_file.is_file():
+        raise InputError(f"{path}: not an SAE directory (no {META_FILE}); export one with "
+                         "scripts/export.py or import a torch SAE with torch_bridge.export")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{meta_file}: not valid JSON: {e}") from None
+    if meta.get("format") != FORMAT:
+        raise InputError(f"{meta_file}: format is {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("version") != VERSION:
+        raise InputError(f"{meta_file}: version {meta.get('version')!r} is not supported "
+                         f"(this code reads version {VERSION})")
+    try:
+        params = load_file(str(path / PARAMS_FILE))
+    except FileNotFoundError:
+        raise InputError(f"{path / PARAMS_FILE}: missing") from None
+    except (SafetensorError, OSError) as e:
+        raise InputError(f"{path / PARAMS_FILE}: unreadable: {e}") from None
+    for key, sym in SHAPES.get(meta.get("arch"), {}).items():
+        if sym == () and key in params and params[key].size == 1:  # safetensors keeps 0-d as (1,)
+            params[key] = params[key].reshape(())
+    params = check_params(meta.get("arch"), params, str(path / PARAMS_FILE))
+    sae = SavedSAE(meta["arch"], params, meta.get("hparams", {}), meta.get("meta", {}))
+    if (sae.d_model, sae.n_features) != (meta.get("d_model"), meta.get("n_features")):
+        raise InputError(f"{meta_file}: declares d_model={meta.get('d_model')}, "
+                         f"n_features={meta.get('n_features')} but the parameters have "
+                         f"d={sae.d_model}, F={sae.n_features}")
+    return sae
+
+
+def _plain(obj: Any) -> Any:
+    """JSON-able copy: NumPy scalars/arrays to Python numbers/lists, Paths to strings."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

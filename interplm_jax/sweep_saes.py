@@ -1,0 +1,116 @@
+"""Read the SAEs of a sweep directory (grid.json + orbax checkpoints) as :class:`SavedSAE` s.
+
+Only the ``params`` of the train state are restored (orbax partial restore, to NumPy), so the
+optimizer state never has to fit in memory. The newest complete checkpoint is used unless a
+step is named. An SAE normalized in place (``<sweep>/saes/<id>/``, written by
+``scripts/normalize.py --sweep``) from the same checkpoint step brings its ``scale``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import yaml
+
+from interplm_jax.errors import InputError
+from interplm_jax.sae_dir import META_FILE, SavedSAE, check_params, load_sae
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_steps(sweep_dir: str | os.PathLike) -> list[int]:
+    """Steps of the complete checkpoints of a sweep, ascending."""
+    ck = Path(sweep_dir) / "checkpoints"
+    if not ck.is_dir():
+        return []
+    return sorted(int(p.name) for p in ck.iterdir()
+                  if p.name.isdigit() and (p / "_CHECKPOINT_METADATA").is_file()
+                  and (p / "state").is_dir())
+
+
+def read_grid(sweep_dir: str | os.PathLike) -> list[dict]:
+    path = Path(sweep_dir) / "grid.json"
+    try:
+        grid = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{sweep_dir}: not a sweep directory (no grid.json)") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(grid, list) or not all(isinstance(r, dict) and "id" in r for r in grid):
+        raise InputError(f"{path}: expected a list of rows with an 'id' each")
+    return grid
+
+
+def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
+               step: int | None = None) -> dict[str, SavedSAE]:
+    """SAE id -> SAE for the chosen ids (default: all) at ``step`` (default: the newest).
+
+    Raises:
+      InputError for a directory without grid.json or checkpoints, an unknown id (the known
+      ones are listed) or step, or a checkpoint whose parameters do not match the grid.
+    """
+    import orbax.checkpoint as ocp
+
+    sweep_dir = Path(sweep_dir).absolute()
+    grid = read_grid(sweep_dir)
+    known = [r["id"] for r in grid]
+    wanted = list(known if ids is None else ids)
+    unknown = [i for i in wanted if i not in known]
+    if unknown:
+        raise InputError(f"{sweep_dir}: no SAE {unknown} in grid.json (known: {known})")
+    steps = checkpoint_steps(sweep_dir)
+    if not steps:
+        raise InputError(f"{sweep_dir}: no complete checkpoint under checkpoints/")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise InputError(f"{sweep_dir}: no checkpoint at step {step} (have {steps})")
+    ck_dir = sweep_dir / "checkpoints" / str(step)
+    try:
+        meta = json.loads((ck_dir / "meta" / "metadata").read_text())
+    except (OSError, json.JSONDecodeError):
+        meta = {}
+    config = {}
+    if (sweep_dir / "config.yaml").is_file():
+        config = yaml.safe_load((sweep_dir / "config.yaml").read_text()) or {}
+
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(ck_dir / "state").item_metadata
+    leaves = {k: 0 for k in tree["params"]}
+    restore_args = {"params": {k: ocp.RestoreArgs(restore_type=np.ndarray) for k in leaves}}
+    restored = checkpointer.restore(ck_dir / "state", args=ocp.args.PyTreeRestore(
+        item={"params": leaves}, restore_args=restore_args, partial_restore=True))
+    stacked = {k: np.asarray(v) for k, v in restored["params"].items()}
+    G = next(iter(stacked.values())).shape[0]
+    if G != len(grid):
+        raise InputError(f"{ck_dir}: {G} SAEs in the checkpoint, {len(grid)} rows in grid.json")
+    arch = meta.get("arch") or grid[0].get("arch")
+    layer = meta.get("layer", config.get("layer"))
+    out = {}
+    for sae_id in wanted:
+        g = known.index(sae_id)
+        row = grid[g]
+        params = check_params(row.get("arch", arch), {k: v[g] for k, v in stacked.items()},
+                              f"{ck_dir} (SAE {sae_id})")
+        sae = SavedSAE(row.get("arch", arch), params,
+                       {k: v for k, v in row.items() if k not in ("id", "arch")},
+                       {"sweep": str(sweep_dir), "id": sae_id, "step": step,
+                        "layer": layer, "model": config.get("model"),
+                        "store": config.get("store")})
+        saved_dir = sweep_dir / "saes" / sae_id
+        if (saved_dir / META_FILE).is_file():
+            saved = load_sae(saved_dir)
+            if saved.meta.get("step") == step and "normalized_on" in saved.meta:
+                sae = sae.replace(params={**params, "scale": saved.params["scale"]},
+                                  meta={**sae.meta, "normalized_on": saved.meta["normalized_on"]})
+            else:
+                log.warning("%s is from another checkpoint step (%s, not %d) or not normalized: "
+                            "ignored", saved_dir, saved.meta.get("step"), step)
+        out[sae_id] = sae
+    log.info("read %d SAE(s) of %s at step %d", len(out), sweep_dir, step)
+    return out

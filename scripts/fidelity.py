@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Loss recovered of SAEs spliced into ESM-2 at their layer, as a table."""
+
+from __future__ import annotations
+
+import click
+
+from interplm_jax.cli import command
+from interplm_jax.config import field_help
+from interplm_jax.errors import InputError
+from torch_bridge.fidelity import FidelityConfig
+
+DEFAULTS, HELP = FidelityConfig(), field_help(FidelityConfig)
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--model", required=True, help="ESM-2 hub name or local directory (EsmForMaskedLM).")
+@click.option("--fasta", required=True, type=click.Path(dir_okay=False), help="Held-out proteins.")
+@click.option("--sweep", type=click.Path(file_okay=False), default=None,
+              help="Sweep directory: every SAE of it (or those named with --sae-id).")
+@click.option("--sae-id", "sae_ids", multiple=True, help="SAE id of the sweep (repeatable).")
+@click.option("--sae", "sae_paths", multiple=True, type=click.Path(exists=True),
+              help="SAE directory or file (ours, InterPLM, SAELens); repeatable.")
+@click.option("--layer", type=int, default=None, help="Layer L (default: the SAEs' own).")
+@click.option("--max-proteins", type=int, default=DEFAULTS.max_proteins, help=HELP["max_proteins"])
+@click.option("--max-length", default=1022, help="Longest protein accepted (residues).")
+@click.option("--mask-fraction", default=DEFAULTS.mask_fraction, help=HELP["mask_fraction"])
+@click.option("--seed", default=DEFAULTS.seed, help=HELP["seed"])
+@click.option("--batch-size", default=DEFAULTS.batch_size, help=HELP["batch_size"])
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the table (TSV) here.")
+@click.option("--device", default="cpu", help="torch device.")
+@command
+def main(model, fasta, sweep, sae_ids, sae_paths, layer, max_proteins, max_length, mask_fraction,
+         seed, batch_size, out, device):
+    """CE of ESM-2 with each SAE's reconstruction spliced in at layer L, vs the clean model and
+    zero-ablation; loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean), one row per SAE."""
+    from interplm_jax.atomic import atomic_write
+    from interplm_jax.fasta import read_fasta
+    from torch_bridge.export import load_any
+    from torch_bridge.fidelity import fidelity_table, format_table
+    from torch_bridge.intervene import load_masked_lm
+    from torch_bridge.sae import TorchSAE
+
+    saes = {}
+    if sweep:
+        from interplm_jax.sweep_saes import read_sweep
+
+        saes.update(read_sweep(sweep, list(sae_ids) or None))
+    elif sae_ids:
+        raise InputError("--sae-id selects SAEs of a --sweep")
+    for path in sae_paths:
+        saes[str(path)] = load_any(path)
+    if not saes:
+        raise InputError("give --sweep or at least one --sae")
+    layers = {s.meta.get("layer") for s in saes.values()}
+    if layer is None:
+        if len(layers) != 1 or None in layers:
+            raise InputError(f"the SAEs record layers {sorted(map(str, layers))}: pass --layer")
+        layer = layers.pop()
+    proteins, _ = read_fasta(fasta, max_length=max_length)
+    sequences = [p.sequence for p in proteins][:max_proteins]
+    lm, tokenizer = load_masked_lm(model, device)
+    torch_saes = {k: TorchSAE.from_saved(s).to(device) for k, s in saes.items()}
+    rows = fidelity_table(lm, tokenizer, sequences, int(layer), torch_saes, batch_size,
+                          mask_fraction, seed, device)
+    table = format_table(rows)
+    click.echo(table, nl=False)
+    if out:
+        atomic_write(out, table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Our SAE parameter pytree as a torch module, for work inside ESM-2 (fidelity, steering).
+
+The formulas are those of ``interplm_jax.sae`` (DESIGN.md section 2), in raw units:
+
+    pre   = (x - b_pre) W_enc + b_enc                      x: (..., d) -> (..., F)
+            (jumprelu: x W_enc + b_enc; its decoder bias b_dec is not subtracted from x)
+    relu      f = ReLU(pre)
+    topk      f = ReLU(pre) with all but the k largest of each token set to 0
+    batchtopk f = ReLU(pre) * (ReLU(pre) > threshold)      (inference rule: a scalar threshold)
+    jumprelu  f = ReLU(pre) * (pre > threshold)            (threshold: one per feature)
+    decode    x_hat = f W_dec + b_pre   (jumprelu: + b_dec)
+
+``scale`` (the normalization factors) only changes the units in which features are reported:
+``encode`` returns f * scale; reconstructions always use raw features, as the reference's
+``forward`` does, so normalizing an SAE never changes what it reconstructs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from interplm_jax.sae_dir import SavedSAE, check_params
+
+
+class TorchSAE(nn.Module):
+    """A frozen SAE in torch. Build with :meth:`from_saved` (or the constructor)."""
+
+    def __init__(self, arch: str, params: dict[str, np.ndarray]):
+        super().__init__()
+        params = check_params(arch, params)
+        self.arch = arch
+        self.k = int(params.pop("k")) if "k" in params else None
+        for name, value in params.items():
+            self.register_buffer(name, torch.from_numpy(value))
+
+    @classmethod
+    def from_saved(cls, sae: SavedSAE) -> "TorchSAE":
+        return cls(sae.arch, sae.params)
+
+    @property
+    def out_bias(self) -> torch.Tensor:
+        return self.b_dec if self.arch == "jumprelu" else self.b_pre
+
+    @property
+    def n_features(self) -> int:
+        return int(self.W_enc.shape[1])
+
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """(x - b_pre) W_enc + b_enc (jumprelu: x W_enc + b_enc). x: (..., d) -> (..., F)."""
+        if self.arch == "jumprelu":
+            return x @ self.W_enc + self.b_enc
+        return (x - self.b_pre) @ self.W_enc + self.b_enc
+
+    def encode_raw(self, x: torch.Tensor) -> torch.Tensor:
+        """Features before normalization. x: (..., d) -> (..., F)."""
+        pre = self.pre_activations(x)
+        f = torch.relu(pre)
+        if self.arch == "topk":
+            top = torch.topk(f, self.k, dim=-1)
+            f = torch.zeros_like(f).scatter_(-1, top.indices, top.values)
+        elif self.arch == "batchtopk":
+            f = f * (f > self.threshold)
+        elif self.arch == "jumprelu":
+            f = f * (pre > self.threshold)
+        return f
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized features f * scale (equal to raw ones until the SAE is normalized)."""
+        return self.encode_raw(x) * self.scale
+
+    def decode_raw(self, f_raw: torch.Tensor) -> torch.Tensor:
+        """x_hat = f W_dec + b_pre (or b_dec) from raw features. f_raw: (..., F) -> (..., d)."""
+        return f_raw @ self.W_dec + self.out_bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstruction of x: (..., d) -> (..., d)."""
+        return self.decode_raw(self.encode_raw(x))
+
+    def to_raw(self, values: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """Normalized values of ``features`` -> raw units (divide by their scale).
+
+        Raises:
+          ValueError for a feature whose scale is 0 (never active on the normalization set:
+          it has no normalized unit).
+        """
+        s = self.scale[features]
+        if bool((s == 0).any()):
+            dead = features[s == 0].tolist()
+            raise ValueError(f"feature(s) {dead} were never active on the normalization set "
+                             "(scale 0); clamp them in raw units instead")
+        return values / s
