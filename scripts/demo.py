@@ -36,6 +36,18 @@ def stage_extract(cfg: ExtractConfig, out: Path, model: str | None):
                             store_dtype=cfg.store_dtype)
 
 
+def stage_train(config: str, out: Path, store) -> None:
+    """Activation store -> a small grid of SAEs per layer (out/sweeps/layer_<L>)."""
+    from interplm_jax.train import TrainConfig
+    from interplm_jax.train.run import train_layers
+
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    results = train_layers(load_yaml(TrainConfig, config, "train"), store.url, out / "sweeps",
+                           resume=True)
+    for layer, r in results.items():
+        click.echo(f"layer {layer}: trained {len(r.grid)} SAEs for {r.step} steps -> {r.out}")
+
+
 @click.command(context_settings={"show_default": True})
 @click.option("--config", default=str(REPO / "configs" / "demo.yaml"), help="Demo config.")
 @click.option("--out", default="out/demo", help="Output directory.")
@@ -46,6 +58,7 @@ def main(config, out, model):
     out = Path(out)
     store = stage_extract(load_yaml(ExtractConfig, config, "extract"), out, model)
     click.echo(store.summary())
+    stage_train(config, out, store)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,185 @@
+"""Feature activations from an activation store through an encoder callable.
+
+An *encoder* maps token rows to the normalized activations of the features being annotated:
+``encode(x)`` with x an array (n, d_model) returns (n, K). :func:`sae_encoder` builds one from
+SAE parameters (DESIGN.md section 2; read with ``interplm_jax.analysis.sae_io.load_params``)
+restricted to K chosen features, so that annotating 10% of a ReLU SAE's features costs 10% of
+the encoder's matrix product.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from interplm_jax.errors import InputError
+from interplm_jax.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+Encoder = Callable[[np.ndarray], np.ndarray]
+
+
+@jax.jit
+def _encode(x, b_pre, w, b, s):
+    # x: (n, d); w: (d, K)
+    return jax.nn.relu((x - b_pre) @ w + b) * s
+
+
+@functools.partial(jax.jit, static_argnames=("n_seg",))
+def _encode_segment_max(x, seg, b_pre, w, b, s, n_seg: int):
+    # x: (n, d); seg: (n,) protein of each row, n_seg for padding rows (dropped)
+    return jax.ops.segment_max(_encode(x, b_pre, w, b, s), seg, num_segments=n_seg)
+
+
+def _bucket(n: int, least: int = 1024) -> int:
+    """Power of two >= n and >= ``least`` (1,024 rows holds any protein within ESM-2's
+    1,022-residue limit): few shapes, so few compilations."""
+    return max(least, 1 << max(n - 1, 1).bit_length())
+
+
+class SAEEncoder:
+    """Encoder of the ReLU SAE restricted to ``features``: ReLU((x - b_pre) W_enc + b_enc) * scale.
+
+    ``encoder(x)``: x (n, d_model) -> (n, K). ``encoder.segment_max(x, seg, n_seg)``: the
+    per-segment maximum (n_seg, K), computed without bringing (n, K) back to the host.
+    """
+
+    def __init__(self, params: Mapping[str, np.ndarray], features: np.ndarray):
+        feats = np.asarray(features)
+        n_feat = params["W_enc"].shape[1]
+        if feats.size and (feats.min() < 0 or feats.max() >= n_feat):
+            raise InputError(f"feature index out of range for an SAE with {n_feat} features")
+        self.leaves = (jnp.asarray(params["b_pre"], jnp.float32),
+                       jnp.asarray(np.asarray(params["W_enc"])[:, feats], jnp.float32),
+                       jnp.asarray(np.asarray(params["b_enc"])[feats], jnp.float32),
+                       jnp.asarray(np.asarray(params["scale"])[feats], jnp.float32))
+
+    @staticmethod
+    def _pad(x: np.ndarray) -> np.ndarray:
+        padded = np.zeros((_bucket(x.shape[0]), x.shape[1]), np.float32)
+        padded[: x.shape[0]] = x
+        return padded
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(_encode(self._pad(x), *self.leaves))[: x.shape[0]]
+
+    def segment_max(self, x: np.ndarray, seg: np.ndarray, n_seg: int) -> np.ndarray:
+        n_pad = _bucket(n_seg, 64)
+        seg = np.pad(seg, (0, _bucket(x.shape[0]) - x.shape[0]), constant_values=n_pad)
+        out = _encode_segment_max(self._pad(x), seg, *self.leaves, n_seg=n_pad)
+        return np.asarray(out[:n_seg])
+
+
+def sae_encoder(params: Mapping[str, np.ndarray], features: np.ndarray,
+                arch: str = "relu") -> Encoder:
+    """Encoder of ``features`` of an SAE (parameters as ``analysis.sae_io.load_params`` gives).
+
+    ReLU SAEs get the restricted :class:`SAEEncoder` (``scale`` defaults to ones); other
+    architectures encode every feature through ``analysis.sae_io.feature_function`` and keep
+    the chosen columns.
+    """
+    if arch == "relu":
+        params = dict(params)
+        params.setdefault("scale", np.ones(params["W_enc"].shape[1], np.float32))
+        missing = [k for k in ("b_pre", "b_enc") if k not in params]
+        if missing:
+            raise InputError(f"ReLU SAE without parameter(s) {missing}")
+        return SAEEncoder(params, features)
+    from interplm_jax.analysis.sae_io import feature_function
+
+    every = feature_function(dict(params), arch)
+    cols = np.asarray(features)
+    return lambda x: every(x)[:, cols]
+
+
+def _batches(lengths: np.ndarray, batch_rows: int) -> list[tuple[int, int]]:
+    """Consecutive protein ranges [a, b) of at most ``batch_rows`` tokens (at least one protein)."""
+    out, a, total = [], 0, 0
+    for i, n in enumerate(lengths):
+        if total and total + n > batch_rows:
+            out.append((a, i))
+            a, total = i, 0
+        total += n
+    if len(lengths):
+        out.append((a, len(lengths)))
+    return out
+
+
+def protein_max_activations(store, layer: int, encode: Encoder,
+                            batch_rows: int = 1024) -> np.ndarray:
+    """Each protein's maximum activation per feature: array (n_proteins, K).
+
+    Reads the store in batches of whole proteins (at most ``batch_rows`` tokens, within a
+    shard) and reduces each batch per protein: on the device through
+    ``encode.segment_max`` when the encoder has it, else on the host with
+    ``np.maximum.reduceat``.
+    """
+    offsets = np.asarray(store.offsets)
+    lengths = np.diff(offsets)
+    if np.any(lengths <= 0):
+        raise InputError(f"activation store: protein {int(np.argmin(lengths))} has no tokens")
+    out: np.ndarray | None = None
+    with progress_bar(total=int(store.n_tokens), desc=f"max activations, layer {layer}",
+                      unit="tok") as bar:
+        for i in range(store.n_shards):
+            p0, p1, _, _ = store.shard_bounds(i)
+            for a, b in _batches(lengths[p0:p1], batch_rows):
+                a, b = a + p0, b + p0
+                x = store.rows(layer, int(offsets[a]), int(offsets[b]))
+                if hasattr(encode, "segment_max"):
+                    seg = np.repeat(np.arange(b - a, dtype=np.int32), lengths[a:b])
+                    m = encode.segment_max(x, seg, b - a)
+                else:
+                    m = np.maximum.reduceat(encode(x), offsets[a:b] - offsets[a], axis=0)
+                if out is None:
+                    out = np.zeros((store.n_proteins, m.shape[1]), np.float32)
+                out[a:b] = m
+                bar.update(x.shape[0])
+    if out is None:
+        raise InputError("the activation store holds no proteins")
+    return out
+
+
+def activated_positions(acts: np.ndarray, fraction: float, max_positions: int) -> np.ndarray:
+    """0-based positions of a protein's activated residues for one feature, in sequence order.
+
+    acts: vector (length,). A residue is activated when its activation is > 0 and at least
+    ``fraction`` of the protein's maximum; only the ``max_positions`` strongest are kept.
+    """
+    acts = np.asarray(acts)
+    top = acts.max(initial=0.0)
+    if top <= 0:
+        return np.zeros(0, np.int64)
+    pos = np.flatnonzero(acts >= fraction * top)
+    if pos.size > max_positions:
+        strongest = np.argsort(-acts[pos], kind="stable")[:max_positions]
+        pos = np.sort(pos[strongest])
+    return pos
+
+
+def positions_for_examples(store, layer: int, encode: Encoder, pairs: list[tuple[int, int]],
+                           fraction: float, max_positions: int) -> dict[tuple[int, int], tuple]:
+    """Activated positions and their count for (protein index, feature column) pairs.
+
+    Each protein is read and encoded once. Returns {(p, k): (positions, n_activated)}.
+    """
+    by_protein: dict[int, list[int]] = {}
+    for p, k in pairs:
+        by_protein.setdefault(p, []).append(k)
+    out = {}
+    with progress_bar(total=len(by_protein), desc="activated residues", unit="protein") as bar:
+        for p in sorted(by_protein):
+            acts = encode(store.protein(p, layer))  # (length, K)
+            for k in by_protein[p]:
+                col = acts[:, k]
+                top = col.max(initial=0.0)
+                n_act = int(np.count_nonzero(col >= fraction * top)) if top > 0 else 0
+                out[(p, k)] = (activated_positions(col, fraction, max_positions), n_act)
+            bar.update(1)
+    return out

@@ -1,0 +1,99 @@
+"""Protein metadata for prompts, read from a UniProtKB TSV (the columns of data/demo).
+
+Each protein contributes its name, organism, length, sequence and a compact summary of its
+UniProt feature annotations (``Domain: Protein kinase (21-273); Binding site: ATP (27-35)``).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import io
+import re
+from pathlib import Path
+
+from interplm_jax.errors import InputError
+
+REQUIRED = ("Entry", "Protein names", "Length", "Sequence")
+
+#: Annotation columns summarised in prompts, with the label shown.
+ANNOTATION_COLUMNS = {
+    "Domain [FT]": "Domain", "Region": "Region", "Motif": "Motif", "Zinc finger": "Zinc finger",
+    "Active site": "Active site", "Binding site": "Binding site", "Signal peptide": "Signal peptide",
+    "Transit peptide": "Transit peptide", "Compositional bias": "Compositional bias",
+    "Modified residue": "Modified residue", "Glycosylation": "Glycosylation",
+    "Lipidation": "Lipidation", "Disulfide bond": "Disulfide bond", "Coiled coil": "Coiled coil",
+    "Helix": "Helix", "Beta strand": "Beta strand", "Turn": "Turn",
+}
+_ENTRY = re.compile(r"(?:^|;\s*)[A-Z_]+\s+([<>?]?\d+(?:\.\.[<>?]?\d+)?)((?:;\s*/[a-z_]+=\"[^\"]*\")*)")
+_QUALIFIER = re.compile(r'/(note|ligand)="([^"]*)"')
+
+
+@dataclasses.dataclass(frozen=True)
+class ProteinInfo:
+    """What a prompt shows of one protein."""
+
+    id: str
+    name: str
+    organism: str
+    length: int
+    sequence: str
+    annotations: str
+
+
+def summarise_annotations(row: dict[str, str], max_chars: int = 600) -> str:
+    """``Label: value (start-end); ...`` over the annotation columns, cut to ``max_chars``."""
+    parts: list[str] = []
+    for column, label in ANNOTATION_COLUMNS.items():
+        text = row.get(column) or ""
+        if label in ("Helix", "Beta strand", "Turn"):
+            n = len(_ENTRY.findall(text))
+            if n:
+                parts.append(f"{label}: {n} segment{'s' if n > 1 else ''}")
+            continue
+        for loc, quals in _ENTRY.findall(text):
+            values = [v for _, v in _QUALIFIER.findall(quals)]
+            loc = loc.replace("..", "-").replace("<", "").replace(">", "")
+            parts.append(f"{label}: {values[0]} ({loc})" if values else f"{label} ({loc})")
+    text = "; ".join(parts) or "none"
+    return text if len(text) <= max_chars else text[: max_chars - 3].rstrip() + "..."
+
+
+def _open(path: Path) -> io.TextIOBase:
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8") if gz else open(
+        path, encoding="utf-8", newline="")
+
+
+def read_uniprot_tsv(path: str | Path, max_annotation_chars: int = 600) -> dict[str, ProteinInfo]:
+    """Accession -> :class:`ProteinInfo` from a UniProtKB TSV (plain or gzip)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: metadata file not found")
+    csv.field_size_limit(1 << 30)
+    out: dict[str, ProteinInfo] = {}
+    with _open(path) as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"{path}: missing column(s) {missing}; found {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            acc = row["Entry"].strip()
+            if not acc:
+                raise InputError(f"{path}, line {line}: empty Entry")
+            if acc in out:
+                raise InputError(f"{path}, line {line}: duplicate Entry {acc}")
+            try:
+                length = int(row["Length"])
+            except ValueError:
+                raise InputError(f"{path}, line {line} ({acc}): Length {row['Length']!r} is not "
+                                 "an integer") from None
+            seq = row["Sequence"].strip()
+            if len(seq) != length:
+                raise InputError(f"{path}, line {line} ({acc}): Length {length} but the sequence "
+                                 f"has {len(seq)} residues")
+            out[acc] = ProteinInfo(acc, row["Protein names"].strip(), row.get("Organism", "").strip(),
+                                   length, seq, summarise_annotations(row, max_annotation_chars))
+    return out

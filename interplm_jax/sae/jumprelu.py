@@ -1,0 +1,110 @@
+"""JumpReLU SAE (Rajamanoharan et al. 2024) as InterPLM's ``JumpReLUTrainer`` trains it.
+
+Parameters of one SAE (note: a decoder bias ``b_dec`` that is *not* subtracted from the input,
+as the reference's ``apply_b_dec_to_input = False``)::
+
+    W_enc (d, F)  b_enc (F,)  W_dec (F, d) unit-norm rows  b_dec (d,)  threshold (F,)  scale (F,)
+
+encode: pre = x W_enc + b_enc; f = pre * [pre > threshold] * scale; decode: x_hat = f W_dec + b_dec.
+Training loss: mean_b ||x_b - x_hat_b||^2 + c * (L0 / target_l0 - 1)^2 * warmup(step), where the
+L0 and the jump use straight-through estimators with a rectangle kernel of width ``bandwidth``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+
+from interplm_jax.sae._common import matmul, torch_kaiming_uniform, unit_rows
+from interplm_jax.sae._types import LossAux, LossOutput, Params, StepContext, nonzero_counts
+
+TRAINABLE = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
+HPARAMS = ("sparsity_penalty", "target_l0", "bandwidth")
+
+
+def init(key: Array, d: int, F: int, threshold: float = 0.001) -> Params:
+    """Initialise as the reference: W_dec rows = kaiming-uniform (fan_in F) scaled to unit norm,
+    W_enc = W_dec^T, biases 0, threshold 0.001 everywhere."""
+    w_dec = unit_rows(torch_kaiming_uniform(key, F, (F, d)))
+    return {
+        "W_enc": w_dec.T,
+        "b_enc": jnp.zeros((F,), jnp.float32),
+        "W_dec": w_dec,
+        "b_dec": jnp.zeros((d,), jnp.float32),
+        "threshold": jnp.full((F,), threshold, jnp.float32),
+        "scale": jnp.ones((F,), jnp.float32),
+    }
+
+
+def _rectangle(z: Array) -> Array:
+    return ((z > -0.5) & (z < 0.5)).astype(z.dtype)
+
+
+@jax.custom_vjp
+def jump(x: Array, threshold: Array, bandwidth: Array) -> Array:
+    """x * [x > threshold]; gradient to threshold by the straight-through rectangle estimator."""
+    return x * (x > threshold)
+
+
+def _jump_fwd(x, threshold, bandwidth):
+    return jump(x, threshold, bandwidth), (x, threshold, bandwidth)
+
+
+def _jump_bwd(res, g):
+    x, threshold, bandwidth = res
+    x_grad = (x > threshold) * g
+    t_grad = -(threshold / bandwidth) * _rectangle((x - threshold) / bandwidth) * g
+    return x_grad, _sum_to(t_grad, threshold.shape), jnp.zeros_like(bandwidth)
+
+
+jump.defvjp(_jump_fwd, _jump_bwd)
+
+
+@jax.custom_vjp
+def step(x: Array, threshold: Array, bandwidth: Array) -> Array:
+    """[x > threshold]; zero gradient to x, rectangle estimator to threshold."""
+    return (x > threshold).astype(x.dtype)
+
+
+def _step_fwd(x, threshold, bandwidth):
+    return step(x, threshold, bandwidth), (x, threshold, bandwidth)
+
+
+def _step_bwd(res, g):
+    x, threshold, bandwidth = res
+    t_grad = -(1.0 / bandwidth) * _rectangle((x - threshold) / bandwidth) * g
+    return jnp.zeros_like(x), _sum_to(t_grad, threshold.shape), jnp.zeros_like(bandwidth)
+
+
+step.defvjp(_step_fwd, _step_bwd)
+
+
+def _sum_to(g: Array, shape: tuple[int, ...]) -> Array:
+    """Sum a broadcast gradient back to ``shape`` (as torch autograd does)."""
+    lead = g.ndim - len(shape)
+    return g.sum(axis=tuple(range(lead))) if lead else g
+
+
+def encode(params: Params, x: Array) -> Array:
+    """Features f = jump(x W_enc + b_enc) * scale. x: (B, d) -> (B, F)."""
+    pre = x @ params["W_enc"] + params["b_enc"]
+    return pre * (pre > params["threshold"]) * params["scale"]
+
+
+def decode(params: Params, f: Array, dtype=None) -> Array:
+    """x_hat = f W_dec + b_dec. f: (B, F) -> (B, d)."""
+    return matmul(f, params["W_dec"], dtype) + params["b_dec"]
+
+
+def loss(params: Params, x: Array, hp: dict[str, Array], ctx: StepContext) -> LossOutput:
+    """JumpReLU training loss on a batch x: (B, d)."""
+    pre = matmul(x, params["W_enc"], ctx.matmul_dtype) + params["b_enc"]
+    bw = hp["bandwidth"]  # a (vmapped) array: an ordinary argument with a zero gradient
+    f = jump(pre, params["threshold"], bw)
+    x_hat = decode(params, f, ctx.matmul_dtype)
+    recon = jnp.mean(jnp.sum((x - x_hat) ** 2, axis=-1))
+    l0 = jnp.mean(jnp.sum(step(f, params["threshold"], bw), axis=-1))
+    sparsity = hp["sparsity_penalty"] * (l0 / hp["target_l0"] - 1.0) ** 2 * ctx.sparsity_scale
+    total = recon + sparsity
+    return total, LossAux(x_hat, f, nonzero_counts(f), {"recon": recon, "sparsity": sparsity, "l0_ste": l0})

@@ -1,0 +1,91 @@
+"""Orbax checkpoints of the whole train state, with the facts that must match on resume.
+
+A checkpoint holds the TrainState (params, optimizer state, step, PRNG keys, dead-feature
+counters) and, as JSON, the grid, the architecture, the shapes, the schedule and the token
+stream's position after the last batch consumed. Orbax writes asynchronously, keeps the newest
+``keep`` checkpoints and makes each one atomically visible (temporary directory, then rename).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from interplm_jax.errors import InputError
+
+log = logging.getLogger(__name__)
+
+# Keys of the metadata that a resumed run must share with the checkpoint.
+MUST_MATCH = ("arch", "d_model", "d_sae", "grid", "steps", "batch_size", "schedule", "layer")
+
+
+class CheckpointMismatch(InputError):
+    """A checkpoint from another grid, architecture, shape or schedule."""
+
+
+class Checkpoints:
+    """The checkpoints of one sweep directory (``<sweep>/checkpoints``)."""
+
+    def __init__(self, directory: str | Path, keep: int = 3, use_async: bool = True):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=use_async)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state, meta: dict[str, Any]) -> None:
+        """Start saving ``state`` (a pytree of jax arrays) and ``meta`` (JSON) at ``step``."""
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+    def read_meta(self, step: int) -> dict[str, Any]:
+        out = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return out["meta"]
+
+    def restore(self, step: int, abstract_state, expected_meta: dict[str, Any]):
+        """(state, meta) at ``step``; ``abstract_state``: ShapeDtypeStructs with shardings.
+
+        Raises CheckpointMismatch when the checkpoint's grid, architecture, shapes or schedule
+        differ from ``expected_meta``.
+        """
+        meta = self.read_meta(step)
+        check_meta(meta, expected_meta, self.directory / str(step))
+        out = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state)))
+        return out["state"], meta
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def check_meta(found: dict[str, Any], expected: dict[str, Any], where: Path) -> None:
+    """Refuse a checkpoint whose ``MUST_MATCH`` entries differ, naming each difference."""
+    diffs = []
+    for key in MUST_MATCH:
+        if found.get(key) != expected.get(key):
+            diffs.append(f"{key}: checkpoint has {_short(found.get(key))}, "
+                         f"this run has {_short(expected.get(key))}")
+    if diffs:
+        raise CheckpointMismatch(
+            f"{where}: checkpoint does not belong to this run (" + "; ".join(diffs) + "). "
+            "Start a new --out directory, or resume with the config that wrote it.")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 120 else text[:117] + "..."
+
+
+def abstract_like(state, shardings):
+    """ShapeDtypeStructs of ``state`` carrying ``shardings`` (the restore target)."""
+    return jax.tree.map(
+        lambda leaf, s: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=s), state, shardings)

@@ -1,0 +1,69 @@
+"""scripts/train.py and scripts/plot_training.py on a real (small) activation store."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from train_streams import toy_activations
+
+from interplm_jax.store import write_store
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    data = toy_activations(n=3000, d=16, seed=5)
+    rng = np.random.default_rng(0)
+    cuts = np.sort(rng.choice(np.arange(1, 3000), size=39, replace=False))
+    proteins = np.split(data, cuts)
+    ids = [f"P{i:05d}" for i in range(len(proteins))]
+    return write_store(tmp_path_factory.mktemp("store") / "store", ids,
+                       {2: proteins, 5: [p * 2 for p in proteins]}, shard_size=10)
+
+
+def test_train_script_trains_each_layer_and_resumes(store, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  steps: 30\n  batch_size: 64\n  expansion: 2\n  layers: [2, 5]\n"
+                   "  grid: {lr: [1.0e-3, 1.0e-2]}\n  log_every: 10\n  checkpoint_every: 10\n")
+    out = tmp_path / "runs"
+    runner = CliRunner()
+    res = runner.invoke(script("train"), ["--config", str(cfg), "--store", store.url, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    for layer in (2, 5):
+        lines = (out / f"layer_{layer}" / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(x)["step"] for x in lines] == [10, 10, 20, 20, 30, 30]
+    assert "layer 5: 2 SAEs, step 30" in res.output
+    # rerun without --resume: refused (exit 2), with it: nothing left to do
+    res = runner.invoke(script("train"), ["--config", str(cfg), "--store", store.url, "--out", str(out)])
+    assert res.exit_code == 2 and "--resume" in res.output
+    res = runner.invoke(script("train"), ["--config", str(cfg), "--store", store.url, "--out",
+                                          str(out), "--resume", "--layers", "2"])
+    assert res.exit_code == 0 and "layer 2: 2 SAEs, step 30" in res.output
+    res = runner.invoke(script("plot_training"), ["--sweep", str(out / "layer_2")])
+    assert res.exit_code == 0 and (out / "layer_2" / "training.png").stat().st_size > 10_000
+
+
+def test_train_script_rejects_bad_config(store, tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("train:\n  steps: 30\n  grid: {lr: [1.0e-3], k: [4]}\n")
+    res = CliRunner().invoke(script("train"), ["--config", str(cfg), "--store", store.url,
+                                               "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "unknown hyperparameter(s) ['k'] for arch 'relu'" in res.output
+    cfg.write_text("train:\n  steps: 30\n  layers: [3]\n")
+    res = CliRunner().invoke(script("train"), ["--config", str(cfg), "--store", store.url,
+                                               "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "layer(s) [3] not in the store" in res.output
