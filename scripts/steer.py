@@ -62,7 +62,12 @@ def main(model, sae_path, layer, feature, values, sequence, positions, amino_aci
     bad = sorted(set(amino_acids) - set("ACDEFGHIKLMNPQRSTVWY"))
     if bad:
         raise InputError(f"--aa: {bad} are not amino-acid letters")
-    pos = None if positions is None else [p - 1 for p in parse_layers(positions)]
+    pos = None
+    if positions is not None:
+        try:
+            pos = [p - 1 for p in parse_layers(positions)]
+        except InputError as e:
+            raise InputError(str(e).replace("--layers", "--positions")) from None
     lm, tokenizer = load_masked_lm(model, device)
     sae = TorchSAE.from_saved(saved).to(device)
     vals = _values(values)
