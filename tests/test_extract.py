@@ -150,11 +150,11 @@ _real_embed_shard = esm_mod.embed_shard
 
 
 def test_kill_9_mid_extraction_then_resume_is_byte_identical(tiny_esm, tmp_path):
-    proteins = random_proteins(60, seed=3, lo=50, hi=400)
+    proteins = random_proteins(40, seed=3, lo=20, hi=200)
     fasta = tmp_path / "p.fasta"
     write_fasta(fasta, proteins)
     cmd = [sys.executable, str(REPO / "scripts" / "extract.py"), "--fasta", str(fasta),
-           "--model", str(tiny_esm), "--layers", "1,3", "--shard-size", "6", "--max-tokens", "600"]
+           "--model", str(tiny_esm), "--layers", "1,3", "--shard-size", "4", "--max-tokens", "400"]
     env = {**os.environ, "INTERPLM_PROGRESS": "0"}
     subprocess.run(cmd + ["--out", str(tmp_path / "whole")], check=True, env=env, capture_output=True)
     proc = subprocess.Popen(cmd + ["--out", str(tmp_path / "killed")], env=env,
