@@ -220,14 +220,23 @@ def neuron_baseline(store, layer: int, chunk_tokens: int = NormalizeConfig.chunk
         lo = rows.min(0) if lo is None else np.minimum(lo, rows.min(0))
         hi = rows.max(0) if hi is None else np.maximum(hi, rows.max(0))
         n += len(rows)
-    d = store.d_model
-    eye = np.eye(d, dtype=np.float32)
-    scale = scale_from_max(hi - lo)
-    params = {"b_pre": lo, "W_enc": eye, "b_enc": np.zeros(d, np.float32), "W_dec": eye,
-              "scale": scale}
-    meta = {"baseline": "neuron", "layer": layer, "model": store.manifest.get("model", {}),
+    meta = {"layer": layer, "model": store.manifest.get("model", {}),
             "normalized_on": {"store": str(store.url), "layer": layer, "n_tokens": n}}
-    return SavedSAE("relu", check_params("relu", params), {}, meta), {"min": lo, "max": hi}
+    return neuron_sae(lo, hi, meta), {"min": lo, "max": hi}
+
+
+def neuron_sae(lo: np.ndarray, hi: np.ndarray, meta: dict[str, Any] | None = None) -> SavedSAE:
+    """The identity ReLU SAE (F = d) giving ReLU(x - lo) / (hi - lo) per neuron.
+
+    lo, hi: (d,) per-neuron minimum and maximum over the normalization set; a constant neuron
+    (hi = lo) gets scale 0. ``meta`` is recorded with ``baseline: neuron``.
+    """
+    lo = np.asarray(lo, np.float32)
+    d = len(lo)
+    eye = np.eye(d, dtype=np.float32)
+    params = {"b_pre": lo, "W_enc": eye, "b_enc": np.zeros(d, np.float32), "W_dec": eye,
+              "scale": scale_from_max(np.asarray(hi, np.float32) - lo)}
+    return SavedSAE("relu", check_params("relu", params), {}, {"baseline": "neuron", **(meta or {})})
 
 
 def write_feature_stats(sae_dir: str | os.PathLike, stats: FeatureStats,

@@ -31,8 +31,8 @@ def main():
 
 
 @main.command("umap", context_settings={"show_default": True})
-@click.option("--sae", required=True, type=click.Path(exists=True),
-              help="SAE directory (sae.json + params.safetensors) or a .safetensors/.npz file.")
+@click.option("--sae", required=True, type=click.Path(exists=True, file_okay=False),
+              help="SAE directory (sae.json + params.safetensors).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory (feature_map.tsv, feature_map.png).")
 @click.option("--config", type=click.Path(dir_okay=False, exists=True), default=None,
@@ -48,22 +48,21 @@ def main():
 @click.option("--seed", type=int, default=None, help="Override analysis.umap.seed.")
 @click.option("--interplm-dashboard", "dashboard", is_flag=True,
               help="Also write UMAP.csv for InterPLM's dashboard (its column names).")
-@click.option("--arch", default=None, help="SAE architecture when --sae is a bare file (relu).")
 @command
-def umap_cmd(sae, out, config, concepts, concept_column, spatial_table, seed, arch, dashboard):
+def umap_cmd(sae, out, config, concepts, concept_column, spatial_table, seed, dashboard):
     """UMAP (cosine, 15 neighbours, min_dist 0.1) of the unit-normalized decoder rows and HDBSCAN
     clusters (min cluster size 5, min samples 3): table (feature, x, y, cluster) and PNG."""
     from interplm_jax.analysis.run import run_umap
 
     cfg = _config(config, "umap", {"seed": seed})
     paths = run_umap(sae, out, cfg, concepts=concepts, concept_column=concept_column,
-                     spatial_table=spatial_table, arch=arch, dashboard=dashboard)
+                     spatial_table=spatial_table, dashboard=dashboard)
     click.echo("\n".join(str(p) for p in paths.values()))
 
 
 @main.command("spatial", context_settings={"show_default": True})
-@click.option("--sae", required=True, type=click.Path(exists=True),
-              help="The layer's normalized SAE (directory or .safetensors/.npz file).")
+@click.option("--sae", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The layer's normalized SAE directory (sae.json + params.safetensors).")
 @click.option("--store", required=True,
               help="Activation store (directory or gs:// URL) with --layer.")
 @click.option("--layer", required=True, type=int, help="Layer of the store the SAE was trained on.")
@@ -82,17 +81,16 @@ def umap_cmd(sae, out, config, concepts, concept_column, spatial_table, seed, ar
 @click.option("--recompute", is_flag=True, help="Ignore pair scores saved by an earlier run.")
 @click.option("--interplm-dashboard", "dashboard", is_flag=True,
               help="Also write Structure_feats.csv for InterPLM's dashboard (its column names).")
-@click.option("--arch", default=None, help="SAE architecture when --sae is a bare file (relu).")
 @command
 def spatial_cmd(sae, store, layer, structures, fasta, out, config, seed, min_proteins, recompute,
-                arch, dashboard):
+                dashboard):
     """Per feature: do its activations cluster around its maximum along the sequence
     (|j - pos_max| <= 2) or in 3D (C-alpha within 6 A)? Paired t-tests against permuted
     activations, Cohen's d, Bonferroni over the layer, structural-only flags: table and PNG."""
     from interplm_jax.analysis.run import run_spatial
 
     cfg = _config(config, "spatial", {"seed": seed, "min_proteins": min_proteins})
-    paths = run_spatial(sae, store, layer, structures, fasta, out, cfg, arch=arch,
+    paths = run_spatial(sae, store, layer, structures, fasta, out, cfg,
                         recompute=recompute, dashboard=dashboard)
     click.echo("\n".join(str(p) for p in paths.values()))
 

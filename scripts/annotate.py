@@ -64,9 +64,8 @@ def main():
 @main.command()
 @click.option("--store", required=True, help="Activation store (directory or gs:// URL).")
 @click.option("--layer", required=True, type=int, help="ESM-2 layer of the SAE.")
-@click.option("--sae", required=True, type=click.Path(exists=True),
-              help="The SAE: a directory (sae.json + params.safetensors) or a .safetensors/.npz "
-                   "file of its leaves (b_pre, W_enc, b_enc, W_dec, scale).")
+@click.option("--sae", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The SAE directory (sae.json + params.safetensors), normalized.")
 @click.option("--metadata", required=True, type=click.Path(dir_okay=False, exists=True),
               help="UniProtKB TSV of the annotated proteins (Entry, Protein names, Length, "
                    "Sequence, feature columns).")
@@ -78,8 +77,8 @@ def main():
 def features(store, layer, sae, metadata, out, feature_list, config_path, model, concurrency,
              cache_dir, prompt_dir, dry_run):
     """Select examples and ask Claude to describe each sampled feature."""
-    from interplm_jax.analysis.sae_io import load_params
     from interplm_jax.annotate.pipeline import run_features
+    from interplm_jax.sae_dir import load_sae
     from interplm_jax.store import ActivationStore
 
     cfg = _config(config_path, model, concurrency)
@@ -87,9 +86,9 @@ def features(store, layer, sae, metadata, out, feature_list, config_path, model,
         feats = list(parse_layers(feature_list)) if feature_list else None
     except InputError as e:
         raise InputError(str(e).replace("--layers", "--features")) from None
-    arch, params = load_params(sae)
-    result = run_features(out, cfg, metadata, ActivationStore.open(store), layer, params, feats,
-                          dry_run, cache_dir, prompt_dir, arch=arch)
+    saved = load_sae(sae)
+    result = run_features(out, cfg, metadata, ActivationStore.open(store), layer, saved.params,
+                          feats, dry_run, cache_dir, prompt_dir, arch=saved.arch)
     click.echo(json.dumps(result, indent=2))
 
 

@@ -152,7 +152,7 @@ def _features(sae, neurons, neuron_stats, activations):
 @click.option("--store", required=True, help="Activation store with the evaluation proteins.")
 @click.option("--layer", required=True, type=int, help="Layer of the store.")
 @click.option("--split", "split_name", type=click.Choice(["valid", "test", "select"]), required=True, help="Which proteins.")
-@click.option("--sae", default=None, type=click.Path(), help="SAE directory (sae.json + params.safetensors) or parameter file (.safetensors/.npz).")
+@click.option("--sae", default=None, type=click.Path(), help="SAE directory (sae.json + params.safetensors).")
 @click.option("--neurons", is_flag=True, help="Neuron baseline instead of an SAE.")
 @click.option("--neuron-stats", default=None, type=click.Path(file_okay=False), help="Directory with min.npy/max.npy per neuron for the [0, 1] scaling (without: raw neurons, as the reference).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Counts file (.npz); a per-concept CSV is written beside it.")

@@ -1,7 +1,6 @@
 """scripts/analyze.py end to end: umap and spatial on files (store, SAE, structures, FASTA)."""
 
 import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from interplm_jax.analysis.tables import read_table
+from interplm_jax.sae_dir import SavedSAE, load_sae, save_sae
 from interplm_jax.store import write_store
 from test_analysis_spatial import synthetic_activations
 from test_analysis_structures import THREE, write_ca_pdb
@@ -31,9 +31,9 @@ def _run(analyze, args):
 def _identity_sae(path, d=2):
     """ReLU SAE whose features are the (clipped) inputs: F = d."""
     eye = np.eye(d, dtype=np.float32)
-    np.savez(path, b_pre=np.zeros(d, np.float32), W_enc=eye, b_enc=np.zeros(d, np.float32),
-             W_dec=eye, scale=np.ones(d, np.float32))
-    return path
+    return save_sae(path, SavedSAE("relu", dict(
+        b_pre=np.zeros(d, np.float32), W_enc=eye, b_enc=np.zeros(d, np.float32), W_dec=eye,
+        scale=np.ones(d, np.float32))))
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def spatial_inputs(tmp_path_factory):
     write_ca_pdb(root / "af" / "BAD1.pdb", seqs["BAD1"][:-1], coords[:-1])
     (root / "seqs.fasta").write_text("".join(f">{p}\n{s}\n" for p, s in seqs.items()))
     write_store(root / "store", ids, {3: acts}, shard_size=8)
-    return dict(sae=_identity_sae(root / "sae.npz"), store=root / "store", structures=root / "af",
+    return dict(sae=_identity_sae(root / "sae"), store=root / "store", structures=root / "af",
                 fasta=root / "seqs.fasta", root=root)
 
 
@@ -117,20 +117,16 @@ N_GROUPS, PER_GROUP, D = 5, 30, 24
 def umap_run(analyze, tmp_path_factory):
     """One UMAP run (numba compiles once): an SAE directory whose decoder has 5 planted
     direction clusters (rows of random norms), with a concepts table and a spatial table."""
-    from safetensors.numpy import save_file
-
     root = tmp_path_factory.mktemp("umap")
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(N_GROUPS, D))
     w_dec = np.concatenate([c + 0.25 * rng.normal(size=(PER_GROUP, D)) for c in centers])
     w_dec *= rng.uniform(0.2, 3.0, size=(len(w_dec), 1))  # norms must not matter
     F = len(w_dec)
-    sae = root / "sae"
-    sae.mkdir()
-    save_file({"b_pre": np.zeros(D, np.float32), "W_enc": w_dec.T.astype(np.float32),
-               "b_enc": np.zeros(F, np.float32), "W_dec": w_dec.astype(np.float32),
-               "scale": np.ones(F, np.float32)}, str(sae / "params.safetensors"))
-    (sae / "sae.json").write_text(json.dumps({"arch": "relu"}))
+    sae = save_sae(root / "sae", SavedSAE("relu", {
+        "b_pre": np.zeros(D, np.float32), "W_enc": w_dec.T.astype(np.float32),
+        "b_enc": np.zeros(F, np.float32), "W_dec": w_dec.astype(np.float32),
+        "scale": np.ones(F, np.float32)}))
     concepts = root / "best.csv"
     concepts.write_text("feature,concept,f1\n" + "".join(
         f"{f},{'Helix' if f < PER_GROUP else 'Domain_X'},0.7\n" for f in range(0, F, 3)))
@@ -172,9 +168,7 @@ def test_umap_figure_is_a_png(umap_run):
 def test_umap_is_seeded(umap_run):
     """Same input, same seed: the same map (umap-learn is deterministic with random_state)."""
     from interplm_jax.analysis.geometry import feature_map
-    from interplm_jax.analysis.sae_io import load_params
-
-    _, params = load_params(umap_run.parent / "sae")
+    params = load_sae(umap_run.parent / "sae").params
     again = feature_map(params["W_dec"])
     table = read_table(umap_run / "feature_map.tsv")
     np.testing.assert_allclose(again.xy[:, 0], np.array(table["x"], float), rtol=1e-5, atol=1e-5)

@@ -10,6 +10,7 @@ from interplm_jax.analysis.run import run_spatial
 from interplm_jax.analysis.tables import read_table
 from interplm_jax.config import load_yaml
 from interplm_jax.fasta import read_fasta
+from interplm_jax.sae_dir import SavedSAE, save_sae
 from interplm_jax.store import write_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,10 +32,10 @@ def test_spatial_on_the_demo_structures(demo_data, tmp_path):
     acts = [rng.uniform(size=(len(p.sequence), d)).astype(np.float32) ** 3 for p in proteins]
     store = write_store(tmp_path / "store", [p.id for p in proteins], {1: acts})
     eye = np.eye(d, dtype=np.float32)
-    np.savez(tmp_path / "sae.npz", b_pre=np.zeros(d, np.float32), W_enc=eye,
-             b_enc=np.zeros(d, np.float32), W_dec=eye, scale=np.ones(d, np.float32))
+    save_sae(tmp_path / "sae", SavedSAE("relu", dict(b_pre=np.zeros(d, np.float32), W_enc=eye,
+             b_enc=np.zeros(d, np.float32), W_dec=eye, scale=np.ones(d, np.float32))))
     cfg = load_yaml(AnalysisConfig, REPO / "configs" / "demo.yaml", "analysis").spatial
-    paths = run_spatial(tmp_path / "sae.npz", store.url, 1, folder, folder / "sequences.fasta",
+    paths = run_spatial(tmp_path / "sae", store.url, 1, folder, folder / "sequences.fasta",
                         tmp_path / "out", cfg)
     report = read_table(paths["structures"])
     assert report["status"] == ["used", "used"]

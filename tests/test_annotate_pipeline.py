@@ -19,6 +19,7 @@ from interplm_jax.annotate.config import (AnnotateConfig, CategoriseConfig, LLMC
                                           SelectionConfig)
 from interplm_jax.annotate.metadata import read_uniprot_tsv
 from interplm_jax.annotate.pipeline import run_categorise, run_features, run_validate
+from interplm_jax.sae_dir import SavedSAE, save_sae
 from interplm_jax.store import write_store
 
 KEY = "sk-ant-pipeline-test-KEY-42"
@@ -226,10 +227,10 @@ def load_script():
 def test_features_cli_dry_run_with_a_config(setup, tmp_path, monkeypatch):
     store, params, _, tsv = setup
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    np.savez(tmp_path / "sae.npz", **params)  # read by analysis.sae_io.load_params
+    save_sae(tmp_path / "sae", SavedSAE("relu", params))  # read by sae_dir.load_sae
     (tmp_path / "c.yaml").write_text("annotate:\n  selection:\n    feature_fraction: 0.25\n"
                                      "    seed: 3\n  llm:\n    model: claude-haiku-4-5\n")
-    args = ["features", "--store", store.url, "--layer", str(LAYER), "--sae", str(tmp_path / "sae.npz"),
+    args = ["features", "--store", store.url, "--layer", str(LAYER), "--sae", str(tmp_path / "sae"),
         "--metadata", str(tsv), "--out", str(tmp_path / "run"), "--config", str(tmp_path / "c.yaml"),
         "--dry-run"]
     r = CliRunner().invoke(load_script().main, args)
@@ -286,10 +287,10 @@ def test_protein_max_activations_match_numpy(setup):
 
 
 def test_restricted_encoder_equals_the_analysis_feature_function(setup):
-    from interplm_jax.analysis.sae_io import feature_function
+    from interplm_jax.sae.features import feature_function
 
     _, params, acts, _ = setup
     feats = np.array([2, 9, 30])
     x = acts[0][:300]
-    np.testing.assert_allclose(sae_encoder(params, feats)(x), feature_function(params)(x)[:, feats],
+    np.testing.assert_allclose(sae_encoder(params, feats)(x), feature_function("relu", params)(x)[:, feats],
                                rtol=1e-5, atol=1e-6)

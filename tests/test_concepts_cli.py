@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from safetensors.numpy import save_file
 
 from interplm_jax.concepts.evalset import EvalSet
 from interplm_jax.concepts.f1 import ConceptCounts
 from interplm_jax.concepts.labels import ConceptLabels
 from interplm_jax.concepts.metrics import mean_best_f1
 from interplm_jax.concepts.stream import count_split
+from interplm_jax.sae_dir import SavedSAE, save_sae
 from interplm_jax.store import ActivationStore
 from test_concepts_f1 import numpy_counts
 
@@ -46,9 +46,7 @@ def make_sae(path: Path, d: int, F: int, seed: int, store, layer: int) -> dict:
     x = store.rows(layer, 0, store.n_tokens)
     mx = np.maximum((x - p["b_pre"]) @ p["W_enc"] + p["b_enc"], 0).max(0)
     p["scale"] = np.where(mx > 0, 1 / np.where(mx > 0, mx, 1), 0).astype(np.float32)
-    path.mkdir(parents=True)
-    save_file(p, str(path / "params.safetensors"))
-    (path / "sae.json").write_text(json.dumps({"format": "interplm-jax-sae", "arch": "relu"}))
+    save_sae(path, SavedSAE("relu", p))
     return p
 
 

@@ -21,27 +21,29 @@ import numpy as np
 
 from interplm_jax.analysis import plots, spatial, stats
 from interplm_jax.analysis.config import SpatialConfig, UmapConfig
-from interplm_jax.analysis.sae_io import feature_function, load_params
 from interplm_jax.analysis.structures import load_structures
 from interplm_jax.analysis.tables import (feature_column, write_dashboard_structure,
                                           write_dashboard_umap, write_tsv)
 from interplm_jax.atomic import atomic_path
 from interplm_jax.errors import InputError
+from interplm_jax.sae.features import feature_function
+from interplm_jax.sae_dir import load_sae
 
 log = logging.getLogger(__name__)
 
 
 def run_umap(sae: str | os.PathLike, out: str | os.PathLike, cfg: UmapConfig = UmapConfig(), *,
              concepts: str | os.PathLike | None = None, concept_column: str = "concept",
-             spatial_table: str | os.PathLike | None = None, arch: str | None = None,
+             spatial_table: str | os.PathLike | None = None,
              name: str = "feature_map", dashboard: bool = False) -> dict[str, Path]:
-    """UMAP + HDBSCAN of the SAE's decoder rows; the map coloured by cluster and, when the tables
-    are given, by best concept (``concepts``: columns ``feature`` and ``concept_column``) and by
-    the structural/sequential ratio (``spatial_table``: a ``spatial_layer<L>.tsv``).
+    """UMAP + HDBSCAN of the decoder rows of the SAE directory ``sae``; the map coloured by
+    cluster and, when the tables are given, by best concept (``concepts``: columns ``feature``
+    and ``concept_column``) and by the structural/sequential ratio (``spatial_table``: a
+    ``spatial_layer<L>.tsv``).
     ``dashboard``: also write ``UMAP.csv`` for InterPLM's dashboard."""
     from interplm_jax.analysis.geometry import feature_map
 
-    _, params = load_params(sae, arch)
+    params = load_sae(sae).params
     F = params["W_dec"].shape[0]
     concept = ratio = None  # read the tables first: a bad table fails before the slow UMAP
     if concepts is not None:
@@ -83,12 +85,12 @@ def _read_sequences(fasta: str | os.PathLike) -> dict[str, str]:
 
 def run_spatial(sae: str | os.PathLike, store_path: str | os.PathLike, layer: int,
                 structures: str | os.PathLike, fasta: str | os.PathLike, out: str | os.PathLike,
-                cfg: SpatialConfig = SpatialConfig(), *, arch: str | None = None,
-                recompute: bool = False, dashboard: bool = False) -> dict[str, Path]:
+                cfg: SpatialConfig = SpatialConfig(), *, recompute: bool = False,
+                dashboard: bool = False) -> dict[str, Path]:
     """Sequential/structural clustering statistics of one layer's SAE features.
 
     Args:
-      sae: the layer's SAE (normalized, so activations lie in [0, 1]).
+      sae: the layer's SAE directory (normalized, so activations lie in [0, 1]).
       store_path: activation store holding ``layer``; its protein ids are UniProt accessions.
       structures: directory of AlphaFold DB files; fasta: the proteins' sequences.
       recompute: ignore the pair scores (complete or partial) saved by an earlier run.
@@ -100,11 +102,10 @@ def run_spatial(sae: str | os.PathLike, store_path: str | os.PathLike, layer: in
     store = ActivationStore.open(store_path)
     if layer not in store.layers:
         raise InputError(f"{store_path}: layer {layer} not stored (layers: {list(store.layers)})")
-    arch, params = load_params(sae, arch)
-    if params["W_enc"].shape[0] != store.d_model:
-        raise InputError(f"{sae}: SAE width {params['W_enc'].shape[0]} != store d_model "
-                         f"{store.d_model}")
-    F = params["W_enc"].shape[1]
+    saved = load_sae(sae)
+    if saved.d_model != store.d_model:
+        raise InputError(f"{sae}: SAE width {saved.d_model} != store d_model {store.d_model}")
+    F, params = saved.n_features, saved.params
     seqs = _read_sequences(fasta)
     lengths = dict(zip(store.protein_ids, store.lengths().tolist()))
     have = {pid: seqs[pid] for pid in store.protein_ids if pid in seqs}
@@ -123,7 +124,9 @@ def run_spatial(sae: str | os.PathLike, store_path: str | os.PathLike, layer: in
         raise InputError(f"{structures}: no protein of {store_path} has a complete structure "
                          f"(see {out / f'structures_layer{layer}.tsv'})")
 
-    key = json.dumps(dict(store=str(store.url), layer=layer, sae=_checksum(*params.values()),
+    # leaves in sorted order: the order safetensors gives, so earlier pair files stay valid
+    checksum = _checksum(*(params[k] for k in sorted(params)))
+    key = json.dumps(dict(store=str(store.url), layer=layer, sae=checksum,
                           ids=spatial.ids_checksum(ids), threshold=cfg.threshold,
                           window=cfg.seq_window, radius=cfg.radius,
                           n_permutations=cfg.n_permutations, seed=cfg.seed), sort_keys=True)
@@ -140,7 +143,7 @@ def run_spatial(sae: str | os.PathLike, store_path: str | os.PathLike, layer: in
             partial.unlink(missing_ok=True)
         pairs = spatial.collect_pairs(
             ids, [structs.coords[p] for p in ids], lambda pid: store.protein(pid, layer),
-            feature_function(params, arch), threshold=cfg.threshold, window=cfg.seq_window,
+            feature_function(saved.arch, params), threshold=cfg.threshold, window=cfg.seq_window,
             radius=cfg.radius, n_permutations=cfg.n_permutations, seed=cfg.seed,
             batch_tokens=cfg.batch_tokens, checkpoint=partial, checkpoint_key=key)
         with atomic_path(pairs_path) as tmp:

@@ -2,9 +2,9 @@
 
 An *encoder* maps token rows to the normalized activations of the features being annotated:
 ``encode(x)`` with x an array (n, d_model) returns (n, K). :func:`sae_encoder` builds one from
-SAE parameters (DESIGN.md section 2; read with ``interplm_jax.analysis.sae_io.load_params``)
-restricted to K chosen features, so that annotating 10% of a ReLU SAE's features costs 10% of
-the encoder's matrix product.
+an SAE's parameters (``interplm_jax.sae_dir.load_sae``) for K chosen features, through the
+architectures' own ``interplm_jax.sae.encode``; a ReLU SAE is first restricted to those
+features, so that annotating 10% of its features costs 10% of the encoder's matrix product.
 """
 
 from __future__ import annotations
@@ -17,24 +17,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from interplm_jax import sae
 from interplm_jax.errors import InputError
 from interplm_jax.progress import progress_bar
+from interplm_jax.sae.features import feature_function, pad_rows
 
 log = logging.getLogger(__name__)
 
 Encoder = Callable[[np.ndarray], np.ndarray]
 
 
-@jax.jit
-def _encode(x, b_pre, w, b, s):
-    # x: (n, d); w: (d, K)
-    return jax.nn.relu((x - b_pre) @ w + b) * s
-
-
-@functools.partial(jax.jit, static_argnames=("n_seg",))
-def _encode_segment_max(x, seg, b_pre, w, b, s, n_seg: int):
-    # x: (n, d); seg: (n,) protein of each row, n_seg for padding rows (dropped)
-    return jax.ops.segment_max(_encode(x, b_pre, w, b, s), seg, num_segments=n_seg)
+@functools.partial(jax.jit, static_argnames=("arch", "n_seg"))
+def _encode_segment_max(arch: str, params, x, cols, seg, n_seg: int):
+    # x: (n, d); cols: (K,) feature columns kept, or None for all; seg: (n,) protein of each
+    # row, n_seg for padding rows (dropped)
+    f = sae.encode(arch, params, x)
+    return jax.ops.segment_max(f if cols is None else f[:, cols], seg, num_segments=n_seg)
 
 
 def _bucket(n: int, least: int = 1024) -> int:
@@ -44,45 +42,46 @@ def _bucket(n: int, least: int = 1024) -> int:
 
 
 class SAEEncoder:
-    """Encoder of the ReLU SAE restricted to ``features``: ReLU((x - b_pre) W_enc + b_enc) * scale.
+    """Encoder of the SAE's features ``features`` (indices, K of them).
 
     ``encoder(x)``: x (n, d_model) -> (n, K). ``encoder.segment_max(x, seg, n_seg)``: the
     per-segment maximum (n_seg, K), computed without bringing (n, K) back to the host.
+    A ReLU SAE is restricted to the K features (its features are independent of each other);
+    other architectures encode every feature and keep the K columns.
     """
 
-    def __init__(self, params: Mapping[str, np.ndarray], features: np.ndarray):
+    def __init__(self, params: Mapping[str, np.ndarray], features: np.ndarray, arch: str = "relu"):
         feats = np.asarray(features)
         n_feat = params["W_enc"].shape[1]
         if feats.size and (feats.min() < 0 or feats.max() >= n_feat):
             raise InputError(f"feature index out of range for an SAE with {n_feat} features")
-        self.leaves = (jnp.asarray(params["b_pre"], jnp.float32),
-                       jnp.asarray(np.asarray(params["W_enc"])[:, feats], jnp.float32),
-                       jnp.asarray(np.asarray(params["b_enc"])[feats], jnp.float32),
-                       jnp.asarray(np.asarray(params["scale"])[feats], jnp.float32))
-
-    @staticmethod
-    def _pad(x: np.ndarray) -> np.ndarray:
-        padded = np.zeros((_bucket(x.shape[0]), x.shape[1]), np.float32)
-        padded[: x.shape[0]] = x
-        return padded
+        self.arch, self.cols = arch, None
+        if arch == "relu":
+            params = {**params, "W_enc": np.asarray(params["W_enc"])[:, feats],
+                      **{k: np.asarray(params[k])[feats] for k in ("b_enc", "scale", "W_dec")
+                         if k in params}}
+        else:
+            self.cols = feats
+        self.params = {k: jnp.asarray(v) for k, v in params.items()}
+        self._features = feature_function(arch, self.params, bucket=1024)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(_encode(self._pad(x), *self.leaves))[: x.shape[0]]
+        f = self._features(x)
+        return f if self.cols is None else f[:, self.cols]
 
     def segment_max(self, x: np.ndarray, seg: np.ndarray, n_seg: int) -> np.ndarray:
         n_pad = _bucket(n_seg, 64)
         seg = np.pad(seg, (0, _bucket(x.shape[0]) - x.shape[0]), constant_values=n_pad)
-        out = _encode_segment_max(self._pad(x), seg, *self.leaves, n_seg=n_pad)
+        out = _encode_segment_max(self.arch, self.params, pad_rows(x, _bucket(x.shape[0])),
+                                  self.cols, seg, n_seg=n_pad)
         return np.asarray(out[:n_seg])
 
 
 def sae_encoder(params: Mapping[str, np.ndarray], features: np.ndarray,
                 arch: str = "relu") -> Encoder:
-    """Encoder of ``features`` of an SAE (parameters as ``analysis.sae_io.load_params`` gives).
+    """Encoder of ``features`` of an SAE (``SavedSAE.params``, ``SavedSAE.arch``).
 
-    ReLU SAEs get the restricted :class:`SAEEncoder` (``scale`` defaults to ones); other
-    architectures encode every feature through ``analysis.sae_io.feature_function`` and keep
-    the chosen columns.
+    A ReLU SAE without ``scale`` gets ones (raw activations).
     """
     if arch == "relu":
         params = dict(params)
@@ -90,12 +89,7 @@ def sae_encoder(params: Mapping[str, np.ndarray], features: np.ndarray,
         missing = [k for k in ("b_pre", "b_enc") if k not in params]
         if missing:
             raise InputError(f"ReLU SAE without parameter(s) {missing}")
-        return SAEEncoder(params, features)
-    from interplm_jax.analysis.sae_io import feature_function
-
-    every = feature_function(dict(params), arch)
-    cols = np.asarray(features)
-    return lambda x: every(x)[:, cols]
+    return SAEEncoder(params, features, arch)
 
 
 def _batches(lengths: np.ndarray, batch_rows: int) -> list[tuple[int, int]]:
