@@ -38,3 +38,16 @@ def median_time(fn, repeats: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def interleaved(fns, repeats: int) -> tuple[list[float], list]:
+    """Median seconds of each function over ``repeats`` rounds, the functions run in turn within
+    each round (fair on a shared machine), after one warm-up call each; and the warm-up outputs."""
+    outs = [fn() for fn in fns]  # warm-up, compilation
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times], outs

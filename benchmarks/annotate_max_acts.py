@@ -9,10 +9,8 @@ prints medians of ``--repeats`` runs (after a warm-up that compiles) and their r
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import click
@@ -20,6 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import interleaved  # noqa: E402
 from interplm_jax.annotate.activations import protein_max_activations, sae_encoder  # noqa: E402
 from interplm_jax.store import write_store  # noqa: E402
 
@@ -28,16 +27,6 @@ def per_protein(store, layer, encode) -> np.ndarray:
     return np.stack([encode(store.protein(p, layer)).max(axis=0) for p in range(store.n_proteins)])
 
 
-def timed(fns, repeats: int) -> tuple[list[float], list[np.ndarray]]:
-    """Median seconds of each function, runs interleaved (fair on a shared machine)."""
-    outs = [fn() for fn in fns]  # warm-up, compilation
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
-    return [statistics.median(ts) for ts in times], outs
 
 
 @click.command()
@@ -62,7 +51,7 @@ def main(proteins: int, d_model: int, features: int, batch_rows: int, repeats: i
     with tempfile.TemporaryDirectory() as tmp:
         store = write_store(Path(tmp) / "s", [f"P{i}" for i in range(proteins)], {1: acts},
                             shard_size=100)
-        (t_loop, t_fast), (ref, got) = timed(
+        (t_loop, t_fast), (ref, got) = interleaved(
             [lambda: per_protein(store, 1, encode),
              lambda: protein_max_activations(store, 1, encode, batch_rows)], repeats)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)

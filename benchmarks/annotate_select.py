@@ -9,9 +9,7 @@ of ``--repeats`` runs (after one warm-up) and their ratio.
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -19,6 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import interleaved  # noqa: E402
 from interplm_jax.annotate.config import SelectionConfig  # noqa: E402
 from interplm_jax.annotate.select import activation_bins, select_examples  # noqa: E402
 
@@ -56,17 +55,6 @@ def loop_select(acts: np.ndarray, cfg: SelectionConfig, seed: int = 0):
     return out
 
 
-def timed(fns, repeats: int) -> list[float]:
-    """Median seconds of each function, runs interleaved (fair on a shared machine)."""
-    for fn in fns:
-        fn()  # warm-up
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            t = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t)
-    return [statistics.median(ts) for ts in times]
 
 
 @click.command()
@@ -92,7 +80,7 @@ def main(proteins: int, features: int, repeats: int):
         assert np.array_equal(np.bincount(activation_bins(acts[both, j], 10) + 1, minlength=11),
                               np.bincount(activation_bins(acts[ref_both, j], 10) + 1, minlength=11))
 
-    t_loop, t_jax = timed([lambda: loop_select(acts, cfg),
+    (t_loop, t_jax), _ = interleaved([lambda: loop_select(acts, cfg),
                            lambda: select_examples(acts, feats, cfg)], repeats)
     print(f"device: {jax.devices()[0].device_kind}; {proteins} proteins x {features} features")
     print(f"numpy per-feature loop : {t_loop:8.3f} s (median of {repeats})")
