@@ -112,3 +112,23 @@ def test_topk_auxk_is_zero_without_dead_features(x):
 def test_unknown_architecture_is_refused():
     with pytest.raises(InputError, match="unknown SAE architecture 'gated'"):
         sae.get("gated")
+
+
+def test_jumprelu_inference_is_relu_of_the_jump_as_the_reference():
+    """With a negative threshold, pre-activations in (threshold, 0) pass the jump but not the ReLU
+    (reference JumpReLUSAE.encode: ReLU(pre * (pre > threshold)))."""
+
+    rng = np.random.default_rng(0)
+    d, F = 6, 10
+    params = {"W_enc": rng.standard_normal((d, F)).astype(np.float32),
+              "b_enc": rng.standard_normal(F).astype(np.float32),
+              "W_dec": rng.standard_normal((F, d)).astype(np.float32),
+              "b_dec": np.zeros(d, np.float32),
+              "threshold": np.full(F, -0.5, np.float32),
+              "scale": rng.uniform(0.5, 2, F).astype(np.float32)}
+    x = rng.standard_normal((32, d)).astype(np.float32)
+    pre = x @ params["W_enc"] + params["b_enc"]
+    expected = np.maximum(pre * (pre > -0.5), 0) * params["scale"]
+    got = np.asarray(sae.get("jumprelu").encode(params, x))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    assert (got >= 0).all() and ((pre > -0.5) & (pre < 0)).any()

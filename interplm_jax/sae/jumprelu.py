@@ -87,9 +87,10 @@ def _sum_to(g: Array, shape: tuple[int, ...]) -> Array:
 
 
 def encode(params: Params, x: Array) -> Array:
-    """Features f = jump(x W_enc + b_enc) * scale. x: (B, d) -> (B, F)."""
+    """Features f = ReLU(jump(x W_enc + b_enc)) * scale, as the reference's ``JumpReLUSAE.encode``
+    (the ReLU matters only where a threshold is negative). x: (B, d) -> (B, F)."""
     pre = x @ params["W_enc"] + params["b_enc"]
-    return pre * (pre > params["threshold"]) * params["scale"]
+    return jax.nn.relu(pre * (pre > params["threshold"])) * params["scale"]
 
 
 def decode(params: Params, f: Array, dtype=None) -> Array:
