@@ -10,9 +10,13 @@ from tqdm.auto import tqdm
 
 
 def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", **kwargs) -> tqdm:
-    """A tqdm bar showing count, rate and ETA on stderr; ``INTERPLM_PROGRESS=0`` silences it."""
+    """A tqdm bar showing count, rate and ETA on stderr; ``INTERPLM_PROGRESS=0`` silences it.
+
+    Large or unknown totals are shown with SI prefixes (41.5k tok); small ones as plain counts.
+    """
     disable = os.environ.get("INTERPLM_PROGRESS", "1") == "0"
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, dynamic_ncols=True,
+    kwargs.setdefault("unit_scale", total is None or total >= 10_000)
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True,
                 file=sys.stderr, disable=disable, **kwargs)
 
 
