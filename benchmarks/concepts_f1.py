@@ -17,9 +17,7 @@ proteins (streaming), so we measure it at two sizes and show it is flat.
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -77,21 +75,10 @@ def ours(lengths, acts, labels, chunk_residues=8192):
 
 
 def load_reference():
-    import importlib
-    import types
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from reference import reference_module
 
-    os.environ.setdefault("INTERPLM_DATA", tempfile.mkdtemp())
-    sys.path.insert(0, str(REFERENCE))
-    for name, attrs in {"interplm.sae.dictionary": {"Dictionary": object},
-                        "interplm.sae.inference": {"get_sae_feats_in_batches": None, "load_sae": None},
-                        "interplm.data_processing.embedding_loader": {"load_shard_embeddings": None}}.items():
-        try:
-            importlib.import_module(name)
-        except Exception:  # its unrelated top-level imports (einops, h5py, pandas) are absent
-            mod = types.ModuleType(name)
-            mod.__dict__.update(attrs)
-            sys.modules[name] = mod
-    return importlib.import_module("interplm.analysis.concepts.compare_activations")
+    return reference_module("interplm.analysis.concepts.compare_activations")
 
 
 def reference(ca, acts, labels, feature_chunks=None, feat_chunk=250):

@@ -59,7 +59,7 @@ def main() -> None:
 
     import torch
 
-    from _reference import reference
+    from reference import inference as reference
     from _saes import random_sae
     from interplm_jax.normalize import feature_stats, normalize, row_chunks
     from interplm_jax.store import write_store

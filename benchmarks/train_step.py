@@ -98,10 +98,6 @@ def reference_update(d: int, F: int, B: int, threads: int):
     if not (REFERENCE / "interplm").is_dir():
         return None
     sys.path.insert(0, str(REFERENCE))
-    sys.path.insert(0, str(REPO / "tests"))
-    from reference_trainers import _einops_shim
-
-    _einops_shim()
     import torch
     from interplm.train.trainers.relu import ReLUTrainer, ReLUTrainerConfig
 
@@ -119,8 +115,7 @@ def reference_startup(d: int, F: int) -> float | None:
     """Seconds for a fresh process to import the reference and build its ReLU trainer."""
     if not (REFERENCE / "interplm").is_dir():
         return None
-    code = (f"import sys; sys.path[:0] = [{str(REFERENCE)!r}, {str(REPO / 'tests')!r}]\n"
-            "from reference_trainers import _einops_shim; _einops_shim()\n"
+    code = (f"import sys; sys.path[:0] = [{str(REFERENCE)!r}]\n"
             "from interplm.train.trainers.relu import ReLUTrainer, ReLUTrainerConfig\n"
             f"ReLUTrainer(ReLUTrainerConfig(activation_dim={d}, dictionary_size={F}, lr=1e-4, "
             "steps=1000, warmup_steps=50, decay_start=500, l1_penalty=0.1))\n")

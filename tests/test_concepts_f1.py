@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import sparse
 
-from concepts_reference import load
+from reference import reference_module
 from interplm_jax.concepts.f1 import ConceptCounts, CountAccumulator, count_chunks
 from interplm_jax.concepts.metrics import best_feature_per_concept, best_thresholds, scores
 from interplm_jax.errors import InputError
@@ -116,8 +116,8 @@ def test_counts_add_and_round_trip(tmp_path):
 
 
 def test_parity_with_the_reference(tmp_path):
-    ca = load("interplm.analysis.concepts.compare_activations", tmp_path)
-    cf = load("interplm.analysis.concepts.calculate_f1", tmp_path)
+    ca = reference_module("interplm.analysis.concepts.compare_activations")
+    cf = reference_module("interplm.analysis.concepts.calculate_f1")
     rng = np.random.default_rng(4)
     acts, lab = random_case(rng, R=500, F=40, C=6)
     names = ["Domain_X", "Helix", "Active site_any", "Region_Y", "Disulfide bond", "Motif_Z"]

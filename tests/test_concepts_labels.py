@@ -216,9 +216,9 @@ def test_reference_parsing_matches_the_reference_parser_on_real_rows(demo_data, 
     """Our ``reference_parsing`` labels equal the reference's own per-row parsers
     (process_categorical_feature / process_binary_feature / process_interaction_feature) on the
     bundled Swiss-Prot rows, given the same concept values; compared as domain partitions."""
-    from concepts_reference import load
+    from reference import reference_module
 
-    pu = load("interplm.analysis.concepts.parsing_utils", tmp_path)
+    pu = reference_module("interplm.analysis.concepts.parsing_utils")
     from interplm_jax.concepts.uniprot import COLUMNS
 
     path = demo_data / "uniprotkb_features.tsv.gz"

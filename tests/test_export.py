@@ -12,7 +12,7 @@ import torch
 import yaml
 from safetensors.numpy import load_file
 
-from _reference import reference
+from reference import inference as reference
 from _saes import np_forward, random_sae
 from interplm_jax.errors import InputError
 from interplm_jax.sae_dir import load_sae, save_sae

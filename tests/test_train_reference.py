@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from reference_trainers import reference, torch_to_params
+from reference import torch_to_params, trainers as reference
 from train_streams import toy_activations
 
 from interplm_jax.train.config import TrainConfig, build_grid, grid_arrays
