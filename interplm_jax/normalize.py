@@ -226,7 +226,7 @@ def neuron_baseline(store, layer: int, chunk_tokens: int = NormalizeConfig.chunk
 
 
 def neuron_sae(lo: np.ndarray, hi: np.ndarray, meta: dict[str, Any] | None = None) -> SavedSAE:
-    """The identity ReLU SAE (F = d) giving ReLU(x - lo) / (hi - lo) per neuron.
+    """The neuron baseline (arch ``neuron``, F = d): clip((x - lo) / (hi - lo), 0, 1) per neuron.
 
     lo, hi: (d,) per-neuron minimum and maximum over the normalization set; a constant neuron
     (hi = lo) gets scale 0. ``meta`` is recorded with ``baseline: neuron``.
@@ -236,7 +236,7 @@ def neuron_sae(lo: np.ndarray, hi: np.ndarray, meta: dict[str, Any] | None = Non
     eye = np.eye(d, dtype=np.float32)
     params = {"b_pre": lo, "W_enc": eye, "b_enc": np.zeros(d, np.float32), "W_dec": eye,
               "scale": scale_from_max(np.asarray(hi, np.float32) - lo)}
-    return SavedSAE("relu", check_params("relu", params), {}, {"baseline": "neuron", **(meta or {})})
+    return SavedSAE("neuron", check_params("neuron", params), {}, {"baseline": "neuron", **(meta or {})})
 
 
 def write_feature_stats(sae_dir: str | os.PathLike, stats: FeatureStats,

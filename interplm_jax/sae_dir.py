@@ -41,6 +41,7 @@ SHAPES = {
     "topk": {"b_pre": ("d",), **_BASE, "k": (), "threshold": ()},
     "batchtopk": {"b_pre": ("d",), **_BASE, "k": (), "threshold": ()},
     "jumprelu": {**_BASE, "b_dec": ("d",), "threshold": ("F",)},
+    "neuron": {"b_pre": ("d",), **_BASE},  # the neuron baseline (interplm_jax.sae.neuron)
 }
 INT_LEAVES = ("k",)
 ARCHS = tuple(SHAPES)

@@ -226,3 +226,31 @@ def test_sae_dir_round_trip_and_config_is_yaml(tmp_path):
     write_interplm(sae, tmp_path / "s")
     cfg = yaml.safe_load((tmp_path / "s" / "config.yaml").read_text())
     assert cfg["trainer_cfg"]["k"] == 4 and "auxk_alpha" not in cfg["trainer_cfg"]
+
+
+def test_the_neuron_baseline_has_no_torch_export(tmp_path):
+    from interplm_jax.errors import InputError
+    from interplm_jax.normalize import neuron_sae
+    from torch_bridge.export import write_interplm, write_saelens
+
+    sae = neuron_sae(np.zeros(4, np.float32), np.ones(4, np.float32))
+    for write in (write_interplm, write_saelens):
+        with pytest.raises(InputError, match="neuron baseline is not an SAE"):
+            write(sae, tmp_path / write.__name__)
+        assert not (tmp_path / write.__name__).exists()
+
+
+def test_torch_and_jax_neuron_baselines_agree():
+    import torch
+
+    from interplm_jax import sae as sae_arch
+    from interplm_jax.normalize import neuron_sae
+    from torch_bridge.sae import TorchSAE
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(40, 6)).astype(np.float32)
+    saved = neuron_sae(x.min(0) + 0.2, x.max(0) - 0.2)
+    want = np.asarray(sae_arch.encode("neuron", saved.params, x))
+    got = TorchSAE.from_saved(saved).encode(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    assert got.max() == 1.0 and got.min() == 0.0

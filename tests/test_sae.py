@@ -19,7 +19,7 @@ def x():
     return np.random.default_rng(0).normal(size=(32, D)).astype(np.float32)
 
 
-@pytest.mark.parametrize("arch", sorted(sae.ARCHITECTURES))
+@pytest.mark.parametrize("arch", sorted(set(sae.ARCHITECTURES) - {"neuron"}))
 def test_init_as_reference(arch):
     p = jax.tree.map(np.asarray, sae.get(arch).init(jax.random.key(0), D, F))
     np.testing.assert_allclose(np.linalg.norm(p["W_dec"], axis=1), 1.0, rtol=2e-6)
@@ -132,3 +132,12 @@ def test_jumprelu_inference_is_relu_of_the_jump_as_the_reference():
     got = np.asarray(sae.get("jumprelu").encode(params, x))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert (got >= 0).all() and ((pre > -0.5) & (pre < 0)).any()
+
+
+def test_neuron_baseline_arch_is_the_clipped_identity(x):
+    p = sae.get("neuron").init(jax.random.key(0), D, D)
+    np.testing.assert_array_equal(np.asarray(p["W_enc"]), np.eye(D))
+    f = np.asarray(sae.encode("neuron", p, 3 * x))
+    np.testing.assert_allclose(f, np.clip(3 * x, 0, 1), rtol=1e-6)
+    with pytest.raises(ValueError, match="one feature per neuron"):
+        sae.get("neuron").init(jax.random.key(0), D, 2 * D)

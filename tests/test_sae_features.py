@@ -66,9 +66,10 @@ def test_neuron_baseline_through_the_feature_function():
     hi[3] = lo[3]  # a constant neuron: scale 0
     sae = neuron_sae(lo, hi)
     got = feature_function(sae.arch, sae.params)(x)
-    want = np.maximum(x - lo, 0) / np.where(hi > lo, hi - lo, np.inf)
+    want = np.clip((x - lo) / np.where(hi > lo, hi - lo, np.inf), 0, 1)  # DESIGN.md Q8
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-    assert sae.meta["baseline"] == "neuron" and (got[:, 3] == 0).all()
+    assert sae.arch == "neuron" and sae.meta["baseline"] == "neuron" and (got[:, 3] == 0).all()
+    assert (x > hi).any() and got.max() == 1.0  # values above the set's maximum are clipped
 
 
 @pytest.mark.parametrize("arch", ["relu", "topk", "batchtopk", "jumprelu"])

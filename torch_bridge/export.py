@@ -54,9 +54,17 @@ def rescale_factor(scale: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- InterPLM
+def _exportable(sae: SavedSAE) -> dict[str, np.ndarray]:
+    """The checked parameters of an SAE that torch formats can hold (not the neuron baseline)."""
+    if sae.arch == "neuron":
+        raise InputError("the neuron baseline is not an SAE: InterPLM and SAELens formats have "
+                         "no place for it (use its SAE directory)")
+    return check_params(sae.arch, sae.params)
+
+
 def interplm_state_dict(sae: SavedSAE) -> dict[str, torch.Tensor]:
     """The state dict InterPLM's class for ``sae.arch`` loads (see the module docstring)."""
-    p = check_params(sae.arch, sae.params)
+    p = _exportable(sae)
     t = lambda a: torch.from_numpy(np.array(a, dtype=np.float32, order="C"))  # noqa: E731
     sd = {"encoder.weight": t(p["W_enc"].T), "encoder.bias": t(p["b_enc"]),
           "decoder.weight": t(p["W_dec"].T),
@@ -248,7 +256,7 @@ def _fold(sae: SavedSAE) -> dict[str, np.ndarray]:
 def write_saelens(sae: SavedSAE, out_dir: str | os.PathLike, fold_scale: bool = False) -> Path:
     """Write ``sae_weights.safetensors`` + ``cfg.json`` (+ the scale file) into ``out_dir``."""
     out_dir = Path(out_dir)
-    check_params(sae.arch, sae.params)
+    _exportable(sae)
     p = _fold(sae) if fold_scale else sae.params
     t = lambda a: torch.from_numpy(np.array(a, dtype=np.float32, order="C"))  # noqa: E731
     weights = {"W_enc": t(p["W_enc"]), "b_enc": t(p["b_enc"]), "W_dec": t(p["W_dec"]),

@@ -67,8 +67,10 @@ class TorchSAE(nn.Module):
         return f
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalized features f * scale (equal to raw ones until the SAE is normalized)."""
-        return self.encode_raw(x) * self.scale
+        """Normalized features f * scale (equal to raw ones until the SAE is normalized);
+        the neuron baseline is clipped to [0, 1] (DESIGN.md Q8)."""
+        f = self.encode_raw(x) * self.scale
+        return f.clamp(max=1.0) if self.arch == "neuron" else f
 
     def decode_raw(self, f_raw: torch.Tensor) -> torch.Tensor:
         """x_hat = f W_dec + b_pre (or b_dec) from raw features. f_raw: (..., F) -> (..., d)."""

@@ -5,7 +5,7 @@ Both go through ``interplm_jax.sae.features.feature_function``:
 - :func:`sae_features`: an SAE directory (``interplm_jax.sae_dir``, any architecture);
   ``normalized=False`` sets ``scale`` to 1 (the reference compares raw activations: the Q5 flag).
 - :func:`neuron_features`: the neuron baseline (Q8), the identity SAE of
-  ``interplm_jax.normalize.neuron_sae``: each neuron min-max scaled, ReLU(x - lo) / (hi - lo)
+  ``interplm_jax.normalize.neuron_sae``: each neuron min-max scaled, clip((x - lo) / (hi - lo), 0, 1)
   (in [0, 1] on the normalization set); ``lo=None`` passes neurons through unchanged (the
   reference). The neuron-baseline SAE directory that ``scripts/normalize.py`` writes works
   through :func:`sae_features` too.
@@ -33,7 +33,7 @@ def sae_features(path: str | os.PathLike, normalized: bool = True) -> tuple[Feat
 
 
 def neuron_features(lo: np.ndarray | None = None, hi: np.ndarray | None = None) -> Features:
-    """Neuron baseline: ReLU(x - lo) / (hi - lo) per neuron (0 where hi == lo); with
+    """Neuron baseline: clip((x - lo) / (hi - lo), 0, 1) per neuron (0 where hi == lo); with
     ``lo=None`` the raw neuron values."""
     if lo is None:
         return lambda x: np.asarray(x, np.float32)

@@ -13,6 +13,7 @@ relu       b_pre (d,) W_enc (d,F) b_enc (F,) W_dec (F,d) scale (F,)
 topk       b_pre W_enc b_enc W_dec scale, k () int32, threshold () float32
 batchtopk  as topk (threshold is used at inference)
 jumprelu   W_enc b_enc W_dec, b_dec (d,) (not subtracted from the input), threshold (F,), scale
+neuron     as relu with F = d (the neuron baseline; inference clipped to [0, 1]; not trained)
 ========== =====================================================================
 
 >>> import jax, interplm_jax.sae as sae
@@ -27,7 +28,7 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 from interplm_jax.errors import InputError
-from interplm_jax.sae import jumprelu, relu, topk
+from interplm_jax.sae import jumprelu, neuron, relu, topk
 from interplm_jax.sae._types import LossAux, LossOutput, Params, StepContext
 
 
@@ -78,11 +79,15 @@ ARCHITECTURES: dict[str, Architecture] = {
         "jumprelu", jumprelu.init, jumprelu.encode, jumprelu.decode, jumprelu.loss,
         jumprelu.TRAINABLE, jumprelu.HPARAMS, sparsity_warmup=True, adam_b1=0.0,
     ),
+    "neuron": Architecture(
+        "neuron", neuron.init, neuron.encode, relu.decode, relu.loss, relu.TRAINABLE, relu.HPARAMS,
+        sparsity_warmup=True, project_eps=0.0, renorm_eps=0.0, clip_first=True,
+    ),
 }
 
 
 def get(name: str) -> Architecture:
-    """The architecture called ``name`` (relu, topk, batchtopk, jumprelu)."""
+    """The architecture called ``name`` (relu, topk, batchtopk, jumprelu, neuron)."""
     try:
         return ARCHITECTURES[name]
     except KeyError:

@@ -35,7 +35,7 @@ def feature_function(arch: str, params: Mapping[str, np.ndarray], bucket: int = 
     """``features(x (n, d)) -> (n, F)`` NumPy float32 of the SAE (``arch``, ``params``).
 
     Args:
-      arch: "relu", "topk", "batchtopk" or "jumprelu" (see ``interplm_jax.sae``).
+      arch: "relu", "topk", "batchtopk", "jumprelu" or "neuron" (see ``interplm_jax.sae``).
       params: its leaves (NumPy or JAX arrays; e.g. ``SavedSAE.params``).
       bucket: rows are padded to a multiple of this.
     """
