@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from interplm_jax.atomic import atomic_dir
 from interplm_jax.errors import InputError
+from torch_bridge.intervene import load_masked_lm
 
 log = logging.getLogger(__name__)
 
@@ -49,32 +49,15 @@ def save_shuffled_esm(source: str | os.PathLike, out: str | os.PathLike, seed: i
     ``out`` then loads with ``from_pretrained`` like any ESM-2, so the same extraction, training
     and evaluation run on it. ``out/shuffle.json`` records the source, seed and tensors shuffled.
     """
-    from transformers import AutoTokenizer, EsmForMaskedLM
-    from transformers.utils import logging as hf_logging
-
     out = Path(out)
     if out.exists():
         raise InputError(f"{out}: already exists; choose a new directory for the shuffled model")
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
-        model = EsmForMaskedLM.from_pretrained(os.fspath(source))
-        tokenizer = AutoTokenizer.from_pretrained(os.fspath(source))
-    except OSError as e:
-        raise InputError(f"cannot load ESM-2 model {os.fspath(source)!r}: {e}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    model, tokenizer = load_masked_lm(source)
     names = shuffle_parameters(model, seed)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out.name}-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "shuffle.json").write_text(json.dumps(
             {"source": os.fspath(source), "seed": seed, "shuffled_tensors": names}, indent=1) + "\n")
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     log.info("saved shuffled-weight copy of %s (seed %d, %d tensors) to %s", source, seed, len(names), out)
     return out

@@ -9,9 +9,9 @@ weights (seeded), and is saved with ``save_pretrained`` so that it loads through
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from interplm_jax.atomic import atomic_dir
 
 #: ESM-2's vocabulary in token-id order (fair-esm's ``Alphabet`` for ESM-2, as on the hub).
 ESM2_VOCAB = (
@@ -38,9 +38,7 @@ def build_tiny_esm(path: str | os.PathLike, num_layers: int = 4, hidden_size: in
     path = Path(path)
     if (path / "config.json").exists() and not overwrite:
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         vocab = tmp / "vocab.txt"
         vocab.write_text("\n".join(ESM2_VOCAB) + "\n")
         tokenizer = EsmTokenizer(vocab_file=str(vocab))
@@ -60,10 +58,4 @@ def build_tiny_esm(path: str | os.PathLike, num_layers: int = 4, hidden_size: in
                     p.add_(0.1 * torch.randn_like(p))
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return path
