@@ -9,6 +9,7 @@ the help text; defaults are written once, in the dataclass. Validation lives in 
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from pathlib import Path
@@ -112,6 +113,18 @@ def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
         data = data.get(section, {})
         where = f"{path}:{section}"
     return from_dict(cls, data, where)
+
+
+def read_json(path: str | Path, missing: str) -> Any:
+    """Parse the JSON file ``path``; :class:`InputError` with the message ``missing`` when it is
+    absent, or naming the file when it is not valid JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise InputError(missing) from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON: {e}") from None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save as save_bytes
 
 from interplm_jax.atomic import atomic_write
+from interplm_jax.config import read_json
 from interplm_jax.errors import InputError
 
 FORMAT = "interplm-jax-sae"
@@ -142,13 +143,8 @@ def load_sae(path: str | os.PathLike) -> SavedSAE:
     """
     path = Path(path)
     meta_file = path / META_FILE
-    if not meta_file.is_file():
-        raise InputError(f"{path}: not an SAE directory (no {META_FILE}); export one with "
-                         "scripts/export.py or import a torch SAE with torch_bridge.export")
-    try:
-        meta = json.loads(meta_file.read_text())
-    except json.JSONDecodeError as e:
-        raise InputError(f"{meta_file}: not valid JSON: {e}") from None
+    meta = read_json(meta_file, f"{path}: not an SAE directory (no {META_FILE}); export one with "
+                     "scripts/export.py or import a torch SAE with torch_bridge.export")
     if meta.get("format") != FORMAT:
         raise InputError(f"{meta_file}: format is {meta.get('format')!r}, expected {FORMAT!r}")
     if meta.get("version") != VERSION:

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import yaml
 
+from interplm_jax.config import read_json
 from interplm_jax.errors import InputError
 from interplm_jax.sae_dir import META_FILE, SavedSAE, check_params, load_sae
 
@@ -35,12 +36,7 @@ def checkpoint_steps(sweep_dir: str | os.PathLike) -> list[int]:
 
 def read_grid(sweep_dir: str | os.PathLike) -> list[dict]:
     path = Path(sweep_dir) / "grid.json"
-    try:
-        grid = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{sweep_dir}: not a sweep directory (no grid.json)") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON: {e}") from None
+    grid = read_json(path, f"{sweep_dir}: not a sweep directory (no grid.json)")
     if not isinstance(grid, list) or not all(isinstance(r, dict) and "id" in r for r in grid):
         raise InputError(f"{path}: expected a list of rows with an 'id' each")
     return grid

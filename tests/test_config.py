@@ -72,3 +72,18 @@ def test_cli_turns_input_errors_into_exit_status_2():
     r = CliRunner().invoke(cli, [])
     assert r.exit_code == 2
     assert "Error: proteins.fa:3: protein 'x': empty sequence" in r.output
+
+
+def test_read_json_names_the_file(tmp_path):
+    from interplm_jax.config import read_json
+
+    (tmp_path / "ok.json").write_text('{"a": [1, 2]}')
+    assert read_json(tmp_path / "ok.json", "missing") == {"a": [1, 2]}
+    with pytest.raises(InputError, match="^x: not a sweep directory$"):
+        read_json(tmp_path / "nope.json", "x: not a sweep directory")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(InputError, match=r"bad.json: not valid JSON"):
+        read_json(tmp_path / "bad.json", "missing")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="^not a directory$"):
+        read_json(tmp_path / "file" / "sae.json", "not a directory")

@@ -35,6 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save as save_bytes
 
 from interplm_jax.atomic import atomic_path, atomic_write
+from interplm_jax.config import read_json
 from interplm_jax.errors import InputError
 from interplm_jax.sae_dir import SavedSAE, check_params
 
@@ -295,12 +296,7 @@ def read_saelens(folder: str | os.PathLike) -> SavedSAE:
     """
     folder = Path(folder)
     cfg_path, w_path = folder / SAELENS_CFG, folder / SAELENS_WEIGHTS
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{cfg_path}: missing (not a SAELens folder)") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{cfg_path}: not valid JSON: {e}") from None
+    cfg = read_json(cfg_path, f"{cfg_path}: missing (not a SAELens folder)")
     try:
         sd = load_file(str(w_path))
     except FileNotFoundError:
