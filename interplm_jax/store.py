@@ -331,7 +331,8 @@ class ActivationStore:
     def open(cls, path: str | os.PathLike, allow_incomplete: bool = False) -> "ActivationStore":
         """Open a store; raise :class:`StoreError` unless it is complete and consistent."""
         url = kvstore_url(path)
-        manifest = _Objects(url).read_json("manifest.json")
+        objects = _Objects(url)
+        manifest = objects.read_json("manifest.json")
         if manifest is None:
             raise StoreError(f"{path}: not an activation store (no manifest.json)")
         if manifest.get("format") != FORMAT:
@@ -340,9 +341,8 @@ class ActivationStore:
             raise StoreError(f"{path}: store format version {manifest.get('format_version')!r}; this "
                              f"version of interplm-jax reads version {FORMAT_VERSION}")
         if not manifest.get("complete") and not allow_incomplete:
-            n_done = len(_Objects(url).keys("shards/"))
-            n_shards = -(-manifest["n_proteins"] // manifest["shard_size"])
-            raise StoreError(f"{path}: incomplete store, {n_done} of {n_shards} shards written; "
+            n_done = len(objects.keys("shards/"))
+            raise StoreError(f"{path}: incomplete store, {n_done} of {len(manifest['shards'])} shards written; "
                              "resume the extraction with the same options")
         return cls(url, manifest)
 
