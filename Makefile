@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 OUT    ?= out/demo
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv chromium clean
 
 venv: $(VENV)/.installed
 
@@ -18,10 +18,19 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) scripts/demo.py --out $(OUT)
+	$(PY) scripts/pipeline.py --config configs/demo.yaml --out $(OUT)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed chromium
 	$(PY) -m pytest -q
+
+# The feature-browser test drives Debian's chromium (headless); installed here when missing and
+# this is a Debian machine we may install on, otherwise that test is skipped with a reason.
+chromium:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; }; } || \
+	  echo "chromium not installed: the feature-browser test will be skipped"
+
 
 clean:
 	rm -rf $(VENV) out

@@ -36,3 +36,12 @@ def shared_data() -> Path:
 def demo_data() -> Path:
     """The small real data bundled with the repository (data/demo)."""
     return DEMO_DATA
+
+
+@pytest.fixture(scope="session")
+def demo_study(tmp_path_factory):
+    """The demo study (test sizes) run by scripts/pipeline.py, killed once mid-training and
+    resumed (tests/_study.py)."""
+    from _study import build_demo_study
+
+    return build_demo_study(tmp_path_factory.mktemp("demo_study"))

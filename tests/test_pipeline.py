@@ -1,0 +1,153 @@
+"""scripts/pipeline.py end to end on the bundled demo data (test sizes): killed once during
+training and resumed; every stage's outputs checked against independent computations."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from _study import PIPELINE, pipeline
+from interplm_jax.errors import InputError
+from interplm_jax.sae_dir import load_sae
+from interplm_jax.store import ActivationStore
+from interplm_jax.study import STAGES, StudyLayout
+
+pytestmark = pytest.mark.slow
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_killed_mid_training_then_resumed(demo_study):
+    assert demo_study.killed, demo_study.killed_log
+    log = demo_study.resumed_log
+    for stage in ("model", "extract", "evalset"):
+        assert f"{stage}: done, skipped" in log
+    for stage in STAGES[STAGES.index("train"):]:
+        assert f"{stage}: running" in log and f"{stage}: finished" in log
+    for variant in ("esm2", "shuffled"):
+        for layer in (2, 4):
+            steps = [json.loads(line)["step"] for line in
+                     (demo_study.out / variant / "sweeps" / f"layer_{layer}" / "metrics.jsonl").open()]
+            assert steps == sorted(set(steps)) and steps[-1] == 200  # each logged step once
+
+
+def test_evaluation_store_holds_the_eval_set(demo_study):
+    out = StudyLayout(demo_study.out)
+    evalset = json.loads((out.concepts / "set" / "evalset.json").read_text())
+    ev, train, shuffled = (ActivationStore.open(p) for p in
+                           (out.eval_store("esm2"), out.store("esm2"), out.eval_store("shuffled")))
+    assert set(ev.protein_ids) == set(evalset["valid"]) | set(evalset["test"])
+    pid = ev.protein_ids[3]
+    # same model, same protein, other batch: the same hidden states; the shuffled model's differ
+    np.testing.assert_allclose(ev.protein(pid, 4), train.protein(pid, 4), atol=2e-5)
+    assert not np.allclose(shuffled.protein(pid, 4), ev.protein(pid, 4), atol=1e-2)
+
+
+def test_chosen_sae_normalized_on_the_eval_store(demo_study):
+    out = StudyLayout(demo_study.out)
+    sel = _rows(out.selection)
+    for kind in ("sae", "shuffled"):
+        for layer in (2, 4):
+            cands = [r for r in sel if r["kind"] == kind and int(r["layer"]) == layer]
+            best = max(cands, key=lambda r: float(r["mean_best_f1"]))
+            assert [r["name"] for r in cands if r["selected"] == "True"] == [best["name"]]
+    sae = load_sae(out.chosen("sae")[4])
+    p = sae.params
+    ev = ActivationStore.open(out.eval_store("esm2"))
+    x = ev.rows(4, 0, ev.n_tokens)
+    raw = np.maximum((x - p["b_pre"]) @ p["W_enc"] + p["b_enc"], 0)  # NumPy, independent of JAX
+    mx = raw.max(0)
+    expect = np.where(mx > 0, 1 / np.where(mx > 0, mx, 1), 0)
+    np.testing.assert_allclose(p["scale"], expect, rtol=1e-4)
+
+
+def test_concept_report_has_every_baseline(demo_study):
+    out = StudyLayout(demo_study.out)
+    summary = _rows(out.concepts / "report" / "summary.csv")
+    assert sorted((r["kind"], int(r["layer"])) for r in summary) == sorted(
+        (k, L) for k in ("sae", "shuffled", "neurons") for L in (2, 4))
+    neurons = load_sae(out.neurons(4))
+    assert neurons.arch == "neuron" and neurons.params["W_enc"].shape == (32, 32)
+    for L in (4,):  # analysis_layers
+        assert (out.analysis(L) / f"spatial_layer{L}.tsv").is_file()
+        assert (out.analysis(L) / "feature_map.tsv").is_file()
+        assert (out.annotate(L) / "dry_run" / "estimate_features.json").is_file()
+
+
+def test_rerun_skips_every_stage(demo_study):
+    out = StudyLayout(demo_study.out)
+    before = out.selection.stat().st_mtime_ns
+    log = pipeline(demo_study.config, demo_study.out).stdout
+    assert all(f"{s}: done, skipped" in log for s in STAGES), log
+    assert out.selection.stat().st_mtime_ns == before
+
+
+def _cli(*args):
+    spec = importlib.util.spec_from_file_location("pipeline_script", PIPELINE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return CliRunner().invoke(module.main, [str(a) for a in args])
+
+
+def test_changed_config_is_refused_and_planned(demo_study, tmp_path):
+    cfg = yaml.safe_load(demo_study.config.read_text())
+    cfg["train"]["steps"] = 300
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    r = _cli("--config", changed, "--out", demo_study.out)
+    assert r.exit_code == 2
+    assert "stage 'train' was run with other settings (changed: train)" in r.output
+    assert "--redo train" in r.output
+    plan = _cli("--config", changed, "--out", demo_study.out, "--plan").output.split("\n")
+    status = dict(line.split() for line in plan if line.strip())
+    assert status == {s: ("done" if STAGES.index(s) < STAGES.index("train") else "changed") for s in STAGES}
+
+
+def test_redo_reruns_that_stage_and_later(demo_study):
+    log = pipeline(demo_study.config, demo_study.out, "--redo", "annotate").stdout
+    assert "analysis: done, skipped" in log
+    assert "annotate: running" in log and "report: running" in log
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.pop("study"), "no study: section"),
+    (lambda c: c["study"].update(train_fasta="nowhere.fasta"), "nowhere.fasta not found"),
+    (lambda c: c["study"].update(baselines=["random"]), "unknown baseline(s) ['random']"),
+])
+def test_bad_study_config(tmp_path, edit, message):
+    from _study import small_config
+
+    cfg = yaml.safe_load(small_config(tmp_path / "c.yaml").read_text())
+    edit(cfg)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    r = _cli("--config", tmp_path / "c.yaml", "--out", tmp_path / "out")
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["demo", "esm2_8m", "esm2_650m"])
+def test_every_config_section_parses(name):
+    from _study import REPO
+
+    spec = importlib.util.spec_from_file_location("pipeline_script", PIPELINE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    path = REPO / "configs" / f"{name}.yaml"
+    data = yaml.safe_load(path.read_text())
+    module.check_sections(path, data)  # every section through its dataclass
+    assert set(data) >= {"study", "extract", "train", "concepts", "analysis", "annotate", "normalize"}
+    bad = dict(data, annotate={**data["annotate"], "selection": {"no_such_key": 1}})
+    with pytest.raises(InputError, match=r"annotate.*no_such_key"):
+        module.check_sections(path, bad)
