@@ -2,8 +2,9 @@
 
 Two passes over the activation store: per-protein maxima of every feature
 (``interplm_jax.annotate.activations.protein_max_activations``, reduced on the device), then one
-read and encode of each protein that is among some live feature's top proteins, keeping only
-those (protein, feature) columns. Activations are quantised to uint8 relative to the feature's
+read of each protein that is among some live feature's top proteins, computing only the
+columns of the features it is a top protein of (ReLU SAEs; other architectures encode all live
+features of batches of proteins). Activations are quantised to uint8 relative to the feature's
 maximum over all proteins (``q = round(255 a / max)``) and, for proteins longer than
 ``window``, cut to a window centred on the protein's strongest residue.
 """
@@ -133,32 +134,54 @@ def feature_examples(store, layer: int, arch: str, params: Mapping[str, np.ndarr
     for k, r in zip(*np.nonzero(val > 0)):
         wanted.setdefault(int(idx[k, r]), []).append((int(k), int(r)))
     examples: list[list[Example | None]] = [[None] * int((val[k] > 0).sum()) for k in range(live.size)]
-    encode = sae_encoder(params, live, arch) if live.size else None
     proteins = sorted(wanted)
-    offsets = np.asarray(store.offsets)
     with progress_bar(total=len(proteins), desc=f"top proteins, layer {layer}",
                       unit="protein") as bar:
-        i = 0
-        while i < len(proteins):
-            batch, rows = [], 0  # whole proteins up to batch_rows tokens (at least one)
-            while i < len(proteins) and (not batch or rows + _len(offsets, proteins[i]) <= batch_rows):
-                batch.append(proteins[i])
-                rows += _len(offsets, proteins[i])
-                i += 1
-            x = np.concatenate([store.protein(p, layer) for p in batch])
-            acts = encode(x)  # (rows, K)
-            at = 0
-            for p in batch:
-                n = _len(offsets, p)
-                for k, r in wanted[p]:
-                    col = acts[at:at + n, k]
-                    s = window(col, window_size)
-                    examples[k][r] = Example(p, float(val[k, r]), s,
-                                             quantise(col[s:s + window_size], float(fmax[live[k]])))
-                at += n
-            bar.update(len(batch))
+        for p, acts in _protein_columns(store, layer, arch, params, live, wanted, batch_rows):
+            for (k, r), col in zip(wanted[p], acts.T):
+                s = window(col, window_size)
+                examples[k][r] = Example(p, float(val[k, r]), s,
+                                         quantise(col[s:s + window_size], float(fmax[live[k]])))
+            bar.update(1)
     freq = (max_acts[:, live] > 0).mean(axis=0) if live.size else np.zeros(0)
     return FeatureExamples(live, fmax[live].astype(np.float64), freq, examples, F, store.n_proteins)
+
+
+def _protein_columns(store, layer: int, arch: str, params: Mapping[str, np.ndarray],
+                     live: np.ndarray, wanted: dict[int, list[tuple[int, int]]], batch_rows: int):
+    """Yield (protein, activations (length, n_p)) of the columns ``wanted[protein]`` (indices
+    into ``live``), in protein order.
+
+    A ReLU SAE's features are independent: each protein is multiplied by only the encoder
+    columns it needs, in NumPy (``relu((x - b_pre) W_enc[:, cols] + b_enc[cols]) * scale[cols]``,
+    the formula of ``interplm_jax.sae.relu.encode``), a small fraction of the full encoder's
+    cost. Other architectures encode every live feature of batches of whole proteins.
+    """
+    proteins = sorted(wanted)
+    if arch == "relu":
+        W = np.asarray(params["W_enc"], np.float32)
+        b_pre, b_enc = np.asarray(params["b_pre"], np.float32), np.asarray(params["b_enc"], np.float32)
+        scale = np.asarray(params.get("scale", np.ones(W.shape[1], np.float32)), np.float32)
+        for p in proteins:
+            cols = live[[k for k, _ in wanted[p]]]
+            x = store.protein(p, layer) - b_pre
+            yield p, np.maximum(x @ W[:, cols] + b_enc[cols], 0) * scale[cols]
+        return
+    encode = sae_encoder(params, live, arch)
+    offsets = np.asarray(store.offsets)
+    i = 0
+    while i < len(proteins):
+        batch, rows = [], 0  # whole proteins up to batch_rows tokens (at least one)
+        while i < len(proteins) and (not batch or rows + _len(offsets, proteins[i]) <= batch_rows):
+            batch.append(proteins[i])
+            rows += _len(offsets, proteins[i])
+            i += 1
+        acts = encode(np.concatenate([store.protein(p, layer) for p in batch]))  # (rows, K)
+        at = 0
+        for p in batch:
+            n = _len(offsets, p)
+            yield p, acts[at:at + n, [k for k, _ in wanted[p]]]
+            at += n
 
 
 def _len(offsets: np.ndarray, p: int) -> int:

@@ -16,7 +16,7 @@ from interplm_jax.analysis.tables import read_table
 from interplm_jax.errors import InputError
 
 #: Final metrics of ``metrics.jsonl`` shown in the grid table (when the sweep logged them).
-METRICS = ("loss", "l0", "fve", "dead", "mse")
+METRICS = ("loss", "l0", "fve", "dead")
 #: Columns of ``spatial_layer<L>.tsv`` shown per feature.
 SPATIAL = ("n_used", "tested", "seq_d", "seq_p_bonferroni", "struct_d", "struct_p_bonferroni",
            "struct_seq_ratio", "structural_only")
@@ -50,24 +50,38 @@ def final_metrics(sweep: Path) -> dict[str, dict[str, float]]:
 
 
 def grid_table(sweep: Path, chosen: str, selection_csv: Path | None, layer: int) -> dict:
-    """Every SAE of the sweep: its hyperparameters, final metrics and selection score.
+    """Every SAE of the sweep: the hyperparameters that vary, final metrics, selection score.
 
-    Returns ``{"columns": [...], "rows": [[...], ...], "chosen": id}``.
+    Returns ``{"columns": [...], "rows": [[...], ...], "chosen": id, "fixed": {hparam: value}}``
+    (``fixed``: hyperparameters equal across the grid, e.g. arch and seed).
     """
     from interplm_jax.sweep_saes import read_grid
 
     grid = read_grid(sweep)
     final = final_metrics(sweep)
     scores = selection_scores(selection_csv, layer) if selection_csv else {}
-    hp = [k for k in grid[0] if k not in ("id", "arch")]
+    keys = [k for k in grid[0] if k != "id"]
+    varying = [k for k in keys if len({json.dumps(r.get(k)) for r in grid}) > 1]
+    fixed = {k: grid[0].get(k) for k in keys if k not in varying}
+    steps = {final.get(r["id"], {}).get("step") for r in grid}
     metrics = [m for m in METRICS if any(m in final.get(r["id"], {}) for r in grid)]
-    cols = ["sae", "arch", *hp, "step", *metrics] + (["mean_best_f1"] if scores else [])
+    cols = ["sae", *varying, *metrics] + (["select_f1"] if scores else [])
     rows = []
     for r in grid:
         m = final.get(r["id"], {})
-        rows.append([r["id"], r.get("arch", ""), *(r.get(k) for k in hp), m.get("step"),
-                     *(m.get(k) for k in metrics)] + ([scores.get(r["id"])] if scores else []))
-    return {"columns": cols, "rows": _round(rows), "chosen": chosen}
+        rows.append([r["id"], *(r.get(k) for k in varying), *(m.get(k) for k in metrics)]
+                    + ([scores.get(r["id"])] if scores else []))
+    if len(steps) == 1:
+        fixed["step"] = steps.pop()
+    else:
+        cols.insert(1 + len(varying), "step")
+        for r, row in zip(grid, rows):
+            row.insert(1 + len(varying), final.get(r["id"], {}).get("step"))
+    return {"columns": cols, "rows": _round(rows), "chosen": chosen, "fixed": _round_dict(fixed)}
+
+
+def _round_dict(d: dict) -> dict:
+    return {k: _round(v) for k, v in d.items()}
 
 
 def selection_scores(path: Path, layer: int) -> dict[str, float]:
