@@ -20,7 +20,7 @@ import yaml
 from interplm_jax.errors import InputError
 from interplm_jax.report import LayerInputs, ReportConfig, build_report, report_data
 from interplm_jax.report.examples import (b64, dequantise, feature_examples, quantise,
-                                          top_proteins, unb64, window)
+                                          top_proteins, unb64, window, windows)
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo"
@@ -134,6 +134,53 @@ def test_top_proteins_is_a_stable_argsort(n):
     ref = np.argsort(-m, axis=0, kind="stable")[:n].T
     assert np.array_equal(idx, ref)
     assert np.array_equal(val, np.take_along_axis(m.T, ref, 1))
+
+
+def test_windows_match_the_one_column_functions():
+    rng = np.random.default_rng(2)
+    for n in (30, 96, 250):
+        acts = np.maximum(rng.normal(size=(n, 7)), 0)
+        scales = np.append(acts.max(axis=0)[:-1] * 1.5, 0.0)
+        starts, q = windows(acts, scales, 96)
+        for j in range(7):
+            s = window(acts[:, j], 96)
+            assert starts[j] == s
+            assert np.array_equal(q[j], quantise(acts[s:s + 96, j], scales[j]))
+
+
+@pytest.mark.parametrize("arch", ["relu", "topk"])
+def test_feature_examples_on_a_synthetic_store(tmp_path, arch):
+    """Both second passes (ReLU: NumPy columns; others: the batched encoder) agree with the
+    SAE's own feature function applied protein by protein."""
+    from interplm_jax.sae.features import feature_function
+    from interplm_jax.store import write_store
+
+    rng = np.random.default_rng(3)
+    d, F = 16, 40
+    acts = [rng.normal(size=(n, d)).astype(np.float32) for n in rng.integers(20, 300, 30)]
+    store = write_store(tmp_path / "s", [f"P{i}" for i in range(30)], {1: acts}, shard_size=7)
+    params = {"b_pre": rng.normal(size=d).astype(np.float32) * 0.1,
+              "W_enc": rng.normal(size=(d, F)).astype(np.float32) / 4,
+              "b_enc": rng.uniform(-1.5, 0, F).astype(np.float32),
+              "scale": rng.uniform(0.5, 2, F).astype(np.float32),
+              "W_dec": rng.normal(size=(F, d)).astype(np.float32)}
+    params["b_enc"][3] = -100  # a dead feature
+    if arch == "topk":
+        params.update(k=np.int32(6), threshold=np.float32(0.0))
+    feats = feature_function(arch, params)
+    per_protein = [feats(a) for a in acts]
+    maxima = np.stack([a.max(axis=0) for a in per_protein])
+    ex = feature_examples(store, 1, arch, params, n_top=4, window_size=32, batch_rows=500)
+    _assert_live(ex.features, maxima.max(axis=0))
+    assert 3 not in ex.features
+    for k, f in enumerate(ex.features):
+        for e in ex.examples[k]:
+            a = per_protein[e.protein][:, f]
+            assert e.max_act == pytest.approx(a.max(), rel=1e-5, abs=1e-6)
+            np.testing.assert_allclose(dequantise(e.q, ex.feature_max[k]), a[e.start:e.start + len(e.q)],
+                                       atol=ex.feature_max[k] / 510 + 1e-5)
+        got = [e.protein for e in ex.examples[k]]
+        np.testing.assert_allclose(maxima[got, f], np.sort(maxima[:, f])[::-1][:len(got)], rtol=1e-5)
 
 
 def test_feature_examples_match_numpy(study, reference):

@@ -101,6 +101,20 @@ def window(acts: np.ndarray, size: int) -> int:
     return int(np.clip(int(np.argmax(acts)) - size // 2, 0, n - size))
 
 
+def windows(acts: np.ndarray, scales: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`window` and :func:`quantise` of every column of ``acts`` (n, k) at once.
+
+    Returns starts (k,) and quantised windows (k, min(n, size)) uint8.
+    """
+    n, k = acts.shape
+    w = min(n, size)
+    starts = np.clip(np.argmax(acts, axis=0) - size // 2, 0, n - w) if n > size else np.zeros(k, np.int64)
+    cut = acts[starts[None, :] + np.arange(w)[:, None], np.arange(k)[None, :]].T  # (k, w)
+    scales = np.asarray(scales, np.float64)
+    factor = np.divide(255.0, scales, out=np.zeros_like(scales), where=scales > 0)
+    return starts, np.clip(np.rint(cut * factor[:, None]), 0, 255).astype(np.uint8)
+
+
 def b64(q: np.ndarray) -> str:
     """uint8 array -> base64 text (what the page decodes with ``atob``)."""
     return base64.b64encode(np.ascontiguousarray(q, np.uint8).tobytes()).decode("ascii")
@@ -138,10 +152,10 @@ def feature_examples(store, layer: int, arch: str, params: Mapping[str, np.ndarr
     with progress_bar(total=len(proteins), desc=f"top proteins, layer {layer}",
                       unit="protein") as bar:
         for p, acts in _protein_columns(store, layer, arch, params, live, wanted, batch_rows):
-            for (k, r), col in zip(wanted[p], acts.T):
-                s = window(col, window_size)
-                examples[k][r] = Example(p, float(val[k, r]), s,
-                                         quantise(col[s:s + window_size], float(fmax[live[k]])))
+            ks = [k for k, _ in wanted[p]]
+            starts, q = windows(acts, fmax[live[ks]], window_size)
+            for j, (k, r) in enumerate(wanted[p]):
+                examples[k][r] = Example(p, float(val[k, r]), int(starts[j]), q[j])
             bar.update(1)
     freq = (max_acts[:, live] > 0).mean(axis=0) if live.size else np.zeros(0)
     return FeatureExamples(live, fmax[live].astype(np.float64), freq, examples, F, store.n_proteins)
