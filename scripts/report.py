@@ -61,7 +61,7 @@ def demo_layers(study: Path):
     for L, name in sorted(chosen.items()):
         sweep = study / "sweeps" / f"layer_{L}"
         a = study / "analysis"
-        umap = a / "feature_map.tsv" if (a / f"spatial_layer{L}.tsv").exists() or L == max(chosen) else None
+        umap = a / "feature_map.tsv" if L == max(chosen) else None  # the demo maps the last layer
         out.append(LayerInputs(
             L, sweep, sweep / "saes" / name, sel,
             opt(study / "concepts" / "f1" / f"L{L}_chosen_valid.npz"),

@@ -357,6 +357,15 @@ def test_page_in_headless_chromium(page, study, reference, tmp_path_factory):
     grid = json.loads((study.layers[-1].sweep / "grid.json").read_text())
     assert pg.locator("#layerinfo tbody tr").count() == len(grid)
     assert pg.inner_text("#layerinfo tr.chosen td >> nth=0") == study.layers[-1].sae.name
+    header = pg.eval_on_selector_all("#layerinfo th", "hs => hs.map(h => h.textContent)")
+    cells = pg.eval_on_selector_all("#layerinfo tr.chosen td", "ts => ts.map(t => t.textContent)")
+    lines = [json.loads(x) for x in (study.layers[-1].sweep / "metrics.jsonl").read_text().splitlines()]
+    final = [x for x in lines if x["sae"] == cells[0]][-1]
+    for col, key in (("loss", "loss"), ("L0", "l0"), ("FVE", "fve")):
+        assert float(cells[header.index(col)]) == pytest.approx(final[key], abs=1e-3)
+    with open(study.layers[-1].selection_csv) as fh:
+        score = next(float(r.split(",")[5]) for r in fh if f",{last},{cells[0]}," in r)
+    assert float(cells[header.index("select F1")]) == pytest.approx(score, abs=1e-3)
     # the features list: the chosen SAE's live features
     listed = pg.eval_on_selector_all("#features li", "ls => ls.map(l => +l.dataset.feature)")
     assert listed == sorted(listed)
