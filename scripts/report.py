@@ -27,7 +27,8 @@ def parse_layer(spec: str, selection: str | None):
     for part in filter(None, (p.strip() for p in spec.split(","))):
         key, eq, value = part.partition("=")
         if not eq or key not in KEYS:
-            raise InputError(f"--layer {spec!r}: {part!r} is not KEY=VALUE with KEY one of {list(KEYS)}")
+            raise InputError(f"--layer {spec!r}: {part!r} is not KEY=VALUE with KEY one of "
+                             f"{list(KEYS)}")
         values[KEYS[key]] = value
     missing = [k for k in ("layer", "sweep", "sae") if k not in values]
     if missing:
@@ -103,7 +104,8 @@ def main(store, fasta, out, layer_specs, study, selection, metadata, title, conf
 
     cfg = load_yaml(ReportConfig, config, "report") if config else ReportConfig()
     if top_proteins is not None:
-        cfg = from_dict(ReportConfig, {**to_dict(cfg), "top_proteins": top_proteins}, "--top-proteins")
+        cfg = from_dict(ReportConfig, {**to_dict(cfg), "top_proteins": top_proteins},
+                        "--top-proteins")
     if bool(layer_specs) == bool(study):
         raise InputError("give either --layer (one or more) or --study")
     layers = (demo_layers(Path(study)) if study

@@ -276,15 +276,21 @@ def _browser_or_skip():
 
 
 @pytest.fixture(scope="session")
-def page(report_html, tmp_path_factory):
+def chromium():
+    """Skip (or fail with INTERPLM_REQUIRE_BROWSER=1) before the study is built."""
+    _browser_or_skip()
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def page(chromium, report_html, tmp_path_factory):
     """The report open in headless Chromium; ``page.problems`` collects console errors, page
     errors and requests that are not file:// or data:."""
-    _browser_or_skip()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=CHROMIUM,
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=chromium,
             headless=True, args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000})
         pg = ctx.new_page()
         problems: list[str] = []

@@ -93,8 +93,8 @@ def _layer_data(li: LayerInputs, store, cfg: ReportConfig,
            "grid": inputs.grid_table(Path(li.sweep), name, li.selection_csv, li.layer),
            "features": _features_json(ex, proteins)}
     if li.concept_f1 is not None:
-        fc = inputs.feature_concepts(Path(li.concept_f1), ex.features, cfg.top_concepts,
-                                     cfg.min_f1, li.concept_f1_test)
+        fc = inputs.feature_concepts(Path(li.concept_f1), sae.n_features, ex.features,
+                                     cfg.top_concepts, cfg.min_f1, li.concept_f1_test)
         out["concepts"] = {"names": fc.names, "split": fc.split, "has_test": fc.has_test,
                            "by_feature": {str(k): v for k, v in fc.rows.items()}}
     if li.umap is not None:
@@ -104,7 +104,8 @@ def _layer_data(li: LayerInputs, store, cfg: ReportConfig,
         out["spatial"] = {"columns": sp["columns"],
                           "rows": {str(k): v for k, v in sp["rows"].items()}}
     if li.annotations is not None:
-        out["descriptions"] = {str(k): v for k, v in inputs.descriptions(Path(li.annotations)).items()}
+        described = inputs.descriptions(Path(li.annotations))
+        out["descriptions"] = {str(k): v for k, v in described.items()}
     return out
 
 
@@ -140,7 +141,8 @@ def report_data(title: str, store_path: Path, fasta: Path, layers: Sequence[Laye
         meta = read_uniprot_tsv(metadata_tsv)
     store = ActivationStore.open(store_path)
     proteins: dict[int, int] = {}
-    layer_data = [_layer_data(li, store, cfg, proteins) for li in sorted(layers, key=lambda x: x.layer)]
+    layer_data = [_layer_data(li, store, cfg, proteins)
+                  for li in sorted(layers, key=lambda x: x.layer)]
     order = sorted(proteins, key=proteins.get)
     ids = [store.protein_ids[p] for p in order]
     seqs = inputs.sequences(Path(fasta), ids, store.lengths()[order])

@@ -108,7 +108,8 @@ def windows(acts: np.ndarray, scales: np.ndarray, size: int) -> tuple[np.ndarray
     """
     n, k = acts.shape
     w = min(n, size)
-    starts = np.clip(np.argmax(acts, axis=0) - size // 2, 0, n - w) if n > size else np.zeros(k, np.int64)
+    starts = (np.clip(np.argmax(acts, axis=0) - size // 2, 0, n - w) if n > size
+              else np.zeros(k, np.int64))
     cut = acts[starts[None, :] + np.arange(w)[:, None], np.arange(k)[None, :]].T  # (k, w)
     scales = np.asarray(scales, np.float64)
     factor = np.divide(255.0, scales, out=np.zeros_like(scales), where=scales > 0)
@@ -147,7 +148,8 @@ def feature_examples(store, layer: int, arch: str, params: Mapping[str, np.ndarr
     wanted: dict[int, list[tuple[int, int]]] = {}
     for k, r in zip(*np.nonzero(val > 0)):
         wanted.setdefault(int(idx[k, r]), []).append((int(k), int(r)))
-    examples: list[list[Example | None]] = [[None] * int((val[k] > 0).sum()) for k in range(live.size)]
+    examples: list[list[Example | None]] = [[None] * int((val[k] > 0).sum())
+                                            for k in range(live.size)]
     proteins = sorted(wanted)
     with progress_bar(total=len(proteins), desc=f"top proteins, layer {layer}",
                       unit="protein") as bar:
@@ -174,7 +176,8 @@ def _protein_columns(store, layer: int, arch: str, params: Mapping[str, np.ndarr
     proteins = sorted(wanted)
     if arch == "relu":
         W = np.asarray(params["W_enc"], np.float32)
-        b_pre, b_enc = np.asarray(params["b_pre"], np.float32), np.asarray(params["b_enc"], np.float32)
+        b_pre = np.asarray(params["b_pre"], np.float32)
+        b_enc = np.asarray(params["b_enc"], np.float32)
         scale = np.asarray(params.get("scale", np.ones(W.shape[1], np.float32)), np.float32)
         for p in proteins:
             cols = live[[k for k, _ in wanted[p]]]

@@ -43,7 +43,8 @@ def final_metrics(sweep: Path) -> dict[str, dict[str, float]]:
             row = json.loads(line)
             sae, step = row["sae"], row["step"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise InputError(f"{path}:{n}: not a metrics line (JSON with 'sae' and 'step')") from None
+            raise InputError(f"{path}:{n}: not a metrics line (JSON with 'sae' and 'step')"
+                             ) from None
         if step >= last.get(sae, {}).get("step", -1):
             last[sae] = {k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
     return last
@@ -112,11 +113,12 @@ class FeatureConcepts:
     has_test: bool
 
 
-def feature_concepts(valid: Path, features: np.ndarray, top: int, min_f1: float,
-                     test: Path | None = None, chunk: int = 512) -> FeatureConcepts:
-    """The ``top`` concepts of each feature by F1 at its best threshold on the counts ``valid``
-    (``interplm_jax.concepts.metrics``), and the test F1 at that threshold when ``test`` is given.
-    Computed over feature chunks so that (C, F, T) score arrays stay small."""
+def feature_concepts(valid: Path, n_features: int, features: np.ndarray, top: int,
+                     min_f1: float, test: Path | None = None, chunk: int = 512) -> FeatureConcepts:
+    """The ``top`` concepts of each of ``features`` (of an SAE with ``n_features``) by F1 at
+    its best threshold on the counts ``valid`` (``interplm_jax.concepts.metrics``), and the test
+    F1 at that threshold when ``test`` is given. Computed over feature chunks so that (C, F, T)
+    score arrays stay small."""
     from interplm_jax.concepts.f1 import ConceptCounts
     from interplm_jax.concepts.metrics import at_thresholds, best_thresholds, reported, scores
 
@@ -126,10 +128,9 @@ def feature_concepts(valid: Path, features: np.ndarray, top: int, min_f1: float,
                                 or tcounts.tp.shape != counts.tp.shape):
         raise InputError(f"{test}: other concepts or features than {valid}")
     keep = np.flatnonzero(reported(counts.concepts))
-    F = counts.n_features
-    if len(features) and int(np.max(features)) >= F:
-        raise InputError(f"{valid}: counts of {F} features, but the SAE has feature "
-                         f"{int(np.max(features))}")
+    if counts.n_features != n_features:
+        raise InputError(f"{valid}: concept counts of {counts.n_features} features, but the SAE "
+                         f"has {n_features} (counts of another SAE?)")
     rows: dict[int, list[list]] = {}
     feats = np.asarray(features, np.int64)
     for a in range(0, len(feats), chunk):
