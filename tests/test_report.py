@@ -231,6 +231,11 @@ def test_bad_inputs_name_the_file(study, tmp_path):
         f.write("{not json\n")
     with pytest.raises(InputError, match=r"metrics.jsonl:\d+: not a metrics line"):
         report_data("t", study.store, FASTA, [dataclasses.replace(li, sweep=sweep)])
+    from interplm_jax.report.inputs import descriptions
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "descriptions.csv").write_text("feature,status,summary\nx,ok,a\n")
+    with pytest.raises(InputError, match=r"descriptions.csv:2: feature 'x'"):
+        descriptions(tmp_path / "run")
     from click.testing import CliRunner
     r = CliRunner().invoke(_load_script("report").main,
                            ["--store", str(study.store), "--fasta", str(FASTA), "--out",

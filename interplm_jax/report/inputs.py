@@ -188,7 +188,7 @@ def spatial_rows(path: Path, n_features: int) -> dict:
     t = read_table(path, ("feature", *SPATIAL))
     rows = {}
     for i, f in enumerate(t["feature"]):
-        f = int(f)
+        f = _int(f, path, i + 2)
         if not 0 <= f < n_features:
             raise InputError(f"{path}:{i + 2}: feature {f} outside 0..{n_features - 1}")
         vals = [t[c][i] for c in SPATIAL]
@@ -207,13 +207,13 @@ def descriptions(run: Path) -> dict[int, dict]:
     if not path.is_file():
         return {}
     out = {}
-    for row in read_csv(path):
+    for line, row in enumerate(read_csv(path), 2):
         if row.get("status") == "ok" or row.get("description"):
-            out[int(row["feature"])] = {"summary": row.get("summary", ""),
+            out[_int(row.get("feature"), path, line)] = {"summary": row.get("summary", ""),
                                         "description": row.get("description", "")}
     if (run / "validation.csv").is_file():
-        for row in read_csv(run / "validation.csv"):
-            f = int(row["feature"])
+        for line, row in enumerate(read_csv(run / "validation.csv"), 2):
+            f = _int(row.get("feature"), run / "validation.csv", line)
             if f in out and _num(row.get("pearson_r", "")) is not None:
                 out[f]["pearson_r"] = round(float(row["pearson_r"]), 3)
     return out
@@ -237,6 +237,13 @@ def sequences(fasta: Path, ids: Sequence[str], lengths: np.ndarray) -> list[str]
                              "tokens in the activation store")
         out.append(seqs[pid])
     return out
+
+
+def _int(text, path: Path, line: int) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}:{line}: feature {text!r} is not an integer") from None
 
 
 def _round(x, digits: int = 4):
