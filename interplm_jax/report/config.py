@@ -1,0 +1,32 @@
+"""The ``report:`` section of a config: what the static feature browser embeds."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from interplm_jax.config import option
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+    """Sizes of the data embedded in the HTML feature browser (``docs/report.md``)."""
+
+    top_proteins: int = option(8, "Top proteins shown per feature (by the protein's maximum "
+                                  "activation of the feature).")
+    window: int = option(96, "Residues kept around a protein's strongest activation; shorter "
+                             "proteins are kept whole.")
+    top_concepts: int = option(5, "Best concepts listed per feature (by F1 on the counts given).")
+    min_f1: float = option(0.0, "Concepts with F1 at or below this are not listed for a feature.")
+    batch_rows: int = option(4096, "Tokens per encoder call when reading the store (raise on "
+                                   "GPU/TPU).")
+    max_name_chars: int = option(80, "Protein names from the metadata TSV are cut to this length.")
+
+    def __post_init__(self):
+        if self.top_proteins < 1:
+            raise ValueError(f"top_proteins must be >= 1, got {self.top_proteins}")
+        if self.window < 8:
+            raise ValueError(f"window must be >= 8 residues, got {self.window}")
+        if self.top_concepts < 0:
+            raise ValueError(f"top_concepts must be >= 0, got {self.top_concepts}")
+        if self.batch_rows < 1:
+            raise ValueError(f"batch_rows must be >= 1, got {self.batch_rows}")

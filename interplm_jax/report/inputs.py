@@ -1,0 +1,258 @@
+"""Readers of the study's outputs that the browser shows (each delegating to the stage's own
+reader where there is one): the sweep's grid and final metrics, the selection table, the
+best concepts per feature, the UMAP map, the spatial table, LLM descriptions, proteins."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from interplm_jax.analysis.tables import read_table
+from interplm_jax.errors import InputError
+
+#: Final metrics of ``metrics.jsonl`` shown in the grid table (when the sweep logged them).
+METRICS = ("loss", "l0", "fve", "dead")
+#: Columns of ``spatial_layer<L>.tsv`` shown per feature.
+SPATIAL = ("n_used", "tested", "seq_d", "seq_p_bonferroni", "struct_d", "struct_p_bonferroni",
+           "struct_seq_ratio", "structural_only")
+
+
+def _num(text: str) -> float | None:
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return None if math.isnan(v) else v
+
+
+def final_metrics(sweep: Path) -> dict[str, dict[str, float]]:
+    """SAE id -> its metrics at the last logged step (``<sweep>/metrics.jsonl``)."""
+    path = Path(sweep) / "metrics.jsonl"
+    if not path.is_file():
+        raise InputError(f"{path}: not found; is {sweep} a sweep directory (scripts/train.py)?")
+    last: dict[str, dict[str, float]] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            sae, step = row["sae"], row["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise InputError(f"{path}:{n}: not a metrics line (JSON with 'sae' and 'step')"
+                             ) from None
+        if step >= last.get(sae, {}).get("step", -1):
+            last[sae] = {k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
+    return last
+
+
+def grid_table(sweep: Path, chosen: str, selection_csv: Path | None, layer: int) -> dict:
+    """Every SAE of the sweep: the hyperparameters that vary, final metrics, selection score.
+
+    Returns ``{"columns": [...], "rows": [[...], ...], "chosen": id, "fixed": {hparam: value}}``
+    (``fixed``: hyperparameters equal across the grid, e.g. arch and seed).
+    """
+    from interplm_jax.sweep_saes import read_grid
+
+    grid = read_grid(sweep)
+    final = final_metrics(sweep)
+    scores = selection_scores(selection_csv, layer) if selection_csv else {}
+    keys = [k for k in grid[0] if k != "id"]
+    varying = [k for k in keys if len({json.dumps(r.get(k)) for r in grid}) > 1]
+    fixed = {k: grid[0].get(k) for k in keys if k not in varying}
+    steps = {final.get(r["id"], {}).get("step") for r in grid}
+    metrics = [m for m in METRICS if any(m in final.get(r["id"], {}) for r in grid)]
+    cols = ["sae", *varying, *metrics] + (["select_f1"] if scores else [])
+    rows = []
+    for r in grid:
+        m = final.get(r["id"], {})
+        rows.append([r["id"], *(r.get(k) for k in varying), *(m.get(k) for k in metrics)]
+                    + ([scores.get(r["id"])] if scores else []))
+    if len(steps) == 1:
+        fixed["step"] = steps.pop()
+    else:
+        cols.insert(1 + len(varying), "step")
+        for r, row in zip(grid, rows):
+            row.insert(1 + len(varying), final.get(r["id"], {}).get("step"))
+    return {"columns": cols, "rows": _round(rows), "chosen": chosen, "fixed": _round_dict(fixed)}
+
+
+def _round_dict(d: dict) -> dict:
+    return {k: _round(v) for k, v in d.items()}
+
+
+def selection_scores(path: Path, layer: int) -> dict[str, float]:
+    """SAE name -> mean best F1 for ``layer`` in ``selection.csv`` (evaluate_concepts.py select)."""
+    t = read_table(path, ("layer", "name", "mean_best_f1", "selected"))
+    out = {n: float(s) for L, n, s in zip(t["layer"], t["name"], t["mean_best_f1"])
+           if L == str(layer)}
+    if not out:
+        raise InputError(f"{path}: no row for layer {layer}")
+    return out
+
+
+def selected_name(path: Path, layer: int) -> str | None:
+    t = read_table(path, ("layer", "name", "selected"))
+    names = [n for L, n, s in zip(t["layer"], t["name"], t["selected"])
+             if L == str(layer) and s == "True"]
+    return names[0] if names else None
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConcepts:
+    """Best concepts per feature: ``names`` (C reported concepts), per feature ``rows`` of
+    ``[concept index, f1, precision, recall, threshold(, test f1)]`` by decreasing F1."""
+
+    names: list[str]
+    rows: dict[int, list[list]]
+    split: str
+    has_test: bool
+
+
+def feature_concepts(valid: Path, n_features: int, features: np.ndarray, top: int,
+                     min_f1: float, test: Path | None = None, chunk: int = 512) -> FeatureConcepts:
+    """The ``top`` concepts of each of ``features`` (of an SAE with ``n_features``) by F1 at
+    its best threshold on the counts ``valid`` (``interplm_jax.concepts.metrics``), and the test
+    F1 at that threshold when ``test`` is given. Computed over feature chunks so that (C, F, T)
+    score arrays stay small."""
+    from interplm_jax.concepts.f1 import ConceptCounts
+    from interplm_jax.concepts.metrics import at_thresholds, best_thresholds, reported, scores
+
+    counts = ConceptCounts.load(valid)
+    tcounts = ConceptCounts.load(test) if test else None
+    if tcounts is not None and (tcounts.concepts != counts.concepts
+                                or tcounts.tp.shape != counts.tp.shape):
+        raise InputError(f"{test}: other concepts or features than {valid}")
+    keep = np.flatnonzero(reported(counts.concepts))
+    if counts.n_features != n_features:
+        raise InputError(f"{valid}: concept counts of {counts.n_features} features, but the SAE "
+                         f"has {n_features} (counts of another SAE?)")
+    rows: dict[int, list[list]] = {}
+    feats = np.asarray(features, np.int64)
+    for a in range(0, len(feats), chunk):
+        f = feats[a:a + chunk]
+        part = _features(counts, keep, f)
+        best = best_thresholds(scores(part))
+        tb = at_thresholds(scores(_features(tcounts, keep, f)), best.threshold) if tcounts else None
+        order = np.argsort(-best.f1, axis=0, kind="stable")[:top]  # (top, f)
+        for j, feat in enumerate(f):
+            out = []
+            for c in order[:, j]:
+                if best.f1[c, j] <= min_f1:
+                    break
+                row = [int(c), best.f1[c, j], best.precision[c, j], best.recall[c, j],
+                       float(counts.thresholds[best.threshold[c, j]])]
+                if tb is not None:
+                    row.append(tb.f1[c, j])
+                out.append(row)
+            if out:
+                rows[int(feat)] = _round(out)
+    meta = counts.meta
+    return FeatureConcepts([counts.concepts[c] for c in keep], rows,
+                           str(meta.get("split", Path(valid).stem)), tcounts is not None)
+
+
+def _features(counts, keep: np.ndarray, f: np.ndarray):
+    ix = np.ix_(keep, f)
+    return dataclasses.replace(
+        counts, concepts=[counts.concepts[c] for c in keep], tp=counts.tp[ix],
+        fp=counts.fp[ix], hits=counts.hits[ix], n_residues=counts.n_residues[keep],
+        n_domains=counts.n_domains[keep], per_residue=counts.per_residue[keep])
+
+
+def umap_points(path: Path, n_features: int) -> dict:
+    """``feature_map.tsv`` (analyze.py umap) -> ``{"x": [...], "y": [...], "cluster": [...]}``
+    over features 0..F-1 (null where a feature is missing)."""
+    t = read_table(path, ("feature", "x", "y", "cluster"))
+    x, y, c = [None] * n_features, [None] * n_features, [None] * n_features
+    for line, (f, xi, yi, ci) in enumerate(zip(t["feature"], t["x"], t["y"], t["cluster"]), 2):
+        try:
+            f = int(f)
+            x_, y_, c_ = float(xi), float(yi), int(ci)
+        except ValueError:
+            raise InputError(f"{path}:{line}: cannot read feature/x/y/cluster") from None
+        if not 0 <= f < n_features:
+            raise InputError(f"{path}:{line}: feature {f} outside 0..{n_features - 1} "
+                             "(a map of another SAE?)")
+        x[f], y[f], c[f] = round(x_, 3), round(y_, 3), c_
+    return {"x": x, "y": y, "cluster": c}
+
+
+def spatial_rows(path: Path, n_features: int) -> dict:
+    """``spatial_layer<L>.tsv`` (analyze.py spatial) -> ``{"columns": SPATIAL, "rows":
+    {feature: [...]}}`` for features with at least one protein used."""
+    t = read_table(path, ("feature", *SPATIAL))
+    rows = {}
+    for i, f in enumerate(t["feature"]):
+        f = _int(f, path, i + 2)
+        if not 0 <= f < n_features:
+            raise InputError(f"{path}:{i + 2}: feature {f} outside 0..{n_features - 1}")
+        vals = [t[c][i] for c in SPATIAL]
+        if (_num(vals[0]) or 0) > 0:
+            rows[f] = [v if v in ("true", "false") else _num(v) for v in vals]
+    return {"columns": list(SPATIAL), "rows": {k: _round(v) for k, v in rows.items()}}
+
+
+def descriptions(run: Path) -> dict[int, dict]:
+    """Feature -> LLM description (``descriptions.csv`` of an annotate run, plus the Pearson r
+    of ``validation.csv`` when present)."""
+    from interplm_jax.annotate.describe import read_csv
+
+    run = Path(run)
+    path = run / "descriptions.csv"
+    if not path.is_file():
+        return {}
+    out = {}
+    for line, row in enumerate(read_csv(path), 2):
+        if row.get("status") == "ok" or row.get("description"):
+            out[_int(row.get("feature"), path, line)] = {"summary": row.get("summary", ""),
+                                        "description": row.get("description", "")}
+    if (run / "validation.csv").is_file():
+        for line, row in enumerate(read_csv(run / "validation.csv"), 2):
+            f = _int(row.get("feature"), run / "validation.csv", line)
+            if f in out and _num(row.get("pearson_r", "")) is not None:
+                out[f]["pearson_r"] = round(float(row["pearson_r"]), 3)
+    return out
+
+
+def sequences(fasta: Path, ids: Sequence[str], lengths: np.ndarray) -> list[str]:
+    """The sequences of ``ids`` from ``fasta``, checked against the store's token counts."""
+    from interplm_jax.fasta import iter_records
+
+    want = set(ids)
+    seqs = {}
+    for rec in iter_records(fasta):
+        if rec.id in want:
+            seqs[rec.id] = rec.sequence[:-1] if rec.sequence.endswith("*") else rec.sequence
+    out = []
+    for pid, n in zip(ids, lengths):
+        if pid not in seqs:
+            raise InputError(f"{fasta}: no sequence for protein {pid!r} of the activation store")
+        if len(seqs[pid]) != n:
+            raise InputError(f"protein {pid!r}: {len(seqs[pid])} residues in {fasta} but {n} "
+                             "tokens in the activation store")
+        out.append(seqs[pid])
+    return out
+
+
+def _int(text, path: Path, line: int) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}:{line}: feature {text!r} is not an integer") from None
+
+
+def _round(x, digits: int = 4):
+    """Floats to ``digits`` significant digits (nested lists), for a compact JSON."""
+    if isinstance(x, list):
+        return [_round(v, digits) for v in x]
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return None if math.isnan(x) else float(f"{x:.{digits}g}")
+    if isinstance(x, np.integer):
+        return int(x)
+    return x

@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Build the static HTML feature browser of a study: one self-contained ``<out>/index.html``
+(no server, no network; open it from disk). See docs/report.md."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from interplm_jax.cli import command
+from interplm_jax.config import from_dict, load_yaml, to_dict
+from interplm_jax.errors import InputError
+
+#: --layer keys -> LayerInputs fields
+KEYS = {"layer": "layer", "sweep": "sweep", "sae": "sae", "selection": "selection_csv",
+        "f1": "concept_f1", "f1_test": "concept_f1_test", "umap": "umap", "spatial": "spatial",
+        "annotations": "annotations"}
+
+
+def parse_layer(spec: str, selection: str | None):
+    """``layer=4,sweep=DIR,sae=DIR[,f1=NPZ,...]`` -> LayerInputs."""
+    from interplm_jax.report import LayerInputs
+
+    values: dict = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq or key not in KEYS:
+            raise InputError(f"--layer {spec!r}: {part!r} is not KEY=VALUE with KEY one of "
+                             f"{list(KEYS)}")
+        values[KEYS[key]] = value
+    missing = [k for k in ("layer", "sweep", "sae") if k not in values]
+    if missing:
+        raise InputError(f"--layer {spec!r}: missing {missing}")
+    try:
+        layer = int(values.pop("layer"))
+    except ValueError:
+        raise InputError(f"--layer {spec!r}: layer is not an integer") from None
+    if selection and "selection_csv" not in values:
+        values["selection_csv"] = selection
+    return LayerInputs(layer, **{k: Path(v) for k, v in values.items()})
+
+
+def demo_layers(study: Path):
+    """The layers of a study laid out as scripts/demo.py writes it: the SAE selected per layer in
+    concepts/selection.csv, its valid/test counts, UMAP, spatial table and annotation when there."""
+    import csv
+
+    from interplm_jax.report import LayerInputs
+
+    sel = study / "concepts" / "selection.csv"
+    if not sel.is_file():
+        raise InputError(f"{sel}: not found; is {study} a study directory (scripts/demo.py)?")
+    with open(sel) as f:
+        chosen = {int(r["layer"]): r["name"] for r in csv.DictReader(f) if r["selected"] == "True"}
+    out = []
+
+    def opt(p: Path):
+        return p if p.exists() else None
+
+    for L, name in sorted(chosen.items()):
+        sweep = study / "sweeps" / f"layer_{L}"
+        a = study / "analysis"
+        umap = a / "feature_map.tsv" if L == max(chosen) else None  # the demo maps the last layer
+        out.append(LayerInputs(
+            L, sweep, sweep / "saes" / name, sel,
+            opt(study / "concepts" / "f1" / f"L{L}_chosen_valid.npz"),
+            opt(study / "concepts" / "f1" / f"L{L}_chosen_test.npz"),
+            opt(umap) if umap else None, opt(a / f"spatial_layer{L}.tsv"),
+            study / "annotate" if L == max(chosen) and (study / "annotate").is_dir() else None))
+    return out
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--store", required=True, type=click.Path(file_okay=False),
+              help="Activation store the SAEs were trained on (its proteins are shown).")
+@click.option("--fasta", required=True, type=click.Path(dir_okay=False),
+              help="Sequences of the store's proteins (same ids).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output directory; the page is <out>/index.html.")
+@click.option("--layer", "layer_specs", multiple=True,
+              help="One layer (repeat): layer=L,sweep=DIR,sae=DIR and optionally "
+                   "selection=CSV,f1=NPZ,f1_test=NPZ,umap=TSV,spatial=TSV,annotations=DIR "
+                   "(the chosen SAE's directory; evaluate_concepts.py select output; its concept "
+                   "counts on valid and test; analyze.py umap/spatial tables; an annotate.py "
+                   "features run).")
+@click.option("--study", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Instead of --layer: a study laid out as scripts/demo.py writes it.")
+@click.option("--selection", type=click.Path(dir_okay=False), default=None,
+              help="selection.csv for every --layer without selection=.")
+@click.option("--metadata", type=click.Path(dir_okay=False), default=None,
+              help="UniProtKB TSV (Entry, Protein names, Organism, Length, Sequence) for names.")
+@click.option("--title", default="interplm-jax feature browser", help="Page title.")
+@click.option("--config", type=click.Path(dir_okay=False), default=None,
+              help="YAML config; its report: section (top_proteins, window, top_concepts, ...).")
+@click.option("--top-proteins", type=int, default=None, help="Override report.top_proteins.")
+@command
+def main(store, fasta, out, layer_specs, study, selection, metadata, title, config, top_proteins):
+    """Write <out>/index.html: per layer the chosen SAE and the grid's metrics, the clickable
+    UMAP, and per feature its top proteins (activation over the sequence), best concepts,
+    spatial statistics and LLM description; search by concept or feature id."""
+    from interplm_jax.report import ReportConfig, build_report
+
+    cfg = load_yaml(ReportConfig, config, "report") if config else ReportConfig()
+    if top_proteins is not None:
+        cfg = from_dict(ReportConfig, {**to_dict(cfg), "top_proteins": top_proteins},
+                        "--top-proteins")
+    if bool(layer_specs) == bool(study):
+        raise InputError("give either --layer (one or more) or --study")
+    layers = (demo_layers(Path(study)) if study
+              else [parse_layer(s, selection) for s in layer_specs])
+    path = build_report(title, store, fasta, layers, out, metadata, cfg)
+    click.echo(f"{path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":
+    main()

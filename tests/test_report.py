@@ -1,0 +1,447 @@
+"""The static HTML feature browser: its data (checked against plain NumPy) and the page itself in
+headless Chromium (Debian's chromium driven by Playwright; skipped when either is absent unless
+INTERPLM_REQUIRE_BROWSER=1)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import io
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from interplm_jax.errors import InputError
+from interplm_jax.report import LayerInputs, ReportConfig, build_report, report_data
+from interplm_jax.report.examples import (b64, dequantise, feature_examples, quantise,
+                                          top_proteins, unb64, window, windows)
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "data" / "demo"
+FASTA = DEMO / "swissprot_sample.fasta.gz"
+METADATA = DEMO / "uniprotkb_features.tsv.gz"
+CHROMIUM = os.environ.get("INTERPLM_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _load_script(name: str):
+    spec = importlib.util.spec_from_file_location(f"scripts_{name}", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ---------------------------------------------------------------- the study (one fixture)
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    root: Path
+    store: Path
+    layers: list[LayerInputs]
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory) -> Study:
+    """A small real study: scripts/demo.py (tiny ESM-2, bundled proteins) on layers 2 and 4 with
+    two SAEs per layer, plus an LLM description file as `annotate.py features` writes it."""
+    from interplm_jax.annotate.describe import DESCRIPTION_COLUMNS, write_csv
+
+    root = tmp_path_factory.mktemp("report-study")
+    cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    cfg["extract"]["layers"] = [2, 4]
+    cfg["train"].update(layers=[2, 4], steps=100, grid={"lr": [3.0e-3], "l1": [0.02, 0.06]},
+                        dead_tokens=12800, log_every=25, checkpoint_every=100)
+    cfg["analysis"]["spatial"]["n_permutations"] = 2
+    (root / "config.yaml").write_text(yaml.safe_dump(cfg))
+    _load_script("demo").main.main(args=["--config", str(root / "config.yaml"), "--out",
+                                         str(root / "out")], standalone_mode=False)
+    out = root / "out"
+    layers = _load_script("report").demo_layers(out)
+    # a description for two features of the last layer (what a real annotation run writes)
+    write_csv(out / "annotate" / "descriptions.csv",
+              [{"feature": 5, "status": "ok", "n_train": 10, "n_eval": 10,
+                "summary": "Cysteine pairs of small secreted toxins",
+                "description": "Fires on the cysteines of disulfide-rich peptides."},
+               {"feature": 7, "status": "error", "error": "timeout"}], DESCRIPTION_COLUMNS)
+    return Study(out, out / "store", layers)
+
+
+def _numpy_acts(store, layer: int, params: dict) -> list[np.ndarray]:
+    """Per protein (length, F) float64: ReLU((x - b_pre) W_enc + b_enc) * scale, in NumPy."""
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    return [np.maximum((store.protein(i, layer) - p["b_pre"]) @ p["W_enc"] + p["b_enc"], 0)
+            * p["scale"] for i in range(store.n_proteins)]
+
+
+@pytest.fixture(scope="session")
+def reference(study):
+    """Layer -> (per-protein activations, per-protein maxima (P, F)) by NumPy."""
+    from interplm_jax.sae_dir import load_sae
+    from interplm_jax.store import ActivationStore
+
+    store = ActivationStore.open(study.store)
+    out = {}
+    for li in study.layers:
+        acts = _numpy_acts(store, li.layer, load_sae(li.sae).params)
+        out[li.layer] = (acts, np.stack([a.max(axis=0) for a in acts]))
+    return out
+
+
+def _assert_live(got, fmax: np.ndarray) -> None:
+    """``got`` are the live features of maxima ``fmax`` (F,) up to float32 noise at zero."""
+    got = set(np.asarray(got).tolist())
+    assert set(np.flatnonzero(fmax > 1e-5).tolist()) <= got <= set(np.flatnonzero(fmax > 0).tolist()) | {
+        int(f) for f in np.flatnonzero(fmax >= 0) if fmax[f] < 1e-5}
+
+
+# ---------------------------------------------------------------- compact encoding
+
+def test_quantise_round_trip():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 3.7, 500)
+    a[::7] = 0
+    q = quantise(a, 3.7)
+    assert q.dtype == np.uint8 and q.max() <= 255
+    assert np.abs(dequantise(q, 3.7) - a).max() <= 3.7 / 510 + 1e-12
+    assert np.array_equal(unb64(b64(q)), q)
+    assert quantise(np.array([5.0]), 4.0)[0] == 255  # clipped
+    assert not quantise(np.ones(3), 0.0).any()
+
+
+def test_window_centres_on_the_strongest_residue():
+    a = np.zeros(300)
+    a[250] = 1
+    s = window(a, 96)
+    assert s == 250 - 48 and s <= 250 < s + 96
+    a = np.zeros(300)
+    a[295] = 1
+    assert window(a, 96) == 300 - 96  # clipped at the end
+    assert window(np.ones(50), 96) == 0  # fits whole
+
+
+@pytest.mark.parametrize("n", [1, 3, 40, 60])
+def test_top_proteins_is_a_stable_argsort(n):
+    rng = np.random.default_rng(1)
+    m = rng.integers(0, 5, (40, 300)).astype(np.float32)  # many ties
+    idx, val = top_proteins(m, n, chunk=128)
+    ref = np.argsort(-m, axis=0, kind="stable")[:n].T
+    assert np.array_equal(idx, ref)
+    assert np.array_equal(val, np.take_along_axis(m.T, ref, 1))
+
+
+def test_windows_match_the_one_column_functions():
+    rng = np.random.default_rng(2)
+    for n in (30, 96, 250):
+        acts = np.maximum(rng.normal(size=(n, 7)), 0)
+        scales = np.append(acts.max(axis=0)[:-1] * 1.5, 0.0)
+        starts, q = windows(acts, scales, 96)
+        for j in range(7):
+            s = window(acts[:, j], 96)
+            assert starts[j] == s
+            assert np.array_equal(q[j], quantise(acts[s:s + 96, j], scales[j]))
+
+
+@pytest.mark.parametrize("arch", ["relu", "topk"])
+def test_feature_examples_on_a_synthetic_store(tmp_path, arch):
+    """Both second passes (ReLU: NumPy columns; others: the batched encoder) agree with the
+    SAE's own feature function applied protein by protein."""
+    from interplm_jax.sae.features import feature_function
+    from interplm_jax.store import write_store
+
+    rng = np.random.default_rng(3)
+    d, F = 16, 40
+    acts = [rng.normal(size=(n, d)).astype(np.float32) for n in rng.integers(20, 300, 30)]
+    store = write_store(tmp_path / "s", [f"P{i}" for i in range(30)], {1: acts}, shard_size=7)
+    params = {"b_pre": rng.normal(size=d).astype(np.float32) * 0.1,
+              "W_enc": rng.normal(size=(d, F)).astype(np.float32) / 4,
+              "b_enc": rng.uniform(-1.5, 0, F).astype(np.float32),
+              "scale": rng.uniform(0.5, 2, F).astype(np.float32),
+              "W_dec": rng.normal(size=(F, d)).astype(np.float32)}
+    params["b_enc"][3] = -100  # a dead feature
+    if arch == "topk":
+        params.update(k=np.int32(6), threshold=np.float32(0.0))
+    feats = feature_function(arch, params)
+    per_protein = [feats(a) for a in acts]
+    maxima = np.stack([a.max(axis=0) for a in per_protein])
+    ex = feature_examples(store, 1, arch, params, n_top=4, window_size=32, batch_rows=500)
+    _assert_live(ex.features, maxima.max(axis=0))
+    assert 3 not in ex.features
+    for k, f in enumerate(ex.features):
+        for e in ex.examples[k]:
+            a = per_protein[e.protein][:, f]
+            assert e.max_act == pytest.approx(a.max(), rel=1e-5, abs=1e-6)
+            np.testing.assert_allclose(dequantise(e.q, ex.feature_max[k]), a[e.start:e.start + len(e.q)],
+                                       atol=ex.feature_max[k] / 510 + 1e-5)
+        got = [e.protein for e in ex.examples[k]]
+        np.testing.assert_allclose(maxima[got, f], np.sort(maxima[:, f])[::-1][:len(got)], rtol=1e-5)
+
+
+def test_feature_examples_match_numpy(study, reference):
+    from interplm_jax.sae_dir import load_sae
+    from interplm_jax.store import ActivationStore
+
+    store = ActivationStore.open(study.store)
+    li = study.layers[-1]
+    sae = load_sae(li.sae)
+    ex = feature_examples(store, li.layer, sae.arch, sae.params, n_top=5, window_size=40,
+                          batch_rows=2048)
+    acts, maxima = reference[li.layer]
+    fmax = maxima.max(axis=0)
+    _assert_live(ex.features, fmax)
+    np.testing.assert_allclose(ex.feature_max, fmax[ex.features], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(ex.frequency, (maxima[:, ex.features] > 1e-6).mean(0), atol=0.02)
+    for k, f in enumerate(ex.features):
+        col = maxima[:, f]
+        order = np.argsort(-col, kind="stable")
+        got = [e.protein for e in ex.examples[k]]
+        # same top proteins as NumPy (ties within float noise may swap places)
+        np.testing.assert_allclose(col[got], col[order[:len(got)]], rtol=1e-4, atol=1e-6)
+        assert min(5, int((col > 1e-5).sum())) <= len(got) <= min(5, int((col > 0).sum()))
+        for e in ex.examples[k]:
+            a = acts[e.protein][:, f]
+            assert e.start <= int(np.argmax(a)) < e.start + len(e.q)
+            assert len(e.q) == min(40, len(a))
+            np.testing.assert_allclose(dequantise(e.q, ex.feature_max[k]),
+                                       a[e.start:e.start + len(e.q)],
+                                       atol=ex.feature_max[k] / 510 + 1e-5)
+
+
+# ---------------------------------------------------------------- bad input
+
+def test_bad_inputs_name_the_file(study, tmp_path):
+    li = study.layers[-1]
+    with pytest.raises(InputError, match="nope"):
+        report_data("t", study.store, FASTA, [dataclasses.replace(li, sae=tmp_path / "nope")])
+    with pytest.raises(InputError, match="layer 9 not stored"):
+        report_data("t", study.store, FASTA, [dataclasses.replace(li, layer=9)])
+    fasta = tmp_path / "few.fasta"
+    fasta.write_text(">P12345\nMKV\n")
+    with pytest.raises(InputError, match="no sequence for protein"):
+        report_data("t", study.store, fasta, [li])
+    sweep = tmp_path / "sweep"
+    shutil.copytree(li.sweep, sweep, ignore=shutil.ignore_patterns("checkpoints", "saes"))
+    with open(sweep / "metrics.jsonl", "a") as f:
+        f.write("{not json\n")
+    with pytest.raises(InputError, match=r"metrics.jsonl:\d+: not a metrics line"):
+        report_data("t", study.store, FASTA, [dataclasses.replace(li, sweep=sweep)])
+    from interplm_jax.report.inputs import descriptions
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "descriptions.csv").write_text("feature,status,summary\nx,ok,a\n")
+    with pytest.raises(InputError, match=r"descriptions.csv:2: feature 'x'"):
+        descriptions(tmp_path / "run")
+    from click.testing import CliRunner
+    r = CliRunner().invoke(_load_script("report").main,
+                           ["--store", str(study.store), "--fasta", str(FASTA), "--out",
+                            str(tmp_path / "o"), "--layer", "layer=4,sae=x"])
+    assert r.exit_code == 2 and "missing ['sweep']" in r.output
+
+
+# ---------------------------------------------------------------- the page in Chromium
+
+@pytest.fixture(scope="session")
+def report_html(study, tmp_path_factory) -> Path:
+    """index.html built by scripts/report.py with explicit --layer specs."""
+    from click.testing import CliRunner
+
+    out = tmp_path_factory.mktemp("report")
+    args = ["--store", str(study.store), "--fasta", str(FASTA), "--metadata", str(METADATA),
+            "--out", str(out), "--title", "Demo study", "--config", str(REPO / "configs" / "demo.yaml")]
+    for li in study.layers:
+        spec = {"layer": li.layer, "sweep": li.sweep, "sae": li.sae, "selection": li.selection_csv,
+                "f1": li.concept_f1, "f1_test": li.concept_f1_test, "umap": li.umap,
+                "spatial": li.spatial, "annotations": li.annotations}
+        args += ["--layer", ",".join(f"{k}={v}" for k, v in spec.items() if v is not None)]
+    r = CliRunner().invoke(_load_script("report").main, args, catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    page = out / "index.html"
+    text = page.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text)  # nothing fetched
+    return page
+
+
+def _browser_or_skip():
+    why = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        why = "playwright (pip install playwright) is not installed"
+    if why is None and not Path(CHROMIUM).is_file():
+        why = f"no chromium at {CHROMIUM} (apt install chromium; or set INTERPLM_CHROMIUM)"
+    if why:
+        if os.environ.get("INTERPLM_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"INTERPLM_REQUIRE_BROWSER=1 but {why}")
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Skip (or fail with INTERPLM_REQUIRE_BROWSER=1) before the study is built."""
+    _browser_or_skip()
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def page(chromium, report_html, tmp_path_factory):
+    """The report open in headless Chromium; ``page.problems`` collects console errors, page
+    errors and requests that are not file:// or data:."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=chromium,
+            headless=True, args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000})
+        pg = ctx.new_page()
+        problems: list[str] = []
+        pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+              if m.type in ("error", "warning") else None)
+        pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        pg.on("request", lambda r: problems.append(f"request {r.url}")
+              if not r.url.startswith(("file:", "data:")) else None)
+        pg.goto(report_html.as_uri())
+        pg.wait_for_selector("#features li")
+        pg.problems = problems
+        yield pg
+        ctx.close()
+
+
+def _strips(pg) -> list[dict]:
+    """The top proteins shown: id and each residue's position and activation."""
+    return pg.eval_on_selector_all("#feature .protein", """els => els.map(e => ({
+        id: e.dataset.protein,
+        pos: [...e.querySelectorAll('span[data-pos]')].map(s => +s.dataset.pos),
+        act: [...e.querySelectorAll('span[data-pos]')].map(s => +s.dataset.act),
+        letters: [...e.querySelectorAll('span[data-pos]')].map(s => s.textContent).join('')}))""")
+
+
+def _check_feature(pg, study, reference, layer: int, f: int, sequences: dict):
+    from interplm_jax.store import ActivationStore
+
+    assert pg.inner_text("#feature h2").endswith(f"#{f}")
+    acts, maxima = reference[layer]
+    ids = ActivationStore.open(study.store).protein_ids
+    col = maxima[:, f]
+    shown = _strips(pg)
+    assert min(8, int((col > 1e-5).sum())) <= len(shown) <= min(8, int((col > 0).sum()))
+    assert shown
+    order = np.argsort(-col, kind="stable")[:len(shown)]
+    got = [ids.index(s["id"]) for s in shown]
+    np.testing.assert_allclose(col[got], col[order], rtol=1e-4, atol=1e-6)
+    scale = col.max() / 255
+    for s, p in zip(shown, got):
+        a = acts[p][:, f]
+        pos = np.array(s["pos"])
+        assert len(pos) == min(96, len(a)) and int(np.argmax(a)) in pos
+        np.testing.assert_allclose(s["act"], a[pos], atol=scale / 2 + 1e-5)
+        assert s["letters"] == "".join(sequences[s["id"]][i] for i in pos)
+
+
+def _best_f1(counts_path: Path, concept: str, f: int) -> float:
+    """Best F1 over thresholds of (concept, feature), from the raw counts in NumPy."""
+    with np.load(counts_path) as z:
+        c = [str(x) for x in z["concepts"]].index(concept)
+        tp, fp, hits = (z[k][c, f].astype(float) for k in ("tp", "fp", "hits"))
+        prec = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
+        denom = z["n_residues"][c] if z["per_residue"][c] else z["n_domains"][c]
+        rec = (tp if z["per_residue"][c] else hits) / max(denom, 1)
+        f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(tp), where=prec + rec > 0)
+    return float(f1.max())
+
+
+def test_page_in_headless_chromium(page, study, reference, tmp_path_factory):
+    from interplm_jax.fasta import iter_records
+
+    pg = page
+    sequences = {r.id: r.sequence for r in iter_records(FASTA)}
+    # the layer selector lists the study's layers; the last one is shown
+    layers = [li.layer for li in study.layers]
+    assert pg.eval_on_selector_all("#layer option", "os => os.map(o => +o.value)") == layers
+    last = layers[-1]
+    assert pg.input_value("#layer") == str(last)
+    # the grid table: every SAE of the sweep, the chosen one highlighted
+    grid = json.loads((study.layers[-1].sweep / "grid.json").read_text())
+    assert pg.locator("#layerinfo tbody tr").count() == len(grid)
+    assert pg.inner_text("#layerinfo tr.chosen td >> nth=0") == study.layers[-1].sae.name
+    header = pg.eval_on_selector_all("#layerinfo th", "hs => hs.map(h => h.textContent)")
+    cells = pg.eval_on_selector_all("#layerinfo tr.chosen td", "ts => ts.map(t => t.textContent)")
+    lines = [json.loads(x) for x in (study.layers[-1].sweep / "metrics.jsonl").read_text().splitlines()]
+    final = [x for x in lines if x["sae"] == cells[0]][-1]
+    for col, key in (("loss", "loss"), ("L0", "l0"), ("FVE", "fve")):
+        assert float(cells[header.index(col)]) == pytest.approx(final[key], abs=1e-3)
+    with open(study.layers[-1].selection_csv) as fh:
+        score = next(float(r.split(",")[5]) for r in fh if f",{last},{cells[0]}," in r)
+    assert float(cells[header.index("select F1")]) == pytest.approx(score, abs=1e-3)
+    # the features list: the chosen SAE's live features
+    listed = pg.eval_on_selector_all("#features li", "ls => ls.map(l => +l.dataset.feature)")
+    assert listed == sorted(listed)
+    _assert_live(listed, reference[last][1].max(axis=0))
+    live = np.array(listed)
+
+    # click a feature in the list: its top proteins, with activations equal to NumPy's
+    f = int(live[len(live) // 2])
+    pg.click(f"#features li[data-feature='{f}']")
+    _check_feature(pg, study, reference, last, f, sequences)
+
+    # click a point of the UMAP: the most isolated live feature, so the click is unambiguous
+    pts = {int(g): pg.evaluate(f"window.featureBrowser.point({int(g)})") for g in live}
+    xy = np.array(list(pts.values()))
+    d = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1)) + np.eye(len(xy)) * 1e9
+    g = list(pts)[int(np.argmax(d.min(axis=1)))]
+    box = pg.locator("#umap").bounding_box()
+    pg.mouse.click(box["x"] + pts[g][0], box["y"] + pts[g][1])
+    _check_feature(pg, study, reference, last, g, sequences)
+
+    # search by a concept name: the features listed show that concept; the F1 row matches
+    li = study.layers[-1]
+    data = json.loads(pg.text_content("#data"))
+    layer_data = next(x for x in data["layers"] if x["layer"] == last)
+    by_feature = layer_data["concepts"]["by_feature"]
+    names = layer_data["concepts"]["names"]
+    feat, row = next((int(k), v[0]) for k, v in by_feature.items() if not names[v[0][0]].startswith("amino"))
+    concept = names[row[0]]
+    pg.fill("#search", concept)
+    hits = pg.eval_on_selector_all("#features li[data-feature]", "ls => ls.map(l => +l.dataset.feature)")
+    assert feat in hits
+    pg.click(f"#features li[data-feature='{feat}']")
+    rows = pg.eval_on_selector_all("#concepts tbody tr", "rs => rs.map(r => [...r.cells].map(c => c.textContent))")
+    shown = next(r for r in rows if r[0] == concept)
+    assert abs(float(shown[1]) - _best_f1(li.concept_f1, concept, feat)) < 1e-3
+    # search by feature id
+    pg.fill("#search", str(g))
+    assert g in pg.eval_on_selector_all("#features li[data-feature]", "ls => ls.map(l => +l.dataset.feature)")
+    pg.fill("#search", "")
+    # the LLM description and the spatial row
+    pg.click("#features li[data-feature='5']")
+    assert "Cysteine pairs" in pg.inner_text("#description")
+    pg.click("#features li[data-feature='7']")  # its annotation failed: no description
+    assert pg.locator("#description").count() == 0
+    spatial = layer_data.get("spatial", {}).get("rows", {})
+    if spatial:
+        k = next(iter(spatial))
+        pg.click(f"#features li[data-feature='{k}']")
+        assert pg.locator("#spatial tbody tr").count() == 1
+
+    # the other layer: its own live features
+    pg.select_option("#layer", str(layers[0]))
+    listed = pg.eval_on_selector_all("#features li", "ls => ls.map(l => +l.dataset.feature)")
+    _assert_live(listed, reference[layers[0]][1].max(axis=0))
+    pg.select_option("#layer", str(last))
+    pg.click(f"#features li[data-feature='{f}']")
+
+    # a screenshot that shows something
+    from PIL import Image
+
+    shot = tmp_path_factory.mktemp("screenshots") / "report.png"
+    pg.screenshot(path=str(shot), full_page=True)
+    img = np.asarray(Image.open(io.BytesIO(shot.read_bytes())).convert("RGB"))
+    assert img.shape[1] == 1400 and img.shape[0] >= 900
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 200  # text, heat strips, map colours
+    assert img.std() > 20
+    print(f"screenshot: {shot}")
+    assert pg.problems == []
