@@ -16,7 +16,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -165,6 +165,25 @@ class StudyLayout:
         with open(self.selection, newline="") as f:
             return {int(r["layer"]): self.sweeps(variant) / f"layer_{r['layer']}" / "saes" / r["name"]
                     for r in csv.DictReader(f) if r["selected"] == "True" and r["kind"] == kind}
+
+
+def report_inputs(layout: StudyLayout, layers: Sequence[int]) -> list:
+    """The feature browser's inputs (:class:`interplm_jax.report.LayerInputs`) per layer: the
+    chosen SAE, its sweep and selection scores, its valid/test concept counts, and the UMAP,
+    spatial and annotation outputs where the study has them."""
+    from interplm_jax.report import LayerInputs
+
+    chosen = layout.chosen("sae")
+
+    def there(p: Path) -> Path | None:
+        return p if p.exists() else None
+
+    f1 = layout.concepts / "f1"
+    return [LayerInputs(L, layout.sweeps("esm2") / f"layer_{L}", chosen[L], layout.selection,
+                        there(f1 / f"esm2_L{L}_chosen_valid.npz"), there(f1 / f"esm2_L{L}_chosen_test.npz"),
+                        there(layout.analysis(L) / "feature_map.tsv"),
+                        there(layout.analysis(L) / f"spatial_layer{L}.tsv"), there(layout.annotate(L)))
+            for L in layers]
 
 
 def fingerprint(parts: Mapping[str, Any]) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ def run_script(name: str, *args) -> None:
     """Run ``scripts/<name>.py`` with ``args`` in this process, as its command line would."""
     spec = importlib.util.spec_from_file_location(f"scripts_{name}", REPO / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look their module up
     spec.loader.exec_module(module)
     argv = [str(a) for a in args]
     log.info("$ python scripts/%s.py %s", name, " ".join(argv))
@@ -234,9 +236,14 @@ def stage_annotate(s: Study) -> dict:
 
 
 def stage_report(s: Study) -> dict:
-    from interplm_jax.report import build_report
+    from interplm_jax.report import ReportConfig, build_report
+    from interplm_jax.study import report_inputs
 
-    path = build_report(s, s.out.report)
+    cfg = from_dict(ReportConfig, s.section("report"), f"{s.config}:report")
+    path = build_report(f"{s.study.name}: interplm-jax feature browser", s.out.eval_store("esm2"),
+                        s.out.concepts / "set" / "proteins.fasta", report_inputs(s.out, s.layers),
+                        s.out.report, s.study.annotations, cfg)
+    log.info("feature browser: %s", path)
     return {"html": str(path)}
 
 
@@ -254,13 +261,14 @@ def section_classes() -> dict[str, type]:
     from interplm_jax.annotate.config import AnnotateConfig
     from interplm_jax.concepts.config import ConceptsConfig
     from interplm_jax.normalize import NormalizeConfig
+    from interplm_jax.report import ReportConfig
     from interplm_jax.train import TrainConfig
     from torch_bridge.esm import ExtractConfig
     from torch_bridge.fidelity import FidelityConfig
 
     return {"study": StudyConfig, "extract": ExtractConfig, "train": TrainConfig,
             "normalize": NormalizeConfig, "concepts": ConceptsConfig, "analysis": AnalysisConfig,
-            "annotate": AnnotateConfig, "fidelity": FidelityConfig}
+            "annotate": AnnotateConfig, "report": ReportConfig, "fidelity": FidelityConfig}
 
 
 def check_sections(path: Path, data: dict[str, Any]) -> None:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import click
@@ -42,41 +41,11 @@ def parse_layer(spec: str, selection: str | None):
     return LayerInputs(layer, **{k: Path(v) for k, v in values.items()})
 
 
-def demo_layers(study: Path):
-    """The layers of a study laid out as scripts/demo.py writes it: the SAE selected per layer in
-    concepts/selection.csv, its valid/test counts, UMAP, spatial table and annotation when there."""
-    import csv
-
-    from interplm_jax.report import LayerInputs
-
-    sel = study / "concepts" / "selection.csv"
-    if not sel.is_file():
-        raise InputError(f"{sel}: not found; is {study} a study directory (scripts/demo.py)?")
-    with open(sel) as f:
-        chosen = {int(r["layer"]): r["name"] for r in csv.DictReader(f) if r["selected"] == "True"}
-    out = []
-
-    def opt(p: Path):
-        return p if p.exists() else None
-
-    for L, name in sorted(chosen.items()):
-        sweep = study / "sweeps" / f"layer_{L}"
-        a = study / "analysis"
-        umap = a / "feature_map.tsv" if L == max(chosen) else None  # the demo maps the last layer
-        out.append(LayerInputs(
-            L, sweep, sweep / "saes" / name, sel,
-            opt(study / "concepts" / "f1" / f"L{L}_chosen_valid.npz"),
-            opt(study / "concepts" / "f1" / f"L{L}_chosen_test.npz"),
-            opt(umap) if umap else None, opt(a / f"spatial_layer{L}.tsv"),
-            study / "annotate" if L == max(chosen) and (study / "annotate").is_dir() else None))
-    return out
-
-
 @click.command(context_settings={"show_default": True})
-@click.option("--store", required=True, type=click.Path(file_okay=False),
-              help="Activation store the SAEs were trained on (its proteins are shown).")
-@click.option("--fasta", required=True, type=click.Path(dir_okay=False),
-              help="Sequences of the store's proteins (same ids).")
+@click.option("--store", default=None, type=click.Path(file_okay=False),
+              help="Activation store whose proteins are shown [with --study: its evaluation store].")
+@click.option("--fasta", default=None, type=click.Path(dir_okay=False),
+              help="Sequences of the store's proteins (same ids) [with --study: its eval-set FASTA].")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory; the page is <out>/index.html.")
 @click.option("--layer", "layer_specs", multiple=True,
@@ -86,7 +55,7 @@ def demo_layers(study: Path):
                    "counts on valid and test; analyze.py umap/spatial tables; an annotate.py "
                    "features run).")
 @click.option("--study", type=click.Path(file_okay=False, exists=True), default=None,
-              help="Instead of --layer: a study laid out as scripts/demo.py writes it.")
+              help="Instead of --layer: a scripts/pipeline.py study directory (every trained layer).")
 @click.option("--selection", type=click.Path(dir_okay=False), default=None,
               help="selection.csv for every --layer without selection=.")
 @click.option("--metadata", type=click.Path(dir_okay=False), default=None,
@@ -108,8 +77,17 @@ def main(store, fasta, out, layer_specs, study, selection, metadata, title, conf
                         "--top-proteins")
     if bool(layer_specs) == bool(study):
         raise InputError("give either --layer (one or more) or --study")
-    layers = (demo_layers(Path(study)) if study
-              else [parse_layer(s, selection) for s in layer_specs])
+    if study:
+        from interplm_jax.study import StudyLayout, report_inputs
+
+        lay = StudyLayout(Path(study))
+        store = store or lay.eval_store("esm2")
+        fasta = fasta or lay.concepts / "set" / "proteins.fasta"
+        layers = report_inputs(lay, sorted(lay.chosen("sae")))
+    else:
+        if not (store and fasta):
+            raise InputError("--layer needs --store and --fasta")
+        layers = [parse_layer(s, selection) for s in layer_specs]
     path = build_report(title, store, fasta, layers, out, metadata, cfg)
     click.echo(f"{path} ({path.stat().st_size / 1e6:.2f} MB)")
 

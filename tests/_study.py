@@ -15,7 +15,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINE = REPO / "scripts" / "pipeline.py"
-RESUME_ARGS: tuple[str, ...] = ("--until", "annotate")  # TEMP until the report lands
 
 
 def small_config(dest: Path) -> Path:
@@ -55,7 +54,7 @@ def run_interrupted(config: Path, out: Path, timeout: float = 600) -> tuple[str,
     log and whether it was still running when killed."""
     log = out.parent / f"{out.name}-killed.log"
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, str(PIPELINE), "--config", str(config), "--out", str(out), *RESUME_ARGS],
+        proc = subprocess.Popen([sys.executable, str(PIPELINE), "--config", str(config), "--out", str(out)],
                                 stdout=f, stderr=subprocess.STDOUT, env=_env())
         first = out / "esm2" / "sweeps" / "layer_2" / "checkpoints"
         t0 = time.monotonic()
@@ -81,5 +80,5 @@ def build_demo_study(root: Path) -> DemoStudy:
     config = small_config(root / "study.yaml")
     out = root / "study"
     killed_log, killed = run_interrupted(config, out)
-    resumed = pipeline(config, out, *RESUME_ARGS)
+    resumed = pipeline(config, out)
     return DemoStudy(config, out, killed_log, killed, resumed.stdout + resumed.stderr)

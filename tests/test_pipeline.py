@@ -36,9 +36,11 @@ def test_killed_mid_training_then_resumed(demo_study):
         assert f"{stage}: running" in log and f"{stage}: finished" in log
     for variant in ("esm2", "shuffled"):
         for layer in (2, 4):
-            steps = [json.loads(line)["step"] for line in
-                     (demo_study.out / variant / "sweeps" / f"layer_{layer}" / "metrics.jsonl").open()]
-            assert steps == sorted(set(steps)) and steps[-1] == 200  # each logged step once
+            rows = [json.loads(line) for line in
+                    (demo_study.out / variant / "sweeps" / f"layer_{layer}" / "metrics.jsonl").open()]
+            for sae in {r["sae"] for r in rows}:  # each logged step once per SAE, up to the end
+                steps = [r["step"] for r in rows if r["sae"] == sae]
+                assert steps == list(range(20, 201, 20)), (variant, layer, sae, steps)
 
 
 def test_evaluation_store_holds_the_eval_set(demo_study):
@@ -151,3 +153,11 @@ def test_every_config_section_parses(name):
     bad = dict(data, annotate={**data["annotate"], "selection": {"no_such_key": 1}})
     with pytest.raises(InputError, match=r"annotate.*no_such_key"):
         module.check_sections(path, bad)
+
+
+def test_report_page_of_the_study(demo_study):
+    out = StudyLayout(demo_study.out)
+    page = (out.report / "index.html").read_text()
+    data = json.loads(page.split('<script type="application/json" id="data">', 1)[1].split("</script>", 1)[0])
+    assert [d["layer"] for d in data["layers"]] == [2, 4]
+    assert [d["sae"] for d in data["layers"]] == [out.chosen("sae")[L].name for L in (2, 4)]

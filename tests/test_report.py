@@ -4,6 +4,7 @@ INTERPLM_REQUIRE_BROWSER=1)."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import importlib.util
 import io
@@ -48,29 +49,20 @@ class Study:
 
 
 @pytest.fixture(scope="session")
-def study(tmp_path_factory) -> Study:
-    """A small real study: scripts/demo.py (tiny ESM-2, bundled proteins) on layers 2 and 4 with
-    two SAEs per layer, plus an LLM description file as `annotate.py features` writes it."""
+def study(demo_study) -> Study:
+    """The pipeline's demo study (tests/_study.py: layers 2 and 4, two SAEs per layer, analyses
+    of layer 4), plus an LLM description file as a real `annotate.py features` run writes it."""
     from interplm_jax.annotate.describe import DESCRIPTION_COLUMNS, write_csv
+    from interplm_jax.study import StudyLayout, report_inputs
 
-    root = tmp_path_factory.mktemp("report-study")
-    cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
-    cfg["extract"]["layers"] = [2, 4]
-    cfg["train"].update(layers=[2, 4], steps=100, grid={"lr": [3.0e-3], "l1": [0.02, 0.06]},
-                        dead_tokens=12800, log_every=25, checkpoint_every=100)
-    cfg["analysis"]["spatial"]["n_permutations"] = 2
-    (root / "config.yaml").write_text(yaml.safe_dump(cfg))
-    _load_script("demo").main.main(args=["--config", str(root / "config.yaml"), "--out",
-                                         str(root / "out")], standalone_mode=False)
-    out = root / "out"
-    layers = _load_script("report").demo_layers(out)
+    out = StudyLayout(demo_study.out)
     # a description for two features of the last layer (what a real annotation run writes)
-    write_csv(out / "annotate" / "descriptions.csv",
+    write_csv(out.annotate(4) / "descriptions.csv",
               [{"feature": 5, "status": "ok", "n_train": 10, "n_eval": 10,
                 "summary": "Cysteine pairs of small secreted toxins",
                 "description": "Fires on the cysteines of disulfide-rich peptides."},
                {"feature": 7, "status": "error", "error": "timeout"}], DESCRIPTION_COLUMNS)
-    return Study(out, out / "store", layers)
+    return Study(out.root, out.eval_store("esm2"), report_inputs(out, [2, 4]))
 
 
 def _numpy_acts(store, layer: int, params: dict) -> list[np.ndarray]:
@@ -373,9 +365,10 @@ def test_page_in_headless_chromium(page, study, reference, tmp_path_factory):
     lines = [json.loads(x) for x in (study.layers[-1].sweep / "metrics.jsonl").read_text().splitlines()]
     final = [x for x in lines if x["sae"] == cells[0]][-1]
     for col, key in (("loss", "loss"), ("L0", "l0"), ("FVE", "fve")):
-        assert float(cells[header.index(col)]) == pytest.approx(final[key], abs=1e-3)
-    with open(study.layers[-1].selection_csv) as fh:
-        score = next(float(r.split(",")[5]) for r in fh if f",{last},{cells[0]}," in r)
+        assert float(cells[header.index(col)]) == pytest.approx(final[key], rel=1e-3, abs=1e-3)  # shown to 4 digits
+    with open(study.layers[-1].selection_csv) as fh:  # the SAEs' row, not the shuffled baseline's
+        score = next(float(r["mean_best_f1"]) for r in csv.DictReader(fh)
+                     if (r["kind"], r["layer"], r["name"]) == ("sae", str(last), cells[0]))
     assert float(cells[header.index("select F1")]) == pytest.approx(score, abs=1e-3)
     # the features list: the chosen SAE's live features
     listed = pg.eval_on_selector_all("#features li", "ls => ls.map(l => +l.dataset.feature)")

@@ -85,21 +85,25 @@ def _round_dict(d: dict) -> dict:
     return {k: _round(v) for k, v in d.items()}
 
 
+def _selection_rows(path: Path, layer: int) -> list[tuple[str, float, bool]]:
+    """(name, mean best F1, selected) of the SAEs (kind ``sae``; not the shuffled-model
+    baseline's) of ``layer`` in ``selection.csv`` (evaluate_concepts.py select)."""
+    t = read_table(path, ("kind", "layer", "name", "mean_best_f1", "selected"))
+    return [(n, float(f), s == "True") for k, L, n, f, s in
+            zip(t["kind"], t["layer"], t["name"], t["mean_best_f1"], t["selected"])
+            if k == "sae" and L == str(layer)]
+
+
 def selection_scores(path: Path, layer: int) -> dict[str, float]:
-    """SAE name -> mean best F1 for ``layer`` in ``selection.csv`` (evaluate_concepts.py select)."""
-    t = read_table(path, ("layer", "name", "mean_best_f1", "selected"))
-    out = {n: float(s) for L, n, s in zip(t["layer"], t["name"], t["mean_best_f1"])
-           if L == str(layer)}
+    """SAE name -> mean best F1 of the SAEs of ``layer`` in ``selection.csv``."""
+    out = {n: f for n, f, _ in _selection_rows(path, layer)}
     if not out:
         raise InputError(f"{path}: no row for layer {layer}")
     return out
 
 
 def selected_name(path: Path, layer: int) -> str | None:
-    t = read_table(path, ("layer", "name", "selected"))
-    names = [n for L, n, s in zip(t["layer"], t["name"], t["selected"])
-             if L == str(layer) and s == "True"]
-    return names[0] if names else None
+    return next((n for n, _, chosen in _selection_rows(path, layer) if chosen), None)
 
 
 @dataclasses.dataclass(frozen=True)
