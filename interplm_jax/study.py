@@ -182,7 +182,8 @@ def report_inputs(layout: StudyLayout, layers: Sequence[int]) -> list:
     return [LayerInputs(L, layout.sweeps("esm2") / f"layer_{L}", chosen[L], layout.selection,
                         there(f1 / f"esm2_L{L}_chosen_valid.npz"), there(f1 / f"esm2_L{L}_chosen_test.npz"),
                         there(layout.analysis(L) / "feature_map.tsv"),
-                        there(layout.analysis(L) / f"spatial_layer{L}.tsv"), there(layout.annotate(L)))
+                        there(layout.analysis(L) / f"spatial_layer{L}.tsv"), there(layout.annotate(L)),
+                        there(layout.concepts / "report" / "summary.csv"))
             for L in layers]
 
 

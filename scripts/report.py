@@ -15,7 +15,7 @@ from interplm_jax.errors import InputError
 #: --layer keys -> LayerInputs fields
 KEYS = {"layer": "layer", "sweep": "sweep", "sae": "sae", "selection": "selection_csv",
         "f1": "concept_f1", "f1_test": "concept_f1_test", "umap": "umap", "spatial": "spatial",
-        "annotations": "annotations"}
+        "annotations": "annotations", "summary": "concept_summary"}
 
 
 def parse_layer(spec: str, selection: str | None):
@@ -50,10 +50,10 @@ def parse_layer(spec: str, selection: str | None):
               help="Output directory; the page is <out>/index.html.")
 @click.option("--layer", "layer_specs", multiple=True,
               help="One layer (repeat): layer=L,sweep=DIR,sae=DIR and optionally "
-                   "selection=CSV,f1=NPZ,f1_test=NPZ,umap=TSV,spatial=TSV,annotations=DIR "
+                   "selection=CSV,f1=NPZ,f1_test=NPZ,umap=TSV,spatial=TSV,annotations=DIR,summary=CSV "
                    "(the chosen SAE's directory; evaluate_concepts.py select output; its concept "
                    "counts on valid and test; analyze.py umap/spatial tables; an annotate.py "
-                   "features run).")
+                   "features run; evaluate_concepts.py report summary.csv).")
 @click.option("--study", type=click.Path(file_okay=False, exists=True), default=None,
               help="Instead of --layer: a scripts/pipeline.py study directory (every trained layer).")
 @click.option("--selection", type=click.Path(dir_okay=False), default=None,

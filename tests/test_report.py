@@ -248,7 +248,7 @@ def report_html(study, tmp_path_factory) -> Path:
     for li in study.layers:
         spec = {"layer": li.layer, "sweep": li.sweep, "sae": li.sae, "selection": li.selection_csv,
                 "f1": li.concept_f1, "f1_test": li.concept_f1_test, "umap": li.umap,
-                "spatial": li.spatial, "annotations": li.annotations}
+                "spatial": li.spatial, "annotations": li.annotations, "summary": li.concept_summary}
         args += ["--layer", ",".join(f"{k}={v}" for k, v in spec.items() if v is not None)]
     r = CliRunner().invoke(_load_script("report").main, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -358,10 +358,10 @@ def test_page_in_headless_chromium(page, study, reference, tmp_path_factory):
     assert pg.input_value("#layer") == str(last)
     # the grid table: every SAE of the sweep, the chosen one highlighted
     grid = json.loads((study.layers[-1].sweep / "grid.json").read_text())
-    assert pg.locator("#layerinfo tbody tr").count() == len(grid)
-    assert pg.inner_text("#layerinfo tr.chosen td >> nth=0") == study.layers[-1].sae.name
-    header = pg.eval_on_selector_all("#layerinfo th", "hs => hs.map(h => h.textContent)")
-    cells = pg.eval_on_selector_all("#layerinfo tr.chosen td", "ts => ts.map(t => t.textContent)")
+    assert pg.locator("#grid tbody tr").count() == len(grid)
+    assert pg.inner_text("#grid tr.chosen td >> nth=0") == study.layers[-1].sae.name
+    header = pg.eval_on_selector_all("#grid th", "hs => hs.map(h => h.textContent)")
+    cells = pg.eval_on_selector_all("#grid tr.chosen td", "ts => ts.map(t => t.textContent)")
     lines = [json.loads(x) for x in (study.layers[-1].sweep / "metrics.jsonl").read_text().splitlines()]
     final = [x for x in lines if x["sae"] == cells[0]][-1]
     for col, key in (("loss", "loss"), ("L0", "l0"), ("FVE", "fve")):
@@ -370,6 +370,15 @@ def test_page_in_headless_chromium(page, study, reference, tmp_path_factory):
         score = next(float(r["mean_best_f1"]) for r in csv.DictReader(fh)
                      if (r["kind"], r["layer"], r["name"]) == ("sae", str(last), cells[0]))
     assert float(cells[header.index("select F1")]) == pytest.approx(score, abs=1e-3)
+    # the SAE beside the baselines on the held-out split: the report's summary.csv rows of the layer
+    with open(study.layers[-1].concept_summary) as fh:
+        want = [r for r in csv.DictReader(fh) if r["layer"] == str(last)]
+    shown = pg.eval_on_selector_all("#baselines tbody tr",
+                                    "rs => rs.map(r => [...r.cells].map(c => c.textContent))")
+    assert [r[0] for r in shown] == [{"sae": "SAE", "shuffled": "SAE on shuffled ESM-2",
+                                      "neurons": "neurons"}[r["kind"]] for r in want]
+    assert [float(r[2]) for r in shown] == pytest.approx([float(r["mean_test_f1"]) for r in want],
+                                                         rel=1e-3, abs=1e-3)
     # the features list: the chosen SAE's live features
     listed = pg.eval_on_selector_all("#features li", "ls => ls.map(l => +l.dataset.feature)")
     assert listed == sorted(listed)

@@ -47,6 +47,8 @@ class LayerInputs:
       umap: ``feature_map.tsv`` of the chosen SAE (``analyze.py umap``).
       spatial: ``spatial_layer<L>.tsv`` of the chosen SAE (``analyze.py spatial``).
       annotations: an ``annotate.py features`` run directory (descriptions.csv, validation.csv).
+      concept_summary: ``summary.csv`` of ``evaluate_concepts.py report``: this layer's SAE
+        beside the baselines (shuffled-model SAE, neurons) on the test split.
     """
 
     layer: int
@@ -58,6 +60,7 @@ class LayerInputs:
     umap: Path | None = None
     spatial: Path | None = None
     annotations: Path | None = None
+    concept_summary: Path | None = None
 
 
 def _check_paths(li: LayerInputs) -> None:
@@ -103,6 +106,8 @@ def _layer_data(li: LayerInputs, store, cfg: ReportConfig,
         sp = inputs.spatial_rows(Path(li.spatial), sae.n_features)
         out["spatial"] = {"columns": sp["columns"],
                           "rows": {str(k): v for k, v in sp["rows"].items()}}
+    if li.concept_summary is not None:
+        out["baselines"] = inputs.concept_summary(Path(li.concept_summary), li.layer)
     if li.annotations is not None:
         described = inputs.descriptions(Path(li.annotations))
         out["descriptions"] = {str(k): v for k, v in described.items()}

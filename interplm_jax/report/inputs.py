@@ -94,6 +94,19 @@ def _selection_rows(path: Path, layer: int) -> list[tuple[str, float, bool]]:
             if k == "sae" and L == str(layer)]
 
 
+#: Columns of the concept report's ``summary.csv`` shown per layer (SAE vs baselines).
+SUMMARY = ("kind", "name", "mean_test_f1", "n_concepts_test", "n_pairs_valid", "n_pairs_test")
+
+
+def concept_summary(path: Path, layer: int) -> dict:
+    """The rows of ``layer`` in the held-out report's ``summary.csv`` (``evaluate_concepts.py
+    report``): ``{"columns": SUMMARY, "rows": [[kind, name, mean test F1, ...], ...]}``."""
+    t = read_table(path, ("layer", *SUMMARY))
+    rows = [[t[c][i] if c in ("kind", "name") else _num(t[c][i]) for c in SUMMARY]
+            for i in range(len(t["layer"])) if t["layer"][i] == str(layer)]
+    return {"columns": list(SUMMARY), "rows": _round(rows)}
+
+
 def selection_scores(path: Path, layer: int) -> dict[str, float]:
     """SAE name -> mean best F1 of the SAEs of ``layer`` in ``selection.csv``."""
     out = {n: f for n, f, _ in _selection_rows(path, layer)}
