@@ -78,13 +78,12 @@ def separate_matmuls(d: int, F: int, B: int, G: int):
     k = jax.random.split(jax.random.key(2), 9)
     n = lambda i, shape: jax.random.normal(k[i], shape)  # noqa: E731
     mm = jax.jit(lambda a, b: jnp.einsum("gmk,gkn->gmn", a, b))
-    mm_x = jax.jit(lambda a, b: jnp.einsum("mk,gkn->gmn", a, b))   # x shared by the grid
-    calls = [
-        (mm_x, n(0, (B, d)), n(1, (G, d, F))),        # encode:    x (B,d) @ W_enc (d,F)
+    calls = [  # (x is given per SAE: with one shared x XLA transposes operands and result)
+        (mm, n(0, (G, B, d)), n(1, (G, d, F))),       # encode:    x (B,d) @ W_enc (d,F)
         (mm, n(2, (G, B, F)), n(3, (G, F, d))),       # decode:    f (B,F) @ W_dec (F,d)
         (mm, n(4, (G, F, B)), n(5, (G, B, d))),       # dW_dec:    f^T (F,B) @ r (B,d)
         (mm, n(6, (G, B, d)), n(7, (G, d, F))),       # dL/df:     r (B,d) @ W_dec^T (d,F)
-        (mm_x, n(8, (d, B)), n(2, (G, B, F))),        # dW_enc:    x^T (d,B) @ dpre (B,F)
+        (mm, n(8, (G, d, B)), n(2, (G, B, F))),       # dW_enc:    x^T (d,B) @ dpre (B,F)
     ]
     copies = sum(f.lower(a, b).compile().as_text().count(" copy(") for f, a, b in calls)
 
