@@ -111,7 +111,7 @@ def _loss_parts_bwd(dtype, res, cotangents):
     g = cotangents[0]  # the other outputs are metrics, never differentiated
     B = xc.shape[0]
     r = e * (-g / B / norms)[:, None]                    # dL/dx_hat (B, d)
-    dW_dec = matmul(f.T, r, dtype)                       # (F, d)
+    dW_dec = matmul(r.T, f, dtype).T                     # (F, d), as (f^T r) = (r^T f)^T
     df = matmul(r, W_dec.T, dtype) + g * l1_coef / B     # dL/df (B, F)
     dpre = jnp.where(f > 0, df, 0.0)                     # through the ReLU
     db_enc = jnp.sum(dpre, axis=0)
