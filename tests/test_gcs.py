@@ -8,6 +8,7 @@ Skipped when the emulator or gcsfs is not installed.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -215,3 +216,18 @@ def test_train_and_plot_scripts_on_gcs(gcs, tmp_path):
     assert (sweep / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = yaml.safe_load((sweep / "config.yaml").read_text())
     assert config["store"] == f"{gcs}/stores/b" and checkpoint_steps(sweep) == [3, 6]
+
+    # normalize the sweep in place on gs://: scale = 1 / max over the store, as computed locally
+    from interplm_jax import normalize as nz
+
+    raw = read_sweep(sweep)
+    res = runner.invoke(script("normalize"), ["--sweep", os.fspath(sweep), "--store", f"{gcs}/stores/b"])
+    assert res.exit_code == 0, res.output
+    normalized = read_sweep(sweep)
+    store = ActivationStore.open(f"{gcs}/stores/b")
+    for sae_id, sae in raw.items():
+        want, stats = nz.normalize(sae, store, 3)
+        np.testing.assert_allclose(normalized[sae_id].params["scale"], want.params["scale"], rtol=1e-6)
+        assert normalized[sae_id].meta["normalized_on"]["store"].rstrip("/") == f"{gcs}/stores/b"
+        maxima = np.load(io.BytesIO((sweep / "saes" / sae_id / "feature_stats" / "max.npy").read_bytes()))
+        np.testing.assert_allclose(maxima, stats.max, rtol=1e-6)
