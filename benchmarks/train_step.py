@@ -3,7 +3,9 @@
 
 Prints, for each grid size G (same shapes, same machine, same run):
   * step time of the compiled grid step, and its ratio to the five bare einsums the step must do
-    (encode, decode, and the three gradient matmuls) timed alone for the same G;
+    (encode, decode, and the three gradient matmuls) timed alone for the same G: once as one
+    jitted function (XLA picks layouts, and may add transposes), once as five separate jitted
+    plain products on pre-transposed operands (no copies: the strictest baseline);
   * tokens/s per SAE, and the ratio to the reference torch ReLU trainer's one SAE
     (``../shared/reference/InterPLM``, when present) at the same thread count;
   * a whole grid for ``--grid-steps`` steps vs the reference's G sequential runs (each pays the
@@ -67,6 +69,29 @@ def bare_matmuls(d: int, F: int, B: int, G: int):
     args = (jax.random.normal(k[0], (B, d)), jax.random.normal(k[1], (G, d, F)),
             jax.random.normal(k[2], (G, F, d)), jax.random.normal(k[3], (G, B, d)))
     return five, args
+
+
+def separate_matmuls(d: int, F: int, B: int, G: int):
+    """The same five matmuls, each its own jitted function on operands already laid out as a
+    plain row-major (m, k) @ (k, n) product wants them (transposes precomputed), so that XLA
+    emits one dot each and no layout copy: the strictest baseline. Returns (run, HLO copies)."""
+    k = jax.random.split(jax.random.key(2), 9)
+    n = lambda i, shape: jax.random.normal(k[i], shape)  # noqa: E731
+    mm = jax.jit(lambda a, b: jnp.einsum("gmk,gkn->gmn", a, b))
+    calls = [  # (x is given per SAE: with one shared x XLA transposes operands and result)
+        (mm, n(0, (G, B, d)), n(1, (G, d, F))),       # encode:    x (B,d) @ W_enc (d,F)
+        (mm, n(2, (G, B, F)), n(3, (G, F, d))),       # decode:    f (B,F) @ W_dec (F,d)
+        (mm, n(4, (G, F, B)), n(5, (G, B, d))),       # dW_dec:    f^T (F,B) @ r (B,d)
+        (mm, n(6, (G, B, d)), n(7, (G, d, F))),       # dL/df:     r (B,d) @ W_dec^T (d,F)
+        (mm, n(8, (G, d, B)), n(2, (G, B, F))),       # dW_enc:    x^T (d,B) @ dpre (B,F)
+    ]
+    copies = sum(f.lower(a, b).compile().as_text().count(" copy(") for f, a, b in calls)
+
+    def run():
+        jax.block_until_ready([f(a, b) for f, a, b in calls])
+
+    run()
+    return run, copies
 
 
 def interleaved(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
@@ -164,8 +189,10 @@ def main(d, F, batch, grids, repeats, grid_steps, matmul_dtype, budget_gb, big_s
             continue
         five, args = bare_matmuls(d, F, batch, G)
         jax.block_until_ready(five(*args))
+        strict, copies = separate_matmuls(d, F, batch, G)
         fns = {"step": Stepper(step, state, hp, x),
-               "matmuls": lambda: jax.block_until_ready(five(*args))}
+               "matmuls": lambda: jax.block_until_ready(five(*args)),
+               "separate": strict}
         if ref_update is not None:
             fns["reference"] = ref_update
         del state
@@ -175,7 +202,10 @@ def main(d, F, batch, grids, repeats, grid_steps, matmul_dtype, budget_gb, big_s
               f"{res['matmuls'][1] * 1e3:.0f} ms" + (
                   f", reference one SAE {res['reference'][0] * 1e3:.0f} / "
                   f"{res['reference'][1] * 1e3:.0f} ms" if ref_update else ""))
-        t, t_mm = res["step"][0], res["matmuls"][0]
+        t, t_mm, t_sep = res["step"][0], res["matmuls"][0], res["separate"][0]
+        print(f"        five matmuls each alone ({copies} layout copies): {t_sep * 1e3:.0f} / "
+              f"{res['separate'][1] * 1e3:.0f} ms; step/those {t / t_sep:.2f}x (median), "
+              f"{res['step'][1] / res['separate'][1]:.2f}x (min)")
         ref_t = res["reference"][0] if ref_update else None
         flops = 6 * batch * d * F * G
         line = (f"G={G:3d}: step {t * 1e3:8.1f} ms, bare matmuls {t_mm * 1e3:8.1f} ms "
@@ -188,6 +218,13 @@ def main(d, F, batch, grids, repeats, grid_steps, matmul_dtype, budget_gb, big_s
                      f"steps {ours:.0f} s vs reference's {G} runs {theirs:.0f} s "
                      f"({theirs / ours:.2f}x)")
         print(line)
+        if ref_t is not None:
+            best = min(t_mm, t_sep)
+            print(f"        ceiling: the bare matmuls run {flops / best / 1e9:.0f} GFLOP/s, the reference "
+                  f"{flops / G / ref_t / 1e9:.0f} GFLOP/s; a trainer doing only these matmuls could be "
+                  f"at most {ref_t * G / best:.2f}x the reference per SAE, and its grid of {G} for "
+                  f"{grid_steps} steps at most "
+                  f"{G * (startup + grid_steps * ref_t) / (grid_steps * best):.2f}x the {G} runs")
         print(f"        memory per SAE: state {mem['state'] / 2**20:.1f} MiB, step temporaries "
               f"{mem['temp'] / 2**20:.1f} MiB")
         del fns, step

@@ -23,19 +23,20 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import functools
+import io
 import json
 import logging
 import os
-from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from interplm_jax.atomic import atomic_path, atomic_write
+from interplm_jax import paths
 from interplm_jax.config import option
 from interplm_jax.errors import InputError
+from interplm_jax.paths import AnyPath
 from interplm_jax.progress import progress_bar
 from interplm_jax.sae_dir import SavedSAE, check_params
 
@@ -240,20 +241,21 @@ def neuron_sae(lo: np.ndarray, hi: np.ndarray, meta: dict[str, Any] | None = Non
 
 
 def write_feature_stats(sae_dir: str | os.PathLike, stats: FeatureStats,
-                        extra: dict[str, Any] | None = None) -> Path:
-    """``feature_stats/{max.npy, n_active.npy, summary.json}`` in ``sae_dir`` (atomic)."""
-    out = Path(sae_dir) / STATS_DIR
-    out.mkdir(parents=True, exist_ok=True)
+                        extra: dict[str, Any] | None = None) -> AnyPath:
+    """``feature_stats/{max.npy, n_active.npy, summary.json}`` in ``sae_dir`` (local or
+    ``gs://``; each file written whole and atomically)."""
+    out = paths.mkdir(paths.as_path(sae_dir) / STATS_DIR)
     for name, arr in (("max", stats.max), ("n_active", stats.n_active)):
-        with atomic_path(out / f"{name}.npy") as tmp:
-            np.save(tmp, arr)
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        paths.write_atomic(out / f"{name}.npy", buf.getvalue())
     dead = stats.dead
     summary = {"n_tokens": stats.n_tokens, "n_proteins": stats.n_proteins,
                "n_features": int(len(stats.max)), "n_dead": int(len(dead)),
                "dead_features": dead.tolist(),
                "dead_handling": "scale 0: normalized activation always 0",
                **(extra or {})}
-    atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    paths.write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     return out
 
 

@@ -10,7 +10,8 @@ Layout of an SAE directory::
 
 The same directory may also hold torch exports (``ae.pt`` + ``config.yaml``,
 ``sae_weights.safetensors`` + ``cfg.json``); they never collide with these names.
-NumPy only (safetensors' NumPy API), so ``interplm_jax`` stays free of torch.
+NumPy only (safetensors' NumPy API), so ``interplm_jax`` stays free of torch. The directory may
+be local or a ``gs://`` URL (:mod:`interplm_jax.paths`).
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ from typing import Any
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save as save_bytes
+from safetensors.numpy import load as load_bytes, save as save_bytes
 
-from interplm_jax.atomic import atomic_write
-from interplm_jax.config import read_json
 from interplm_jax.errors import InputError
+from interplm_jax.paths import AnyPath, as_path, mkdir, read_json, write_atomic
 
 FORMAT = "interplm-jax-sae"
 VERSION = 1
@@ -118,19 +118,19 @@ def check_params(arch: str, params: dict[str, Any], where: str = "params") -> di
     return out
 
 
-def save_sae(path: str | os.PathLike, sae: SavedSAE) -> Path:
+def save_sae(path: str | os.PathLike, sae: SavedSAE) -> AnyPath:
     """Write ``sae`` to the directory ``path`` (created); each file is written atomically.
 
     The parameters are written before ``sae.json``, so a directory with ``sae.json`` is complete.
     """
-    path = Path(path)
+    path = as_path(path)
     params = check_params(sae.arch, sae.params, str(path))
-    path.mkdir(parents=True, exist_ok=True)
-    atomic_write(path / PARAMS_FILE, save_bytes({k: np.ascontiguousarray(v) for k, v in params.items()}))
+    mkdir(path)
+    write_atomic(path / PARAMS_FILE, save_bytes({k: np.ascontiguousarray(v) for k, v in params.items()}))
     meta = {"format": FORMAT, "version": VERSION, "arch": sae.arch,
             "d_model": sae.d_model, "n_features": sae.n_features,
             "hparams": _plain(sae.hparams), "meta": _plain(sae.meta)}
-    atomic_write(path / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    write_atomic(path / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -141,7 +141,7 @@ def load_sae(path: str | os.PathLike) -> SavedSAE:
       InputError if ``sae.json`` or ``params.safetensors`` is missing, of another format, or
       its parameters do not match the declared architecture and sizes.
     """
-    path = Path(path)
+    path = as_path(path)
     meta_file = path / META_FILE
     meta = read_json(meta_file, f"{path}: not an SAE directory (no {META_FILE}); export one with "
                      "scripts/export.py or import a torch SAE with torch_bridge.export")
@@ -151,7 +151,7 @@ def load_sae(path: str | os.PathLike) -> SavedSAE:
         raise InputError(f"{meta_file}: version {meta.get('version')!r} is not supported "
                          f"(this code reads version {VERSION})")
     try:
-        params = load_file(str(path / PARAMS_FILE))
+        params = load_bytes((path / PARAMS_FILE).read_bytes())
     except FileNotFoundError:
         raise InputError(f"{path / PARAMS_FILE}: missing") from None
     except (SafetensorError, OSError) as e:
@@ -178,6 +178,6 @@ def _plain(obj: Any) -> Any:
         return obj.tolist()
     if isinstance(obj, np.generic):
         return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
+    if isinstance(obj, (Path, os.PathLike)):
+        return os.fspath(obj)
     return obj

@@ -2,7 +2,7 @@
 
 Only the ``params`` of the train state are restored (orbax partial restore, to NumPy), so the
 optimizer state never has to fit in memory. The newest complete checkpoint is used unless a
-step is named. An SAE normalized in place (``<sweep>/saes/<id>/``, written by
+step is named. ``sweep_dir`` may be a local path or a ``gs://`` URL. An SAE normalized in place (``<sweep>/saes/<id>/``, written by
 ``scripts/normalize.py --sweep``) from the same checkpoint step brings its ``scale``.
 """
 
@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import yaml
 
-from interplm_jax.config import read_json
 from interplm_jax.errors import InputError
+from interplm_jax.paths import as_path, read_json
 from interplm_jax.sae_dir import META_FILE, SavedSAE, check_params, load_sae
 
 log = logging.getLogger(__name__)
@@ -26,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def checkpoint_steps(sweep_dir: str | os.PathLike) -> list[int]:
     """Steps of the complete checkpoints of a sweep, ascending."""
-    ck = Path(sweep_dir) / "checkpoints"
+    ck = as_path(sweep_dir) / "checkpoints"
     if not ck.is_dir():
         return []
     return sorted(int(p.name) for p in ck.iterdir()
@@ -35,7 +34,7 @@ def checkpoint_steps(sweep_dir: str | os.PathLike) -> list[int]:
 
 
 def read_grid(sweep_dir: str | os.PathLike) -> list[dict]:
-    path = Path(sweep_dir) / "grid.json"
+    path = as_path(sweep_dir) / "grid.json"
     grid = read_json(path, f"{sweep_dir}: not a sweep directory (no grid.json)")
     if not isinstance(grid, list) or not all(isinstance(r, dict) and "id" in r for r in grid):
         raise InputError(f"{path}: expected a list of rows with an 'id' each")
@@ -52,7 +51,7 @@ def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
     """
     import orbax.checkpoint as ocp
 
-    sweep_dir = Path(sweep_dir).absolute()
+    sweep_dir = as_path(sweep_dir)
     grid = read_grid(sweep_dir)
     known = [r["id"] for r in grid]
     wanted = list(known if ids is None else ids)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 import click
 import numpy as np
@@ -12,15 +12,16 @@ from interplm_jax.cli import command
 from interplm_jax.config import field_help
 from interplm_jax.errors import InputError
 from interplm_jax.normalize import NormalizeConfig
+from interplm_jax.paths import as_path, write_atomic
 
 DEFAULTS, HELP = NormalizeConfig(), field_help(NormalizeConfig)
 
 
 @click.command(context_settings={"show_default": True})
 @click.option("--sae", "sae_dir", type=click.Path(file_okay=False), default=None,
-              help="SAE directory: ours (sae.json) or InterPLM's (ae.pt + config.yaml).")
+              help="SAE directory (local or gs://): ours (sae.json) or InterPLM's (ae.pt + config.yaml, local).")
 @click.option("--sweep", type=click.Path(file_okay=False), default=None,
-              help="Normalize every SAE of a sweep in one pass over the store; writes <sweep>/saes/<id>/.")
+              help="Normalize every SAE of a sweep (local or gs://) in one pass over the store; writes <sweep>/saes/<id>/.")
 @click.option("--store", required=True, help="Activation store of the normalization proteins.")
 @click.option("--layer", type=int, default=None, help="Store layer (default: the SAE's own).")
 @click.option("--max-proteins", type=int, default=DEFAULTS.max_proteins, help=HELP["max_proteins"])
@@ -47,17 +48,16 @@ def main(sae_dir, sweep, store, layer, max_proteins, seed, chunk_tokens, neurons
             raise InputError("--neurons needs --sae (output directory) and --layer")
         sae, bounds = nz.neuron_baseline(act, layer, chunk_tokens, proteins)
         save_sae(sae_dir, sae)
-        from interplm_jax.atomic import atomic_path
-
         for name, arr in bounds.items():  # feature_stats/min.npy, max.npy: per-neuron bounds
-            with atomic_path(Path(sae_dir) / nz.STATS_DIR / f"{name}.npy") as tmp:
-                np.save(tmp, arr)
+            buf = io.BytesIO()
+            np.save(buf, arr)
+            write_atomic(as_path(sae_dir) / nz.STATS_DIR / f"{name}.npy", buf.getvalue())
         click.echo(f"neuron baseline of layer {layer} ({act.d_model} neurons) written to {sae_dir}")
         return
     if sweep:
         _normalize_sweep(sweep, act, layer, chunk_tokens, proteins)
         return
-    sae_dir = Path(sae_dir)
+    sae_dir = as_path(sae_dir)
     interplm = not (sae_dir / META_FILE).is_file() and (sae_dir / "ae.pt").is_file()
     if interplm:
         from torch_bridge.export import read_interplm
@@ -97,7 +97,7 @@ def _normalize_sweep(sweep, store, layer, chunk_tokens, proteins):
         params = check_params(sae.arch, {**sae.params, "scale": nz.scale_from_max(one.max)})
         meta = {**sae.meta, "normalized_on": {"store": str(store.url), "layer": layer,
                                               "n_proteins": n_prot, "n_tokens": one.n_tokens}}
-        target = Path(sweep) / "saes" / sae_id
+        target = as_path(sweep) / "saes" / sae_id
         save_sae(target, dataclasses.replace(sae, params=params, meta=meta))
         nz.write_feature_stats(target, one, {"store": str(store.url)})
         click.echo(f"{sae_id}: {len(one.dead)} of {len(one.max)} features never fired -> {target}")

@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
+import io
 import json
-from pathlib import Path
 
 import click
 
 from interplm_jax.cli import command
 from interplm_jax.errors import InputError
+from interplm_jax.paths import AnyPath, as_path, write_atomic
 
 
-def read_metrics(sweep: Path) -> dict[str, dict[str, list[float]]]:
+def read_metrics(sweep: AnyPath) -> dict[str, dict[str, list[float]]]:
     """SAE id -> metric -> values in step order (metrics.jsonl of a sweep directory)."""
     path = sweep / "metrics.jsonl"
     if not path.exists():
@@ -33,7 +34,7 @@ def read_metrics(sweep: Path) -> dict[str, dict[str, list[float]]]:
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--sweep", required=True, type=click.Path(file_okay=False), help="Sweep directory.")
+@click.option("--sweep", required=True, help="Sweep directory (local or gs://).")
 @click.option("--out", default=None, help="PNG to write; default <sweep>/training.png.")
 @click.option("--metrics", default="loss,l0,fve", help="Metrics to draw, one panel each.")
 @command
@@ -44,9 +45,7 @@ def main(sweep, out, metrics):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from interplm_jax.atomic import atomic_path
-
-    sweep = Path(sweep)
+    sweep = as_path(sweep)
     curves = read_metrics(sweep)
     grid_path = sweep / "grid.json"
     labels = {}
@@ -67,9 +66,10 @@ def main(sweep, out, metrics):
             ax.set_yscale("log")
     axes[0][0].legend(fontsize=6)
     fig.tight_layout()
-    target = Path(out) if out else sweep / "training.png"
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, dpi=120)
+    target = as_path(out) if out else sweep / "training.png"
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120)
+    write_atomic(target, png.getvalue())
     click.echo(f"wrote {target}")
 
 

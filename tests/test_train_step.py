@@ -187,3 +187,36 @@ def test_bfloat16_matmuls_stay_close_to_float32(data):
     assert s16.params["W_enc"].dtype == jnp.float32  # parameters stay float32
     np.testing.assert_allclose(m16["loss"], m32["loss"], rtol=2e-2)
     assert not np.array_equal(np.asarray(m16["loss"]), np.asarray(m32["loss"]))
+
+
+@pytest.mark.parametrize("matmul_dtype", [None, jnp.bfloat16])
+def test_relu_written_out_backward_equals_autodiff(data, matmul_dtype):
+    """relu.loss (hand-written VJP) == autodiff of relu.reference_loss: value, aux, gradients."""
+    from interplm_jax.sae import relu
+    from interplm_jax.sae._types import StepContext
+
+    d, F = data.shape[1], 40
+    k = jax.random.split(jax.random.key(7), 3)
+    params = {**relu.init(k[0], d, F), "b_pre": 0.1 * jax.random.normal(k[1], (d,)),
+              "b_enc": (0.3 * jax.random.normal(k[2], (F,))).at[:5].set(-100.0)}  # 5 never fire
+    x = jnp.asarray(data[:64])
+    ctx = StepContext(step=jnp.int32(3), sparsity_scale=jnp.float32(0.7), dead=None, k_max=1,
+                      matmul_dtype=matmul_dtype)
+    train = {n: params[n] for n in relu.TRAINABLE}
+
+    def run(fn):
+        return jax.jit(jax.value_and_grad(lambda t: fn({**params, **t}, x, {"l1": jnp.float32(0.1)}, ctx),
+                                          has_aux=True))(train)
+
+    (got, aux), grads = run(relu.loss)
+    (want, ref_aux), ref_grads = run(relu.reference_loss)
+    tol = 1e-6 if matmul_dtype is None else 1e-2
+    assert (np.asarray(ref_aux.counts) == 0).any() and (np.asarray(ref_aux.counts) > 0).any()
+    np.testing.assert_allclose(got, want, rtol=tol)
+    np.testing.assert_array_equal(aux.counts, ref_aux.counts)
+    np.testing.assert_allclose(aux.f, ref_aux.f, rtol=tol, atol=tol)
+    for name in ("recon", "l1", "l1_coef"):
+        np.testing.assert_allclose(aux.parts[name], ref_aux.parts[name], rtol=tol)
+    for name in relu.TRAINABLE:
+        scale = float(np.abs(ref_grads[name]).max())
+        np.testing.assert_allclose(grads[name], ref_grads[name], rtol=0, atol=tol * scale, err_msg=name)

@@ -3,19 +3,21 @@
 A checkpoint holds the TrainState (params, optimizer state, step, PRNG keys, dead-feature
 counters) and, as JSON, the grid, the architecture, the shapes, the schedule and the token
 stream's position after the last batch consumed. Orbax writes asynchronously, keeps the newest
-``keep`` checkpoints and makes each one atomically visible (temporary directory, then rename).
+``keep`` checkpoints and makes each one atomically visible (locally: temporary directory, then
+rename; on GCS: a checkpoint counts once its commit marker is written). ``directory`` may be a
+``gs://`` URL (orbax reaches it through ``etils.epath``).
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
 from interplm_jax.errors import InputError
+from interplm_jax.paths import AnyPath, as_path
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,8 @@ class CheckpointMismatch(InputError):
 class Checkpoints:
     """The checkpoints of one sweep directory (``<sweep>/checkpoints``)."""
 
-    def __init__(self, directory: str | Path, keep: int = 3, use_async: bool = True):
-        self.directory = Path(directory).absolute()
+    def __init__(self, directory: str | AnyPath, keep: int = 3, use_async: bool = True):
+        self.directory = as_path(directory)
         options = ocp.CheckpointManagerOptions(
             max_to_keep=keep, create=True, enable_async_checkpointing=use_async)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
@@ -67,7 +69,7 @@ class Checkpoints:
         self.manager.close()
 
 
-def check_meta(found: dict[str, Any], expected: dict[str, Any], where: Path) -> None:
+def check_meta(found: dict[str, Any], expected: dict[str, Any], where: AnyPath) -> None:
     """Refuse a checkpoint whose ``MUST_MATCH`` entries differ, naming each difference."""
     diffs = []
     for key in MUST_MATCH:

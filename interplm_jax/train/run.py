@@ -7,6 +7,7 @@ from pathlib import Path
 
 from interplm_jax.data import TokenStream
 from interplm_jax.errors import InputError
+from interplm_jax.paths import AnyPath, as_path, display
 from interplm_jax.store import ActivationStore
 from interplm_jax.train.config import TrainConfig
 from interplm_jax.train.sharding import maybe_initialize_distributed
@@ -15,9 +16,9 @@ from interplm_jax.train.sweep import SweepResult, train_sweep
 log = logging.getLogger(__name__)
 
 
-def sweep_dir(out: str | Path, layer: int) -> Path:
-    """The sweep directory of ``layer`` under ``out``."""
-    return Path(out) / f"layer_{layer}"
+def sweep_dir(out: str | Path, layer: int) -> AnyPath:
+    """The sweep directory of ``layer`` under ``out`` (a local path or a ``gs://`` URL)."""
+    return as_path(out) / f"layer_{layer}"
 
 
 def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | Path | None = None,
@@ -49,6 +50,6 @@ def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | P
         log.info("layer %d: %d tokens of width %d", layer, acts.n_tokens, acts.d_model)
         results[layer] = train_sweep(cfg, make_stream, acts.d_model, sweep_dir(out, layer),
                                      layer=layer, resume=resume,
-                                     extra_config={"store": str(store),
+                                     extra_config={"store": display(store),
                                                    "model": acts.manifest.get("model")})
     return results

@@ -6,6 +6,11 @@ Sweep directory (DESIGN.md section 2)::
     grid.json        one row per SAE: id, arch, lr, seed and the architecture's hyperparameters
     metrics.jsonl    one line per (logged step, SAE)
     checkpoints/     orbax checkpoints of the whole train state (+ stream position, grid)
+
+``out`` may be a local directory or a ``gs://`` URL (see :mod:`interplm_jax.paths`): the small
+files are written whole (atomically), checkpoints by orbax, and on an object store metrics.jsonl
+is rewritten at each checkpoint, at the end and at most every ``METRICS_FLUSH_S`` seconds (local
+files are appended to at every log).
 """
 
 from __future__ import annotations
@@ -26,8 +31,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from interplm_jax import sae
-from interplm_jax.atomic import atomic_write
 from interplm_jax.errors import InputError, InterPLMError
+from interplm_jax.paths import AnyPath, append_text, as_path, write_atomic
 from interplm_jax.progress import progress_bar
 from interplm_jax.train import sharding as sh
 from interplm_jax.train.checkpoint import Checkpoints, abstract_like
@@ -35,6 +40,8 @@ from interplm_jax.train.config import INT_HPARAMS, TrainConfig, build_grid, grid
 from interplm_jax.train.step import StepSpec, init_state, make_step
 
 log = logging.getLogger(__name__)
+
+METRICS_FLUSH_S = 300.0
 
 
 class TrainingError(InterPLMError):
@@ -57,7 +64,7 @@ StreamFactory = Callable[[int, int, "dict | None"], Iterable]
 class SweepResult:
     """What :func:`train_sweep` returns (parameters gathered to the host)."""
 
-    out: Path
+    out: AnyPath
     grid: list[dict[str, Any]]
     params: dict[str, np.ndarray]
     """(G, ...) each."""
@@ -99,12 +106,12 @@ def train_sweep(
       cfg: the train config.
       make_stream: builds this host's token stream (see :data:`StreamFactory`).
       d_model: width of the activations.
-      out: the sweep directory.
+      out: the sweep directory (local path or ``gs://`` URL).
       layer: recorded in the metadata (a checkpoint of another layer is refused).
       resume: continue from the newest checkpoint in ``out`` (bit-identical on the CPU).
       extra_config: more entries for config.yaml (e.g. the store path).
     """
-    out = Path(out)
+    out = as_path(out)
     grid = build_grid(cfg)
     spec = make_spec(cfg, grid)
     arch = spec.arch
@@ -145,14 +152,15 @@ def train_sweep(
         if jax.process_index() == 0:
             config = {**resolved(cfg), **(extra_config or {}), "layer": layer, "d_model": d_model,
                       "d_sae": F}
-            atomic_write(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-            atomic_write(out / "grid.json", json.dumps(grid, indent=1) + "\n")
-            atomic_write(out / "metrics.jsonl", "")
+            write_atomic(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+            write_atomic(out / "grid.json", json.dumps(grid, indent=1) + "\n")
+            write_atomic(out / "metrics.jsonl", "")
 
     start = int(to_host(state.step))
     stream = make_stream(host_index, host_count, position)
     batches = iter(stream)
     warned: set[int] = set()
+    metrics_file = _MetricsFile(out / "metrics.jsonl")
     bar = progress_bar(total=cfg.steps, desc=f"train {cfg.arch} x{G}", unit="step", initial=start)
     t_last, s_last = time.perf_counter(), start
     try:
@@ -171,12 +179,14 @@ def train_sweep(
                 rate = (done - s_last) / max(now - t_last, 1e-9)
                 t_last, s_last = now, done
                 bar.set_postfix(tok_s=f"{rate * B:.3g}", refresh=False)
-                _log_metrics(out / "metrics.jsonl", done, grid, m, done * B)
+                metrics_file.add(_metric_lines(done, grid, m, done * B))
                 _check_finite(cfg, grid, ok, bad, warned)
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                metrics_file.flush()
                 ckpts.save(done, state, {**meta, "stream_position": position, "tokens": done * B})
         ckpts.wait()
     finally:
+        metrics_file.flush()  # (lines after the last checkpoint are dropped again on resume)
         bar.close()
         ckpts.close()
     params, ok = to_host((state.params, state.ok))
@@ -204,24 +214,40 @@ def _compiled(spec: StepSpec, mesh, d_model: int, F: int, G: int, hp_names: tupl
     return init_fn, step_fn, abstract, shardings, hp_sharding
 
 
-def _log_metrics(path: Path, step: int, grid, metrics: dict[str, np.ndarray], tokens: int) -> None:
-    if jax.process_index() != 0:
-        return
+def _metric_lines(step: int, grid, metrics: dict[str, np.ndarray], tokens: int) -> str:
     lines = []
     for i, row in enumerate(grid):
         entry = {"step": step, "tokens": tokens, "sae": row["id"]}
         entry.update({k: float(v[i]) for k, v in metrics.items()})
         lines.append(json.dumps(entry))
-    with open(path, "a") as f:
-        f.write("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
+class _MetricsFile:
+    """metrics.jsonl of process 0: appended at every log locally; on an object store (where an
+    append rewrites the object) batched until :meth:`flush` or ``METRICS_FLUSH_S`` seconds."""
+
+    def __init__(self, path: AnyPath):
+        self.path, self.pending, self.last = path, [], time.monotonic()
+        self.local = isinstance(path, Path)
+
+    def add(self, text: str) -> None:
+        self.pending.append(text)
+        if self.local or time.monotonic() - self.last > METRICS_FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending and jax.process_index() == 0:
+            append_text(self.path, "".join(self.pending))
+        self.pending, self.last = [], time.monotonic()
+
+
+def _truncate_metrics(path: AnyPath, step: int) -> None:
     """Drop metric lines after ``step`` (written after the checkpoint we resume from)."""
     if jax.process_index() != 0 or not path.exists():
         return
     keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-    atomic_write(path, "".join(ln + "\n" for ln in keep))
+    write_atomic(path, "".join(ln + "\n" for ln in keep))
 
 
 def _check_finite(cfg: TrainConfig, grid, ok: np.ndarray, bad: np.ndarray, warned: set[int]) -> None:
