@@ -9,7 +9,6 @@ the help text; defaults are written once, in the dataclass. Validation lives in 
 from __future__ import annotations
 
 import dataclasses
-import json
 import types
 import typing
 from pathlib import Path
@@ -97,8 +96,8 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         raise InputError(f"{where}: {e}") from None
 
 
-def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
-    """Read a YAML file (optionally one top-level ``section`` of it) into ``cls``."""
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file (named errors when absent or malformed)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -106,25 +105,19 @@ def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
         raise InputError(f"{path}: config file not found") from None
     except yaml.YAMLError as e:
         raise InputError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
+    """Read a YAML file (optionally one top-level ``section`` of it) into ``cls``."""
+    data = read_yaml(path)
     where = str(path)
     if section is not None:
-        if not isinstance(data, dict):
-            raise InputError(f"{path}: expected a mapping at the top level")
         data = data.get(section, {})
         where = f"{path}:{section}"
     return from_dict(cls, data, where)
-
-
-def read_json(path: str | Path, missing: str) -> Any:
-    """Parse the JSON file ``path``; :class:`InputError` with the message ``missing`` when it is
-    absent, or naming the file when it is not valid JSON."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        raise InputError(missing) from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON: {e}") from None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -18,10 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import yaml
-
 from interplm_jax.atomic import atomic_write
-from interplm_jax.config import from_dict, option
+from interplm_jax.config import from_dict, option, read_yaml
 from interplm_jax.errors import InputError
 
 STAGES = ("model", "extract", "evalset", "train", "normalize", "concepts", "analysis", "annotate",
@@ -64,12 +62,7 @@ class StudyConfig:
 def read_config(path: str | Path) -> tuple[StudyConfig, dict[str, Any]]:
     """The study section (paths made absolute) and the whole config as a mapping."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise InputError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: not valid YAML: {e}") from None
+    data = read_yaml(path)
     if "study" not in data:
         raise InputError(f"{path}: no study: section (see configs/demo.yaml)")
     study = from_dict(StudyConfig, data["study"], f"{path}:study")

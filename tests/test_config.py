@@ -75,7 +75,7 @@ def test_cli_turns_input_errors_into_exit_status_2():
 
 
 def test_read_json_names_the_file(tmp_path):
-    from interplm_jax.config import read_json
+    from interplm_jax.paths import read_json
 
     (tmp_path / "ok.json").write_text('{"a": [1, 2]}')
     assert read_json(tmp_path / "ok.json", "missing") == {"a": [1, 2]}

@@ -35,7 +35,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save as save_bytes
 
 from interplm_jax.atomic import atomic_path, atomic_write
-from interplm_jax.config import read_json
+from interplm_jax.paths import read_json
 from interplm_jax.errors import InputError
 from interplm_jax.sae_dir import SavedSAE, check_params
 
