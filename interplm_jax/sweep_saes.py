@@ -33,6 +33,27 @@ def checkpoint_steps(sweep_dir: str | os.PathLike) -> list[int]:
                   and (p / "state").is_dir())
 
 
+def read_metrics(sweep_dir: str | os.PathLike) -> dict[str, dict[str, list[float]]]:
+    """SAE id -> metric -> values in step order, from the sweep's ``metrics.jsonl`` (one line per
+    logged step and SAE; the ``step`` values are a metric like the others)."""
+    path = as_path(sweep_dir) / "metrics.jsonl"
+    if not path.exists():
+        raise InputError(f"{path}: not found; is {sweep_dir} a sweep directory (scripts/train.py)?")
+    curves: dict[str, dict[str, list[float]]] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            sae, _ = row["sae"], row["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise InputError(f"{path}:{n}: not a metrics line (JSON with 'sae' and 'step')") from None
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                curves.setdefault(sae, {}).setdefault(k, []).append(float(v))
+    return curves
+
+
 def read_grid(sweep_dir: str | os.PathLike) -> list[dict]:
     path = as_path(sweep_dir) / "grid.json"
     grid = read_json(path, f"{sweep_dir}: not a sweep directory (no grid.json)")

@@ -4,33 +4,13 @@
 from __future__ import annotations
 
 import io
-import json
 
 import click
 
 from interplm_jax.cli import command
 from interplm_jax.errors import InputError
-from interplm_jax.paths import AnyPath, as_path, write_atomic
-
-
-def read_metrics(sweep: AnyPath) -> dict[str, dict[str, list[float]]]:
-    """SAE id -> metric -> values in step order (metrics.jsonl of a sweep directory)."""
-    path = sweep / "metrics.jsonl"
-    if not path.exists():
-        raise InputError(f"{path}: not found; is {sweep} a sweep directory?")
-    curves: dict[str, dict[str, list[float]]] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            sae = row["sae"]
-        except (json.JSONDecodeError, KeyError):
-            raise InputError(f"{path}:{n}: not a metrics line") from None
-        for k, v in row.items():
-            if isinstance(v, (int, float)):
-                curves.setdefault(sae, {}).setdefault(k, []).append(float(v))
-    return curves
+from interplm_jax.paths import as_path, write_atomic
+from interplm_jax.sweep_saes import read_grid, read_metrics
 
 
 @click.command(context_settings={"show_default": True})
@@ -47,10 +27,9 @@ def main(sweep, out, metrics):
 
     sweep = as_path(sweep)
     curves = read_metrics(sweep)
-    grid_path = sweep / "grid.json"
     labels = {}
-    if grid_path.exists():
-        for row in json.loads(grid_path.read_text()):
+    if (sweep / "grid.json").exists():
+        for row in read_grid(sweep):
             labels[row["id"]] = ", ".join(f"{k}={v:g}" for k, v in row.items()
                                           if k not in ("id", "arch", "seed"))
     names = [m.strip() for m in metrics.split(",") if m.strip()]

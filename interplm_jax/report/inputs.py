@@ -32,22 +32,9 @@ def _num(text: str) -> float | None:
 
 def final_metrics(sweep: Path) -> dict[str, dict[str, float]]:
     """SAE id -> its metrics at the last logged step (``<sweep>/metrics.jsonl``)."""
-    path = Path(sweep) / "metrics.jsonl"
-    if not path.is_file():
-        raise InputError(f"{path}: not found; is {sweep} a sweep directory (scripts/train.py)?")
-    last: dict[str, dict[str, float]] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            sae, step = row["sae"], row["step"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise InputError(f"{path}:{n}: not a metrics line (JSON with 'sae' and 'step')"
-                             ) from None
-        if step >= last.get(sae, {}).get("step", -1):
-            last[sae] = {k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
-    return last
+    from interplm_jax.sweep_saes import read_metrics
+
+    return {sae: {k: v[-1] for k, v in curves.items()} for sae, curves in read_metrics(sweep).items()}
 
 
 def grid_table(sweep: Path, chosen: str, selection_csv: Path | None, layer: int) -> dict:
