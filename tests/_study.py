@@ -33,10 +33,11 @@ def small_config(dest: Path) -> Path:
     return dest
 
 
-def pipeline(config: Path, out: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run scripts/pipeline.py to completion; its output (stdout + stderr) in ``.stdout``."""
+def pipeline(config: Path, out: Path, *args: str, check: bool = True,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run scripts/pipeline.py to completion (``env``: extra environment variables)."""
     proc = subprocess.run([sys.executable, str(PIPELINE), "--config", str(config), "--out", str(out),
-                           *args], capture_output=True, text=True, env=_env())
+                           *args], capture_output=True, text=True, env={**_env(), **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"pipeline exit {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc

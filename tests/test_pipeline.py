@@ -161,3 +161,47 @@ def test_report_page_of_the_study(demo_study):
     data = json.loads(page.split('<script type="application/json" id="data">', 1)[1].split("</script>", 1)[0])
     assert [d["layer"] for d in data["layers"]] == [2, 4]
     assert [d["sae"] for d in data["layers"]] == [out.chosen("sae")[L].name for L in (2, 4)]
+
+
+def test_annotate_stage_calls_claude_when_a_key_is_set(demo_study, tmp_path):
+    """With ANTHROPIC_API_KEY set the annotate stage describes and validates features through the
+    real anthropic SDK (against a local server speaking the Messages API), and the report shows
+    the descriptions; the key never reaches a file."""
+    import re
+    import shutil
+
+    from _anthropic_server import MessagesServer
+
+    study = tmp_path / "study"
+    shutil.copytree(demo_study.out, study)
+
+    def claude(body, n):
+        prompt = body["messages"][0]["content"]
+        f = int(re.search(r"[Ff]eature (\d+)", prompt).group(1))
+        if "<predictions>" not in prompt:
+            return (f"<description>\nFeature {f} fires on cysteines.\n</description>\n"
+                    f"<summary>Cysteine feature {f}.</summary>")
+        ids = re.findall(r"^Protein id: (\S+)$", prompt, flags=re.M)
+        return "<predictions>\n" + "\n".join(f"{p}: {len(p) % 7 / 7:.1f}" for p in ids) + "\n</predictions>"
+
+    key = "sk-ant-test-pipeline-0123456789"
+    with MessagesServer(claude) as srv:
+        cfg = yaml.safe_load(demo_study.config.read_text())
+        cfg["study"]["annotate"] = "auto"
+        cfg["annotate"]["llm"].update(base_url=srv.url, max_retries=1)
+        config = tmp_path / "with_llm.yaml"
+        config.write_text(yaml.safe_dump(cfg))
+        log = pipeline(config, study, "--redo", "annotate", env={"ANTHROPIC_API_KEY": key}).stdout
+        n_requests = srv.count
+    assert "concepts: done, skipped" in log and "annotate: running" in log
+    out = StudyLayout(study)
+    described = [r for r in _rows(out.annotate(4) / "descriptions.csv") if r["status"] == "ok"]
+    validated = _rows(out.annotate(4) / "validation.csv")
+    assert described and n_requests == len(described) + len(validated)
+    assert {r["summary"] for r in described} == {f"Cysteine feature {r['feature']}." for r in described}
+    page = (out.report / "index.html").read_text()
+    data = json.loads(page.split('<script type="application/json" id="data">', 1)[1].split("</script>", 1)[0])
+    shown = data["layers"][-1]["descriptions"]
+    assert {int(f) for f in shown} == {int(r["feature"]) for r in described}
+    assert not any(key in p.read_text(errors="ignore") for p in study.rglob("*") if p.is_file()
+                   and p.stat().st_size < 5e6)
