@@ -337,7 +337,7 @@ def run_pipeline(s: Study, until: str | None = None, redo_stage: str | None = No
         echo(f"[{i + 1}/{len(STAGES)}] {stage}: finished in {time.perf_counter() - t0:.1f} s")
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(context_settings={"show_default": True}, help=__doc__)
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Study config (configs/demo.yaml, esm2_8m.yaml, esm2_650m.yaml).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Study directory.")
