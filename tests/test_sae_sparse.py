@@ -138,3 +138,18 @@ def test_sharded_sweep_equals_single_device(data, tmp_path):
                        tmp_path / "mesh", layer=1)
     for k, v in one.params.items():
         np.testing.assert_allclose(mesh.params[k], v, rtol=2e-5, atol=2e-6, err_msg=k)
+
+
+def test_sparse_encode_decode_equal_dense(data):
+    params = {**_params(3), "scale": jnp.linspace(0.5, 2.0, F), "k": jnp.int32(5)}
+    x = jnp.asarray(data[:B])
+    vals, idx = topk.encode_topk_sparse(params, x, 5)
+    f = np.asarray(topk.encode_topk(params, x))
+    assert vals.shape == idx.shape == (B, 5)
+    np.testing.assert_allclose(sparse.densify(idx, vals, F), f, rtol=1e-6)
+    np.testing.assert_allclose(topk.decode_sparse(params, vals, idx), topk.decode(params, f),
+                               rtol=1e-5, atol=1e-6)
+    # the same by hand for one row
+    row = [(int(i), float(v)) for i, v in zip(idx[0], vals[0])]
+    want = sum(v * np.asarray(params["W_dec"][i]) for i, v in row) + np.asarray(params["b_pre"])
+    np.testing.assert_allclose(topk.decode_sparse(params, vals, idx)[0], want, rtol=1e-5, atol=1e-6)

@@ -74,6 +74,20 @@ def encode_topk(params: Params, x: Array) -> Array:
     return jnp.where(acts >= kth[:, None], acts, 0.0) * params["scale"]
 
 
+def encode_topk_sparse(params: Params, x: Array, k: int) -> tuple[Array, Array]:
+    """TopK inference as (values, indices), each (B, k): the k largest features of each row,
+    times scale, largest first (k static: ``int(params["k"])`` outside jit). Exactly k per row
+    (a tie at the k-th value keeps the lower index; the dense :func:`encode_topk` keeps all)."""
+    vals, idx = jax.lax.top_k(post_relu(params, x), k)
+    return vals * jnp.take(params["scale"], idx), idx
+
+
+def decode_sparse(params: Params, values: Array, indices: Array) -> Array:
+    """x_hat = sum_j values[:, j] W_dec[indices[:, j]] + b_pre: (B, k), (B, k) -> (B, d);
+    equal to ``decode(params, f)`` for the f those pairs describe, in B k d instead of B F d."""
+    return sparse.decode_rows(params["W_dec"], indices, values) + params["b_pre"]
+
+
 def encode_batchtopk(params: Params, x: Array) -> Array:
     """BatchTopK inference: pre-activations above the learned threshold, times scale."""
     acts = post_relu(params, x)
