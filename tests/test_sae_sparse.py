@@ -123,6 +123,7 @@ def test_vmapped_grid_steps_equal_dense(data):
 
 def test_auto_picks_sparse_for_small_k_only():
     assert topk.use_sparse("auto", 64, 10240) and topk.use_sparse("sparse", 64, 128)
+    assert topk.use_sparse("auto", 320, 10240) and not topk.use_sparse("auto", 321, 10240)
     assert not topk.use_sparse("auto", 64, 512) and not topk.use_sparse("dense", 1, 10240)
     with pytest.raises(ValueError, match="decoder"):
         topk.use_sparse("gather", 4, 64)

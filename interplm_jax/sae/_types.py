@@ -30,7 +30,7 @@ class StepContext(NamedTuple):
     """None/float32, or bfloat16 for bf16 matmuls with float32 accumulation."""
     decoder: str = "dense"
     """TopK decoder: ``dense`` (f W_dec), ``sparse`` (gather the k active rows, scatter-add
-    backward; :mod:`interplm_jax.sae.sparse`) or ``auto`` (sparse when k_max <= F / 16)."""
+    backward; :mod:`interplm_jax.sae.sparse`) or ``auto`` (sparse when k_max <= F / 32)."""
 
 
 def nonzero_counts(f: Array) -> Array:

@@ -117,10 +117,13 @@ def _auxk_normalized(residual: Array, recon: Array, dead: Array) -> Array:
 
 
 def use_sparse(decoder: str, k_max: int, F: int) -> bool:
-    """Whether a TopK loss decodes sparsely: ``sparse``, or ``auto`` with k_max <= F / 16."""
+    """Whether a TopK loss decodes sparsely: ``sparse``, or ``auto`` with k_max <= F / 32.
+
+    (On a CPU at 320 -> 10,240, batch 2,048, the two break even at k = F/16 for one SAE and the
+    sparse step's advantage shrinks with the grid size; ``benchmarks/topk_decoder.py``.)"""
     if decoder not in ("auto", "dense", "sparse"):
         raise ValueError(f"decoder must be auto, dense or sparse; got {decoder!r}")
-    return decoder == "sparse" or (decoder == "auto" and 16 * k_max <= F)
+    return decoder == "sparse" or (decoder == "auto" and 32 * k_max <= F)
 
 
 def _loss_sparse(params, x, hp, ctx: StepContext) -> LossOutput:

@@ -70,7 +70,7 @@ class TrainConfig:
         "float32", "Matmul input dtype (bfloat16: float32 parameters and accumulation).")
     decoder: Literal["auto", "dense", "sparse"] = option(
         "auto", "TopK decoder: `sparse` gathers the k active decoder rows per token (and "
-        "scatter-adds the gradients), `dense` multiplies f W_dec; `auto`: sparse when k <= F/16.")
+        "scatter-adds the gradients), `dense` multiplies f W_dec; `auto`: sparse when k <= F/32.")
     on_nan: Literal["mask", "stop"] = option(
         "mask", "A non-finite loss: `mask` freezes that SAE and goes on, `stop` ends the run.")
 
