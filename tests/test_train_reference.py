@@ -83,8 +83,9 @@ def test_relu_trainer_matches_reference(batches):
     assert np.abs(params["W_enc"] - init["W_enc"]).max() > 1e-4
 
 
-@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
-def test_topk_trainers_match_reference(batches, arch):
+@pytest.mark.parametrize("arch, decoder", [("topk", "dense"), ("topk", "sparse"),
+                                           ("batchtopk", "dense")])
+def test_topk_trainers_match_reference(batches, arch, decoder):
     ref = reference()
     import torch
 
@@ -100,7 +101,7 @@ def test_topk_trainers_match_reference(batches, arch):
     init = torch_to_params(trainer.ae, arch)
     ref_losses = run_reference(trainer, batches)
     cfg = TrainConfig(arch=arch, steps=STEPS, batch_size=B, warmup_steps=1, decay_start=6,
-                      dead_tokens=2 * B,
+                      dead_tokens=2 * B, decoder=decoder,
                       hparams={"lr": 1e-3, "k": 4, "threshold_start_step": 2})
     losses, params = run_ours(cfg, init, batches)
     got = torch_to_params(trainer.ae, arch)

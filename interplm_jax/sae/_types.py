@@ -28,6 +28,9 @@ class StepContext(NamedTuple):
     """Static upper bound of k over the grid (TopK, BatchTopK)."""
     matmul_dtype: Any = None
     """None/float32, or bfloat16 for bf16 matmuls with float32 accumulation."""
+    decoder: str = "dense"
+    """TopK decoder: ``dense`` (f W_dec), ``sparse`` (gather the k active rows, scatter-add
+    backward; :mod:`interplm_jax.sae.sparse`) or ``auto`` (sparse when k_max <= F / 32)."""
 
 
 def nonzero_counts(f: Array) -> Array:
@@ -51,6 +54,9 @@ class LossAux(NamedTuple):
     > 0; L0 = counts.sum() / B)."""
     parts: dict[str, Array]
     """Named scalar loss parts for the metrics."""
+    row_min: Array | None = None
+    """(B,) smallest positive kept activation of each row (inf if none), when the loss has it
+    without a pass over f (the sparse TopK path); else None."""
 
 
 LossOutput = tuple[Array, LossAux]

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from interplm_jax.sae import sparse
 from interplm_jax.sae._common import kth_largest, matmul, torch_linear_uniform, unit_rows
 from interplm_jax.sae._types import LossAux, LossOutput, Params, StepContext, nonzero_counts
 
@@ -73,6 +74,20 @@ def encode_topk(params: Params, x: Array) -> Array:
     return jnp.where(acts >= kth[:, None], acts, 0.0) * params["scale"]
 
 
+def encode_topk_sparse(params: Params, x: Array, k: int) -> tuple[Array, Array]:
+    """TopK inference as (values, indices), each (B, k): the k largest features of each row,
+    times scale, largest first (k static: ``int(params["k"])`` outside jit). Exactly k per row
+    (a tie at the k-th value keeps the lower index; the dense :func:`encode_topk` keeps all)."""
+    vals, idx = jax.lax.top_k(post_relu(params, x), k)
+    return vals * jnp.take(params["scale"], idx), idx
+
+
+def decode_sparse(params: Params, values: Array, indices: Array) -> Array:
+    """x_hat = sum_j values[:, j] W_dec[indices[:, j]] + b_pre: (B, k), (B, k) -> (B, d);
+    equal to ``decode(params, f)`` for the f those pairs describe, in B k d instead of B F d."""
+    return sparse.decode_rows(params["W_dec"], indices, values) + params["b_pre"]
+
+
 def encode_batchtopk(params: Params, x: Array) -> Array:
     """BatchTopK inference: pre-activations above the learned threshold, times scale."""
     acts = post_relu(params, x)
@@ -90,14 +105,57 @@ def auxk_loss(params: Params, residual: Array, acts: Array, dead: Array) -> Arra
     masked = jnp.where(dead[None, :], acts, -jnp.inf)
     kth = jax.lax.stop_gradient(jax.lax.top_k(masked, k_aux)[0][:, -1])
     aux_f = jnp.where(dead[None, :] & (masked >= kth[:, None]), acts, 0.0)
-    recon = aux_f @ params["W_dec"]
+    return _auxk_normalized(residual, aux_f @ params["W_dec"], dead)
+
+
+def _auxk_normalized(residual: Array, recon: Array, dead: Array) -> Array:
+    """||residual - recon||^2 / Var(residual) (batch means); 0 without dead features."""
     l2 = jnp.mean(jnp.sum((residual - recon) ** 2, axis=-1))
     denom = jnp.mean(jnp.sum((residual - residual.mean(axis=0)) ** 2, axis=-1))
     normalized = jnp.nan_to_num(l2 / denom, nan=0.0, posinf=0.0, neginf=0.0)
     return jnp.where(jnp.any(dead), normalized, 0.0)
 
 
+def use_sparse(decoder: str, k_max: int, F: int) -> bool:
+    """Whether a TopK loss decodes sparsely: ``sparse``, or ``auto`` with k_max <= F / 32.
+
+    (On a CPU at 320 -> 10,240, batch 2,048, the two break even at k = F/16 for one SAE and the
+    sparse step's advantage shrinks with the grid size; ``benchmarks/topk_decoder.py``.)"""
+    if decoder not in ("auto", "dense", "sparse"):
+        raise ValueError(f"decoder must be auto, dense or sparse; got {decoder!r}")
+    return decoder == "sparse" or (decoder == "auto" and 32 * k_max <= F)
+
+
+def _loss_sparse(params, x, hp, ctx: StepContext) -> LossOutput:
+    """TopK loss with (indices, values) decoding; equal to the dense loss up to float rounding
+    (and ties at the k-th value, which the dense mask keeps all of and this keeps k of)."""
+    F = params["W_enc"].shape[-1]
+    k_max, k_aux = ctx.k_max, min(x.shape[-1] // 2, F)
+    pre = jax.lax.stop_gradient(
+        matmul(x - params["b_pre"], params["W_enc"], ctx.matmul_dtype) + params["b_enc"])
+    acts = jax.nn.relu(pre)
+    top, idx = jax.lax.top_k(acts, k_max)  # (B, k_max)
+    keep = (jnp.arange(k_max) < hp["k"])[None, :] & (top > 0)
+    counts = sparse.column_counts(idx, keep, F)
+    dead = ctx.dead & (counts == 0)
+    aux_top, aux_idx = jax.lax.top_k(jnp.where(dead[None, :], acts, -jnp.inf), k_aux)
+    both = jnp.concatenate([idx, aux_idx], axis=-1)
+    v = jax.nn.relu(sparse.gather_pre(x, params["b_pre"], params["W_enc"], params["b_enc"], pre, both))
+    v_main = jnp.where(keep, v[:, :k_max], 0.0)
+    v_aux = jnp.where(aux_top > -jnp.inf, v[:, k_max:], 0.0)
+    x_hat = sparse.decode_rows(params["W_dec"], idx, v_main) + params["b_pre"]
+    e = x - x_hat
+    recon = jnp.mean(jnp.sum(e**2, axis=-1))
+    aux = _auxk_normalized(jax.lax.stop_gradient(e), sparse.decode_rows(params["W_dec"], aux_idx, v_aux), dead)
+    total = recon + hp["auxk_alpha"] * aux
+    f = sparse.densify(idx, v_main, F)  # dead code unless a caller reads aux.f
+    row_min = jnp.min(jnp.where(v_main > 0, v_main, jnp.inf), axis=-1)
+    return total, LossAux(x_hat, f, counts, {"recon": recon, "auxk": aux}, row_min)
+
+
 def _loss(params, x, hp, ctx: StepContext, batch: bool) -> LossOutput:
+    if not batch and use_sparse(ctx.decoder, ctx.k_max, params["W_enc"].shape[-1]):
+        return _loss_sparse(params, x, hp, ctx)
     acts = post_relu(params, x, ctx.matmul_dtype)
     keep = batch_topk_mask if batch else topk_mask
     f = keep(acts, hp["k"], ctx.k_max)
@@ -130,7 +188,9 @@ def _ema_threshold(params: Params, observed: Array, hp, ctx: StepContext) -> Par
 
 def update_buffers_topk(params: Params, aux: LossAux, hp, ctx: StepContext) -> Params:
     """Threshold <- EMA of the batch mean of each row's smallest positive kept activation."""
-    row_min = jnp.min(jnp.where(aux.f > 0, aux.f, jnp.inf), axis=-1)
+    row_min = aux.row_min
+    if row_min is None:
+        row_min = jnp.min(jnp.where(aux.f > 0, aux.f, jnp.inf), axis=-1)
     return _ema_threshold(params, jnp.mean(row_min), hp, ctx)
 
 

@@ -68,6 +68,9 @@ class TrainConfig:
     mesh_data: int = option(0, "Devices on the mesh's `data` axis; 0: automatic.")
     matmul_dtype: Literal["float32", "bfloat16"] = option(
         "float32", "Matmul input dtype (bfloat16: float32 parameters and accumulation).")
+    decoder: Literal["auto", "dense", "sparse"] = option(
+        "auto", "TopK decoder: `sparse` gathers the k active decoder rows per token (and "
+        "scatter-adds the gradients), `dense` multiplies f W_dec; `auto`: sparse when k <= F/32.")
     on_nan: Literal["mask", "stop"] = option(
         "mask", "A non-finite loss: `mask` freezes that SAE and goes on, `stop` ends the run.")
 

@@ -48,6 +48,7 @@ class StepSpec(NamedTuple):
     dead_tokens: int
     k_max: int
     matmul_dtype: str
+    decoder: str = "auto"
 
     @property
     def dead_after(self) -> int:
@@ -104,6 +105,7 @@ def _update_one(spec: StepSpec, params, opt_state, since_fired, ok, bad_step, hp
         dead=since_fired + 1 >= spec.dead_after,
         k_max=spec.k_max,
         matmul_dtype=dtype,
+        decoder=spec.decoder,
     )
     train, buffers = split_params(arch, params)
 

@@ -81,7 +81,8 @@ def make_spec(cfg: TrainConfig, grid: list[dict]) -> StepSpec:
         arch=sae.get(cfg.arch), steps=cfg.steps, batch_size=cfg.batch_size,
         warmup_steps=warmup, decay_start=decay, sparsity_warmup_steps=sparsity,
         resample_steps=cfg.resample_steps, grad_clip=cfg.grad_clip,
-        dead_tokens=cfg.dead_tokens, k_max=k_max, matmul_dtype=cfg.matmul_dtype)
+        dead_tokens=cfg.dead_tokens, k_max=k_max, matmul_dtype=cfg.matmul_dtype,
+        decoder=cfg.decoder)
 
 
 def to_host(tree):
