@@ -85,11 +85,11 @@ def _forward(b_pre, W_enc, b_enc, W_dec, x, l1_coef, dtype):
     e = x - x_hat
     norms = jnp.sqrt(jnp.sum(e * e, axis=-1))
     recon = jnp.mean(norms)
-    # per-feature nonzero counts and sums of f in one pass over f (a variadic reduction)
-    counts, sums = jax.lax.reduce(
-        (jnp.sign(f), f), (jnp.float32(0), jnp.float32(0)),
-        lambda a, b: (a[0] + b[0], a[1] + b[1]), (0,))
-    l1 = jnp.sum(sums) / x.shape[0]
+    # per-feature nonzero counts and sums of f: two plain reductions over the materialised f.
+    # (One variadic reduction of both was 5x slower on XLA:CPU: it is emitted as a scalar
+    # loop, while these two become vectorised reductions, 11 and 16 ms at 2,048 x 10,240.)
+    counts = jnp.sum(jnp.sign(f), axis=0)
+    l1 = jnp.sum(jnp.sum(f, axis=0)) / x.shape[0]
     total = recon + l1_coef * l1
     return (total, recon, l1, x_hat, f, counts), (xc, f, e, norms)
 
