@@ -115,7 +115,9 @@ def _loss_parts_bwd(dtype, res, cotangents):
     df = matmul(r, W_dec.T, dtype) + g * l1_coef / B     # dL/df (B, F)
     dpre = jnp.where(f > 0, df, 0.0)                     # through the ReLU
     db_enc = jnp.sum(dpre, axis=0)
-    dW_enc = matmul(xc.T, dpre, dtype)                   # (d, F)
+    # (d, F). xc^T is materialised (a (d, B) copy) behind a barrier: left to itself, XLA:CPU
+    # folds the transpose into a batched dot contracting the lhs rows, ~30% slower (vmapped).
+    dW_enc = matmul(jax.lax.optimization_barrier(xc.T), dpre, dtype)
     db_pre = jnp.sum(r, axis=0) - W_enc @ db_enc         # through x_hat and through x - b_pre
     return db_pre, dW_enc, db_enc, dW_dec, jnp.zeros_like(xc), jnp.zeros_like(l1_coef)
 
