@@ -85,11 +85,11 @@ def _forward(b_pre, W_enc, b_enc, W_dec, x, l1_coef, dtype):
     e = x - x_hat
     norms = jnp.sqrt(jnp.sum(e * e, axis=-1))
     recon = jnp.mean(norms)
-    # per-feature nonzero counts and sums of f in one pass over f (a variadic reduction)
-    counts, sums = jax.lax.reduce(
-        (jnp.sign(f), f), (jnp.float32(0), jnp.float32(0)),
-        lambda a, b: (a[0] + b[0], a[1] + b[1]), (0,))
-    l1 = jnp.sum(sums) / x.shape[0]
+    # per-feature nonzero counts and sums of f: two plain reductions over the materialised f.
+    # (One variadic reduction of both was 5x slower on XLA:CPU: it is emitted as a scalar
+    # loop, while these two become vectorised reductions, 11 and 16 ms at 2,048 x 10,240.)
+    counts = jnp.sum(jnp.sign(f), axis=0)
+    l1 = jnp.sum(jnp.sum(f, axis=0)) / x.shape[0]
     total = recon + l1_coef * l1
     return (total, recon, l1, x_hat, f, counts), (xc, f, e, norms)
 
@@ -115,7 +115,9 @@ def _loss_parts_bwd(dtype, res, cotangents):
     df = matmul(r, W_dec.T, dtype) + g * l1_coef / B     # dL/df (B, F)
     dpre = jnp.where(f > 0, df, 0.0)                     # through the ReLU
     db_enc = jnp.sum(dpre, axis=0)
-    dW_enc = matmul(xc.T, dpre, dtype)                   # (d, F)
+    # (d, F). xc^T is materialised (a (d, B) copy) behind a barrier: left to itself, XLA:CPU
+    # folds the transpose into a batched dot contracting the lhs rows, ~30% slower (vmapped).
+    dW_enc = matmul(jax.lax.optimization_barrier(xc.T), dpre, dtype)
     db_pre = jnp.sum(r, axis=0) - W_enc @ db_enc         # through x_hat and through x - b_pre
     return db_pre, dW_enc, db_enc, dW_dec, jnp.zeros_like(xc), jnp.zeros_like(l1_coef)
 
