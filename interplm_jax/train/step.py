@@ -12,7 +12,7 @@ from jax import Array
 
 from interplm_jax.sae import Architecture, StepContext
 from interplm_jax.train.schedules import lr_factor, sparsity_factor
-from interplm_jax.train.transforms import fused_sae_optimizer
+from interplm_jax.train.transforms import sae_optimizer
 
 
 class TrainState(NamedTuple):
@@ -58,7 +58,7 @@ class StepSpec(NamedTuple):
     def optimizer(self, lr) -> optax.GradientTransformation:
         """The optimizer of one SAE with learning rate ``lr`` (may be traced)."""
         sched = lr_factor(self.steps, self.warmup_steps, self.decay_start)
-        return fused_sae_optimizer(self.arch, lr, sched, self.grad_clip)
+        return sae_optimizer(self.arch, lr, sched, self.grad_clip)
 
 
 def split_params(arch: Architecture, params: dict[str, Array]):

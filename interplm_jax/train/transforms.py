@@ -7,7 +7,6 @@ both are ``GradientTransformation``s composed with ``optax.chain``.
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import optax
 
@@ -50,79 +49,6 @@ def renormalize_decoder(eps: float = 0.0, key: str = DECODER) -> optax.GradientT
         return {**updates, key: target - w}, state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
-
-
-def _row_sums(*arrays):
-    """Sums over the last axis of several same-shaped arrays, in one variadic reduction (one pass
-    over the rows instead of one per array). (..., d) each -> (..., 1) each."""
-    zeros = tuple(jnp.zeros((), a.dtype) for a in arrays)
-    sums = jax.lax.reduce(arrays, zeros, lambda a, b: tuple(x + y for x, y in zip(a, b)),
-                          (arrays[0].ndim - 1,))
-    return tuple(s[..., None] for s in sums)
-
-
-def fused_sae_optimizer(
-    arch: Architecture,
-    lr,
-    lr_schedule: optax.Schedule,
-    grad_clip: float | None = 1.0,
-    key: str = DECODER,
-) -> optax.GradientTransformation:
-    """:func:`sae_optimizer`'s chain as one transform whose update is one expression per leaf.
-
-    Same state (``chain.init``: the chain's tuple of states, optax's ``ScaleByAdamState`` and
-    ``ScaleByScheduleState`` in it, so checkpoints are interchangeable) and the same formulas,
-    written so that XLA needs few passes over each (F, d) leaf: one global sum of squares (the
-    clip), one row reduction of the decoder (g . W, W . W), the Adam/learning-rate/step
-    expression with the row norms of W + u, and the renormalisation. The projection is applied
-    as g - (g . W) W / (||W|| + eps)^2, the clip as one scalar factor; they equal the chain's
-    ``g - (g . u) u`` with u = W / (||W|| + eps) and its select up to float rounding (the chain
-    stays the reference; tests compare the two).
-    """
-    chain = sae_optimizer(arch, lr, lr_schedule, grad_clip)
-    b1, b2, eps = arch.adam_b1, 0.999, 1e-8
-
-    def clip_factor(tree):
-        if not grad_clip:
-            return None
-        norm = optax.tree.norm(tree)
-        return jnp.where(norm < grad_clip, 1.0, grad_clip / norm)
-
-    def update(updates, state, params=None):
-        if params is None:
-            raise ValueError("fused_sae_optimizer needs params")
-        adam: optax.ScaleByAdamState = state[2]
-        sched: optax.ScaleByScheduleState = state[3]
-        w = params[key]
-        g = dict(updates)
-        wg, ww = _row_sums(g[key] * w, w * w)
-        n = jnp.sqrt(ww) + arch.project_eps
-        coef = wg / (n * n)   # the decoder gradient's component along each row, over ||W||+eps
-        projected = g[key] - coef * w
-        # ReLU clips the raw gradient, the others the projected one (projection is linear)
-        c = clip_factor(g if arch.clip_first else {**g, key: projected})
-        g[key] = projected
-        count = optax.safe_increment(adam.count)
-        bc1 = 1 - b1 ** count
-        bc2 = 1 - b2 ** count
-        step_size = -(lr * lr_schedule(sched.count))
-        mu, nu, out = {}, {}, {}
-        for name, v in g.items():
-            if c is not None:
-                v = v * c
-            mu[name] = (1 - b1) * v + b1 * adam.mu[name]
-            nu[name] = (1 - b2) * (v * v) + b2 * adam.nu[name]
-            out[name] = step_size * ((mu[name] / bc1) / (jnp.sqrt(nu[name] / bc2) + eps))
-        moved = w + out[key]
-        (mm,) = _row_sums(moved * moved)
-        out[key] = moved / (jnp.sqrt(mm) + arch.renorm_eps) - w
-        new_state = (state[0], state[1],
-                     optax.ScaleByAdamState(count=count, mu=mu, nu=nu),
-                     optax.ScaleByScheduleState(count=optax.safe_increment(sched.count)),
-                     state[4])
-        return out, new_state
-
-    return optax.GradientTransformation(chain.init, update)
 
 
 def sae_optimizer(
