@@ -20,7 +20,6 @@ thresholds or residues.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import sparse
 
-from interplm_jax.atomic import atomic_write
+from interplm_jax.concepts.npz import open_npz, save_npz
 from interplm_jax.errors import InputError
 
 DEFAULT_THRESHOLDS = (0.0, 0.15, 0.5, 0.6, 0.8)
@@ -86,23 +85,15 @@ class ConceptCounts:
             n_proteins=self.n_proteins + other.n_proteins, n_tokens=self.n_tokens + other.n_tokens)
 
     def save(self, path: str | os.PathLike) -> Path:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, format=np.array(FORMAT), concepts=np.array(self.concepts),
-                            thresholds=self.thresholds, tp=self.tp, fp=self.fp, hits=self.hits,
-                            n_residues=self.n_residues, n_domains=self.n_domains,
-                            per_residue=self.per_residue, n_proteins=self.n_proteins,
-                            n_tokens=self.n_tokens, meta=np.array(json.dumps(self.meta, sort_keys=True)))
-        return atomic_write(path, buf.getvalue())
+        return save_npz(path, FORMAT, concepts=np.array(self.concepts), thresholds=self.thresholds,
+                        tp=self.tp, fp=self.fp, hits=self.hits, n_residues=self.n_residues,
+                        n_domains=self.n_domains, per_residue=self.per_residue,
+                        n_proteins=self.n_proteins, n_tokens=self.n_tokens,
+                        meta=np.array(json.dumps(self.meta, sort_keys=True)))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ConceptCounts":
-        try:
-            z = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise InputError(f"{path}: cannot read concept counts ({e})") from None
-        with z:
-            if "format" not in z or str(z["format"]) != FORMAT:
-                raise InputError(f"{path}: not a concept-counts file (made by `evaluate_concepts.py f1`)")
+        with open_npz(path, FORMAT, "concept counts", "made by `evaluate_concepts.py f1`") as z:
             return cls([str(c) for c in z["concepts"]], z["thresholds"], z["tp"], z["fp"], z["hits"],
                        z["n_residues"], z["n_domains"], z["per_residue"], int(z["n_proteins"]),
                        int(z["n_tokens"]), json.loads(str(z["meta"])))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import array
 import collections
 import dataclasses
-import io
 import logging
 import os
 from pathlib import Path
@@ -23,8 +22,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from scipy import sparse
 
-from interplm_jax.atomic import atomic_write
 from interplm_jax.concepts.uniprot import COLUMNS, UniProtRow
+from interplm_jax.concepts.npz import open_npz, save_npz
 from interplm_jax.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -184,26 +183,18 @@ class ConceptLabels:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write one ``.npz`` file atomically."""
-        buf = io.BytesIO()
-        np.savez_compressed(
-            buf, format=np.array(FORMAT), protein_ids=np.array(self.protein_ids),
+        return save_npz(
+            path, FORMAT, protein_ids=np.array(self.protein_ids),
             residues=self.residues, offsets=self.offsets, concepts=np.array(self.concepts),
             iv_protein=self.iv_protein, iv_concept=self.iv_concept, iv_domain=self.iv_domain,
             iv_start=self.iv_start, iv_stop=self.iv_stop, amino_acids=np.array(self.amino_acids),
             meta=np.array(_json_dumps(self.meta)))
-        return atomic_write(path, buf.getvalue())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ConceptLabels":
         import json
 
-        try:
-            z = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise InputError(f"{path}: cannot read concept labels ({e})") from None
-        with z:
-            if "format" not in z or str(z["format"]) != FORMAT:
-                raise InputError(f"{path}: not a concept-labels file (run `evaluate_concepts.py labels`)")
+        with open_npz(path, FORMAT, "concept labels", "run `evaluate_concepts.py labels`") as z:
             return cls([str(s) for s in z["protein_ids"]], z["residues"], z["offsets"],
                        [str(s) for s in z["concepts"]], z["iv_protein"], z["iv_concept"],
                        z["iv_domain"], z["iv_start"], z["iv_stop"], bool(z["amino_acids"]),
