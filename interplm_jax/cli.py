@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import click
 
@@ -53,3 +57,16 @@ def parse_layers(text: str) -> tuple[int, ...]:
     if len(set(layers)) != len(layers):
         raise InputError(f"--layers: duplicate layer in {text!r}")
     return tuple(sorted(layers))
+
+
+def load_script(path: str | Path) -> ModuleType:
+    """Import a script file (``scripts/<stage>.py``) as a module, to call its click command in
+    this process (the pipeline and the tests do). Registered in ``sys.modules`` under a name
+    from its file name, as dataclasses and pickling expect."""
+    path = Path(path)
+    name = f"scripts_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -21,10 +21,8 @@ commands stopped. Changing a config section a finished stage used is refused: --
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +30,7 @@ from typing import Any, Callable
 
 import click
 
-from interplm_jax.cli import command
+from interplm_jax.cli import command, load_script
 from interplm_jax.config import from_dict, to_dict
 from interplm_jax.errors import InputError
 from interplm_jax.study import STAGES, Ledger, StudyConfig, StudyLayout, read_config, redo
@@ -43,10 +41,7 @@ log = logging.getLogger("pipeline")
 
 def run_script(name: str, *args) -> None:
     """Run ``scripts/<name>.py`` with ``args`` in this process, as its command line would."""
-    spec = importlib.util.spec_from_file_location(f"scripts_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and pickling look their module up
-    spec.loader.exec_module(module)
+    module = load_script(REPO / "scripts" / f"{name}.py")
     argv = [str(a) for a in args]
     log.info("$ python scripts/%s.py %s", name, " ".join(argv))
     module.main.main(args=argv, standalone_mode=False)
@@ -54,13 +49,18 @@ def run_script(name: str, *args) -> None:
 
 @dataclass(frozen=True)
 class Study:
-    """Everything a stage needs: the config (file and parsed), the layout, the model paths."""
+    """Everything a stage needs: the config (file, raw sections for the stage fingerprints,
+    parsed sections for the values), the layout, the model paths."""
 
     config: Path
     data: dict[str, Any]
-    study: StudyConfig
+    sections: dict[str, Any]  # section name -> its dataclass (parse_sections)
     out: StudyLayout
     model: str | None  # --model override
+
+    @property
+    def study(self) -> StudyConfig:
+        return self.sections["study"]
 
     def section(self, name: str) -> dict[str, Any]:
         return self.data.get(name) or {}
@@ -72,10 +72,7 @@ class Study:
 
     @property
     def layers(self) -> tuple[int, ...]:
-        from interplm_jax.train import TrainConfig
-
-        return tuple(from_dict(TrainConfig, self.section("train"), f"{self.config}:train").layers
-                     or self.extract_config.layers)
+        return tuple(self.sections["train"].layers or self.extract_config.layers)
 
     @property
     def analysis_layers(self) -> tuple[int, ...]:
@@ -87,9 +84,7 @@ class Study:
 
     @property
     def extract_config(self):
-        from torch_bridge.esm import ExtractConfig
-
-        return from_dict(ExtractConfig, self.section("extract"), f"{self.config}:extract")
+        return self.sections["extract"]
 
     def model_path(self, variant: str) -> str:
         if variant == "shuffled":
@@ -160,9 +155,7 @@ def stage_train(s: Study) -> dict:
 
 
 def stage_normalize(s: Study) -> dict:
-    from interplm_jax.normalize import NormalizeConfig
-
-    cfg = from_dict(NormalizeConfig, s.section("normalize"), f"{s.config}:normalize")
+    cfg = s.sections["normalize"]
     opts = ["--seed", cfg.seed, "--chunk-tokens", cfg.chunk_tokens]
     opts += ["--max-proteins", cfg.max_proteins] if cfg.max_proteins is not None else []
     for v in s.variants:
@@ -236,10 +229,10 @@ def stage_annotate(s: Study) -> dict:
 
 
 def stage_report(s: Study) -> dict:
-    from interplm_jax.report import ReportConfig, build_report
+    from interplm_jax.report import build_report
     from interplm_jax.study import report_inputs
 
-    cfg = from_dict(ReportConfig, s.section("report"), f"{s.config}:report")
+    cfg = s.sections["report"]
     path = build_report(f"{s.study.name}: interplm-jax feature browser", s.out.eval_store("esm2"),
                         s.out.concepts / "set" / "proteins.fasta", report_inputs(s.out, s.layers),
                         s.out.report, s.study.annotations, cfg)
@@ -271,14 +264,14 @@ def section_classes() -> dict[str, type]:
             "annotate": AnnotateConfig, "report": ReportConfig, "fidelity": FidelityConfig}
 
 
-def check_sections(path: Path, data: dict[str, Any]) -> None:
-    """Parse every section of the config, so a typo fails now rather than hours into a run."""
+def parse_sections(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """Every section of the config through its dataclass (section name -> instance), so a typo
+    fails now rather than hours into a run."""
     classes = section_classes()
     unknown = sorted(set(data) - set(classes))
     if unknown:
         raise InputError(f"{path}: unknown section(s) {unknown}; known: {sorted(classes)}")
-    for name, cls in classes.items():
-        from_dict(cls, data.get(name) or {}, f"{path}:{name}")
+    return {name: from_dict(cls, data.get(name) or {}, f"{path}:{name}") for name, cls in classes.items()}
 
 
 def stage_inputs(s: Study) -> dict[str, dict[str, Any]]:
@@ -350,9 +343,9 @@ def run_pipeline(s: Study, until: str | None = None, redo_stage: str | None = No
 @command
 def main(config_path, out, model, until, redo_stage, plan):
     """Run the study of CONFIG into OUT, stage after stage; rerun to resume."""
-    study, data = read_config(config_path)
-    check_sections(Path(config_path), data)
-    s = Study(Path(config_path).resolve(), data, study, StudyLayout(Path(out).resolve()), model)
+    study, data = read_config(config_path)  # the study section with its paths resolved
+    sections = {**parse_sections(Path(config_path), data), "study": study}
+    s = Study(Path(config_path).resolve(), data, sections, StudyLayout(Path(out).resolve()), model)
     if plan:
         ledger, inputs = Ledger(s.out.ledger), stage_inputs(s)
         for stage in STAGES:

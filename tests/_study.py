@@ -36,11 +36,15 @@ def small_config(dest: Path) -> Path:
 def pipeline(config: Path, out: Path, *args: str, check: bool = True,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run scripts/pipeline.py to completion (``env``: extra environment variables)."""
-    proc = subprocess.run([sys.executable, str(PIPELINE), "--config", str(config), "--out", str(out),
-                           *args], capture_output=True, text=True, env={**_env(), **(env or {})})
+    proc = subprocess.run(_command(config, out, *args), capture_output=True, text=True,
+                          env={**_env(), **(env or {})})
     if check and proc.returncode != 0:
         raise AssertionError(f"pipeline exit {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def _command(config: Path, out: Path, *args: str) -> list[str]:
+    return [sys.executable, str(PIPELINE), "--config", str(config), "--out", str(out), *args]
 
 
 def _env() -> dict[str, str]:
@@ -55,8 +59,7 @@ def run_interrupted(config: Path, out: Path, timeout: float = 600) -> tuple[str,
     log and whether it was still running when killed."""
     log = out.parent / f"{out.name}-killed.log"
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, str(PIPELINE), "--config", str(config), "--out", str(out)],
-                                stdout=f, stderr=subprocess.STDOUT, env=_env())
+        proc = subprocess.Popen(_command(config, out), stdout=f, stderr=subprocess.STDOUT, env=_env())
         first = out / "esm2" / "sweeps" / "layer_2" / "checkpoints"
         t0 = time.monotonic()
         while proc.poll() is None and time.monotonic() - t0 < timeout:

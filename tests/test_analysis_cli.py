@@ -1,12 +1,12 @@
 """scripts/analyze.py end to end: umap and spatial on files (store, SAE, structures, FASTA)."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from interplm_jax.cli import load_script
 from interplm_jax.analysis.tables import read_table
 from interplm_jax.sae_dir import SavedSAE, load_sae, save_sae
 from interplm_jax.store import write_store
@@ -18,10 +18,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "analyze.py"
 
 @pytest.fixture(scope="module")
 def analyze():
-    spec = importlib.util.spec_from_file_location("analyze_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_script(SCRIPT).main
 
 
 def _run(analyze, args):

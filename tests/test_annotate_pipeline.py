@@ -14,6 +14,7 @@ import scipy.stats
 from click.testing import CliRunner
 
 from _anthropic_server import MessagesServer, rate_limited
+from interplm_jax.cli import load_script
 from interplm_jax.annotate.activations import sae_encoder
 from interplm_jax.annotate.config import (AnnotateConfig, CategoriseConfig, LLMConfig,
                                           SelectionConfig)
@@ -200,7 +201,7 @@ def test_categorise_end_to_end_and_cli(tmp_path, monkeypatch):
 
     # the script: a dry run without a key, and exit status 2 for a missing concept file
     monkeypatch.delenv("ANTHROPIC_API_KEY")
-    script = load_script()
+    script = annotate_script()
     runner = CliRunner()
     r = runner.invoke(script.main, ["categorise", "--dry-run", "--out", str(tmp_path / "dry"),
                                     *sum((["--concepts", f] for f in files), [])])
@@ -215,13 +216,8 @@ def test_categorise_end_to_end_and_cli(tmp_path, monkeypatch):
     assert r.exit_code == 2 and "ANTHROPIC_API_KEY is not set" in r.output
 
 
-def load_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("annotate_script", REPO / "scripts" / "annotate.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+def annotate_script():
+    return load_script(REPO / "scripts" / "annotate.py")
 
 
 def test_features_cli_dry_run_with_a_config(setup, tmp_path, monkeypatch):
@@ -233,16 +229,16 @@ def test_features_cli_dry_run_with_a_config(setup, tmp_path, monkeypatch):
     args = ["features", "--store", store.url, "--layer", str(LAYER), "--sae", str(tmp_path / "sae"),
         "--metadata", str(tsv), "--out", str(tmp_path / "run"), "--config", str(tmp_path / "c.yaml"),
         "--dry-run"]
-    r = CliRunner().invoke(load_script().main, args)
+    r = CliRunner().invoke(annotate_script().main, args)
     assert r.exit_code == 0, r.output
     est = json.loads((tmp_path / "run" / "dry_run" / "estimate_features.json").read_text())
     assert est["model"] == "claude-haiku-4-5" and est["to_request"] == est["requests"] > 0
     prompt = next((tmp_path / "run" / "dry_run" / "prompts").glob("describe-*.txt")).read_text()
     assert "| Protein | Name |" in prompt and "<summary>" in prompt
-    r = CliRunner().invoke(load_script().main, args[:-1] + ["--features", "3,x"])
+    r = CliRunner().invoke(annotate_script().main, args[:-1] + ["--features", "3,x"])
     assert r.exit_code == 2 and "--features" in r.output
     (tmp_path / "bad.yaml").write_text("annotate:\n  selection:\n    per_bim: 3\n")
-    r = CliRunner().invoke(load_script().main, args[:-3] + ["--config", str(tmp_path / "bad.yaml")])
+    r = CliRunner().invoke(annotate_script().main, args[:-3] + ["--config", str(tmp_path / "bad.yaml")])
     assert r.exit_code == 2 and "per_bim" in r.output
 
 

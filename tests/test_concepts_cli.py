@@ -3,7 +3,6 @@ real extraction through the tiny ESM-2) -> f1 -> select -> report, the counts ch
 plain NumPy computation; resuming an interrupted F1 pass; bad input exits with status 2."""
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from interplm_jax.cli import load_script
 from interplm_jax.concepts.evalset import EvalSet
 from interplm_jax.concepts.f1 import ConceptCounts
 from interplm_jax.concepts.labels import ConceptLabels
@@ -24,10 +24,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evaluate_concepts.py
 
 
 def cli():
-    spec = importlib.util.spec_from_file_location("evaluate_concepts", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
+    return load_script(SCRIPT).main
 
 
 def run(*args):

@@ -4,9 +4,7 @@ training and resumed; every stage's outputs checked against independent computat
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from _study import PIPELINE, pipeline
+from interplm_jax.cli import load_script
 from interplm_jax.errors import InputError
 from interplm_jax.sae_dir import load_sae
 from interplm_jax.store import ActivationStore
@@ -95,11 +94,7 @@ def test_rerun_skips_every_stage(demo_study):
 
 
 def _cli(*args):
-    spec = importlib.util.spec_from_file_location("pipeline_script", PIPELINE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return CliRunner().invoke(module.main, [str(a) for a in args])
+    return CliRunner().invoke(load_script(PIPELINE).main, [str(a) for a in args])
 
 
 def test_changed_config_is_refused_and_planned(demo_study, tmp_path):
@@ -142,17 +137,15 @@ def test_bad_study_config(tmp_path, edit, message):
 def test_every_config_section_parses(name):
     from _study import REPO
 
-    spec = importlib.util.spec_from_file_location("pipeline_script", PIPELINE)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    module = load_script(PIPELINE)
     path = REPO / "configs" / f"{name}.yaml"
     data = yaml.safe_load(path.read_text())
-    module.check_sections(path, data)  # every section through its dataclass
+    parsed = module.parse_sections(path, data)  # every section through its dataclass
+    assert set(data) <= set(parsed)
     assert set(data) >= {"study", "extract", "train", "concepts", "analysis", "annotate", "normalize"}
     bad = dict(data, annotate={**data["annotate"], "selection": {"no_such_key": 1}})
     with pytest.raises(InputError, match=r"annotate.*no_such_key"):
-        module.check_sections(path, bad)
+        module.parse_sections(path, bad)
 
 
 def test_report_page_of_the_study(demo_study):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
 import io
 import json
 import os
@@ -16,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
+from interplm_jax.cli import load_script
 from interplm_jax.errors import InputError
-from interplm_jax.report import LayerInputs, ReportConfig, build_report, report_data
+from interplm_jax.report import LayerInputs, report_data
 from interplm_jax.report.examples import (b64, dequantise, feature_examples, quantise,
                                           top_proteins, unb64, window, windows)
 
@@ -33,10 +32,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 
 def _load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"scripts_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPO / "scripts" / f"{name}.py")
 
 
 # ---------------------------------------------------------------- the study (one fixture)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,19 +11,17 @@ import torch
 from click.testing import CliRunner
 
 from _saes import np_forward, random_sae
+from interplm_jax.cli import load_script
 from interplm_jax.errors import InputError
 from interplm_jax.sae_dir import load_sae, save_sae
 from interplm_jax.sweep_saes import read_sweep
-from torch_bridge.export import read_interplm, read_saelens, write_interplm
+from torch_bridge.export import read_interplm, write_interplm
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(f"script_{name}", REPO / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.main
+    return load_script(REPO / "scripts" / f"{name}.py").main
 
 
 def _run(name, args):

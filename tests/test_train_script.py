@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,16 +10,14 @@ import pytest
 from click.testing import CliRunner
 from train_streams import toy_activations
 
+from interplm_jax.cli import load_script
 from interplm_jax.store import write_store
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_script(REPO / "scripts" / f"{name}.py").main
 
 
 @pytest.fixture(scope="module")
