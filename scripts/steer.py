@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import click
-import numpy as np
 
 from interplm_jax.cli import command, parse_layers
 from interplm_jax.errors import InputError

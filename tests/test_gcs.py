@@ -30,7 +30,7 @@ pytest.importorskip("gcsfs")
 
 from interplm_jax.errors import InputError  # noqa: E402
 from interplm_jax.paths import as_path, is_url, read_json, write_atomic  # noqa: E402
-from interplm_jax.sae_dir import SavedSAE, load_sae, save_sae  # noqa: E402
+from interplm_jax.sae_dir import load_sae, save_sae  # noqa: E402
 from interplm_jax.store import ActivationStore, write_store  # noqa: E402
 from interplm_jax.sweep_saes import checkpoint_steps, read_sweep  # noqa: E402
 from interplm_jax.train import TrainConfig, train_sweep  # noqa: E402

@@ -10,7 +10,7 @@ from _saes import random_sae
 from interplm_jax.errors import InputError
 from interplm_jax.sae_dir import SavedSAE
 from torch_bridge.fidelity import fidelity_table, loss_recovered, pct_loss_recovered
-from torch_bridge.intervene import clean_forward, load_masked_lm, tokenize, wrap
+from torch_bridge.intervene import clean_forward, load_masked_lm, tokenize
 from torch_bridge.sae import TorchSAE
 from torch_bridge.steering import Clamp, clamp_sweep, steer
 

@@ -16,7 +16,6 @@ import hashlib
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np

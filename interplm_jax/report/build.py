@@ -18,7 +18,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from interplm_jax.atomic import atomic_write
 from interplm_jax.errors import InputError
