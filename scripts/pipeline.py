@@ -333,7 +333,8 @@ def run_pipeline(s: Study, until: str | None = None, redo_stage: str | None = No
 @click.command(context_settings={"show_default": True}, help=__doc__)
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Study config (configs/demo.yaml, esm2_8m.yaml, esm2_650m.yaml).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Study directory.")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Study directory [default: out/<study.name>].")
 @click.option("--model", default=None,
               help="ESM-2 hub name or local path instead of the config's extract.model.")
 @click.option("--until", type=click.Choice(STAGES), default=None, help="Stop after this stage.")
@@ -345,7 +346,8 @@ def main(config_path, out, model, until, redo_stage, plan):
     """Run the study of CONFIG into OUT, stage after stage; rerun to resume."""
     study, data = read_config(config_path)  # the study section with its paths resolved
     sections = {**parse_sections(Path(config_path), data), "study": study}
-    s = Study(Path(config_path).resolve(), data, sections, StudyLayout(Path(out).resolve()), model)
+    out = Path(out or Path("out") / study.name).resolve()
+    s = Study(Path(config_path).resolve(), data, sections, StudyLayout(out), model)
     if plan:
         ledger, inputs = Ledger(s.out.ledger), stage_inputs(s)
         for stage in STAGES:

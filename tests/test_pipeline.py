@@ -117,6 +117,17 @@ def test_redo_reruns_that_stage_and_later(demo_study):
     assert "annotate: running" in log and "report: running" in log
 
 
+def test_out_defaults_to_the_study_name(tmp_path, monkeypatch):
+    from _study import small_config
+
+    config = small_config(tmp_path / "c.yaml")
+    monkeypatch.chdir(tmp_path)
+    r = _cli("--config", config, "--plan")  # DESIGN's contract: pipeline.py --config CONFIG.yaml
+    assert r.exit_code == 0, r.output
+    assert dict(line.split() for line in r.output.splitlines()) == {s: "todo" for s in STAGES}
+    assert not (tmp_path / "out" / "demo" / "pipeline").exists()  # --plan writes nothing
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c.pop("study"), "no study: section"),
     (lambda c: c["study"].update(train_fasta="nowhere.fasta"), "nowhere.fasta not found"),
