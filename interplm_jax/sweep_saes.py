@@ -13,11 +13,11 @@ import logging
 import os
 from typing import Sequence
 
-import numpy as np
 import yaml
 
 from interplm_jax.errors import InputError
-from interplm_jax.paths import as_path, read_json
+from interplm_jax.layout import SweepFiles
+from interplm_jax.paths import read_json
 from interplm_jax.sae_dir import META_FILE, SavedSAE, check_params, load_sae
 
 log = logging.getLogger(__name__)
@@ -25,18 +25,15 @@ log = logging.getLogger(__name__)
 
 def checkpoint_steps(sweep_dir: str | os.PathLike) -> list[int]:
     """Steps of the complete checkpoints of a sweep, ascending."""
-    ck = as_path(sweep_dir) / "checkpoints"
-    if not ck.is_dir():
-        return []
-    return sorted(int(p.name) for p in ck.iterdir()
-                  if p.name.isdigit() and (p / "_CHECKPOINT_METADATA").is_file()
-                  and (p / "state").is_dir())
+    from interplm_jax.train.checkpoint import saved_steps
+
+    return saved_steps(SweepFiles(sweep_dir).checkpoints)
 
 
 def read_metrics(sweep_dir: str | os.PathLike) -> dict[str, dict[str, list[float]]]:
     """SAE id -> metric -> values in step order, from the sweep's ``metrics.jsonl`` (one line per
     logged step and SAE; the ``step`` values are a metric like the others)."""
-    path = as_path(sweep_dir) / "metrics.jsonl"
+    path = SweepFiles(sweep_dir).metrics
     if not path.exists():
         raise InputError(f"{path}: not found; is {sweep_dir} a sweep directory (scripts/train.py)?")
     curves: dict[str, dict[str, list[float]]] = {}
@@ -55,7 +52,7 @@ def read_metrics(sweep_dir: str | os.PathLike) -> dict[str, dict[str, list[float
 
 
 def read_grid(sweep_dir: str | os.PathLike) -> list[dict]:
-    path = as_path(sweep_dir) / "grid.json"
+    path = SweepFiles(sweep_dir).grid
     grid = read_json(path, f"{sweep_dir}: not a sweep directory (no grid.json)")
     if not isinstance(grid, list) or not all(isinstance(r, dict) and "id" in r for r in grid):
         raise InputError(f"{path}: expected a list of rows with an 'id' each")
@@ -70,9 +67,10 @@ def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
       InputError for a directory without grid.json or checkpoints, an unknown id (the known
       ones are listed) or step, or a checkpoint whose parameters do not match the grid.
     """
-    import orbax.checkpoint as ocp
+    from interplm_jax.train.checkpoint import read_params
 
-    sweep_dir = as_path(sweep_dir)
+    files = SweepFiles(sweep_dir)
+    sweep_dir = files.root
     grid = read_grid(sweep_dir)
     known = [r["id"] for r in grid]
     wanted = list(known if ids is None else ids)
@@ -86,22 +84,12 @@ def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
         step = steps[-1]
     elif step not in steps:
         raise InputError(f"{sweep_dir}: no checkpoint at step {step} (have {steps})")
-    ck_dir = sweep_dir / "checkpoints" / str(step)
-    try:
-        meta = json.loads((ck_dir / "meta" / "metadata").read_text())
-    except (OSError, json.JSONDecodeError):
-        meta = {}
+    ck_dir = files.checkpoints / str(step)
+    stacked, meta = read_params(files.checkpoints, step)
     config = {}
-    if (sweep_dir / "config.yaml").is_file():
-        config = yaml.safe_load((sweep_dir / "config.yaml").read_text()) or {}
+    if files.config.is_file():
+        config = yaml.safe_load(files.config.read_text()) or {}
 
-    checkpointer = ocp.PyTreeCheckpointer()
-    tree = checkpointer.metadata(ck_dir / "state").item_metadata
-    leaves = {k: 0 for k in tree["params"]}
-    restore_args = {"params": {k: ocp.RestoreArgs(restore_type=np.ndarray) for k in leaves}}
-    restored = checkpointer.restore(ck_dir / "state", args=ocp.args.PyTreeRestore(
-        item={"params": leaves}, restore_args=restore_args, partial_restore=True))
-    stacked = {k: np.asarray(v) for k, v in restored["params"].items()}
     G = next(iter(stacked.values())).shape[0]
     if G != len(grid):
         raise InputError(f"{ck_dir}: {G} SAEs in the checkpoint, {len(grid)} rows in grid.json")
@@ -118,7 +106,7 @@ def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
                        {"sweep": str(sweep_dir), "id": sae_id, "step": step,
                         "layer": layer, "model": config.get("model"),
                         "store": config.get("store")})
-        saved_dir = sweep_dir / "saes" / sae_id
+        saved_dir = files.sae(sae_id)
         if (saved_dir / META_FILE).is_file():
             saved = load_sae(saved_dir)
             if saved.meta.get("step") == step and "normalized_on" in saved.meta:

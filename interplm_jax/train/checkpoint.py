@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from interplm_jax.errors import InputError
@@ -67,6 +68,44 @@ class Checkpoints:
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _reader(directory: AnyPath) -> ocp.CheckpointManager:
+    """A manager that only reads (creates nothing, deletes nothing) and knows the item types."""
+    return ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(create=False),
+        item_handlers={"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
+
+
+def saved_steps(directory: str | AnyPath) -> list[int]:
+    """Steps of the complete checkpoints in ``directory`` (local or ``gs://``), ascending;
+    none when it does not exist."""
+    directory = as_path(directory)
+    if not directory.is_dir():
+        return []
+    reader = _reader(directory)
+    try:
+        return sorted(reader.all_steps())
+    finally:
+        reader.close()
+
+
+def read_params(directory: str | AnyPath, step: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The train state's ``params`` at ``step`` as NumPy arrays (leading axis: the SAEs of the
+    grid) and the checkpoint's metadata. Only the parameters are read (an orbax partial
+    restore), so the optimizer state never has to fit in memory."""
+    reader = _reader(as_path(directory))
+    try:
+        tree = reader.item_metadata(step)["state"].tree
+        leaves = {k: 0 for k in tree["params"]}
+        restore_args = {"params": {k: ocp.RestoreArgs(restore_type=np.ndarray) for k in leaves}}
+        out = reader.restore(step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(item={"params": leaves}, restore_args=restore_args,
+                                         partial_restore=True),
+            meta=ocp.args.JsonRestore()))
+    finally:
+        reader.close()
+    return {k: np.asarray(v) for k, v in out["state"]["params"].items()}, dict(out["meta"])
 
 
 def check_meta(found: dict[str, Any], expected: dict[str, Any], where: AnyPath) -> None:

@@ -7,18 +7,14 @@ from pathlib import Path
 
 from interplm_jax.data import TokenStream
 from interplm_jax.errors import InputError
-from interplm_jax.paths import AnyPath, as_path, display
+from interplm_jax.layout import sweep_dir
+from interplm_jax.paths import display
 from interplm_jax.store import ActivationStore
 from interplm_jax.train.config import TrainConfig
 from interplm_jax.train.sharding import maybe_initialize_distributed
 from interplm_jax.train.sweep import SweepResult, train_sweep
 
 log = logging.getLogger(__name__)
-
-
-def sweep_dir(out: str | Path, layer: int) -> AnyPath:
-    """The sweep directory of ``layer`` under ``out`` (a local path or a ``gs://`` URL)."""
-    return as_path(out) / f"layer_{layer}"
 
 
 def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | Path | None = None,
