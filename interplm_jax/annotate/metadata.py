@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import gzip
-import io
 import re
 from pathlib import Path
 
 from interplm_jax.errors import InputError
+from interplm_jax.textfile import open_text
 
 REQUIRED = ("Entry", "Protein names", "Length", "Sequence")
 
@@ -60,22 +59,13 @@ def summarise_annotations(row: dict[str, str], max_chars: int = 600) -> str:
     return text if len(text) <= max_chars else text[: max_chars - 3].rstrip() + "..."
 
 
-def _open(path: Path) -> io.TextIOBase:
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8") if gz else open(
-        path, encoding="utf-8", newline="")
-
-
 def read_uniprot_tsv(path: str | Path, max_annotation_chars: int = 600) -> dict[str, ProteinInfo]:
     """Accession -> :class:`ProteinInfo` from a UniProtKB TSV (plain or gzip)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: metadata file not found")
     csv.field_size_limit(1 << 30)
     out: dict[str, ProteinInfo] = {}
-    with _open(path) as f:
-        reader = csv.DictReader(f, delimiter="\t")
+    with open_text(path, "metadata file") as lines:
+        reader = csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
             raise InputError(f"{path}: missing column(s) {missing}; found {reader.fieldnames}")

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import gzip
-import io
 import os
 import re
 import sys
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import Iterator, Literal
 
 from interplm_jax.errors import InputError
+from interplm_jax.textfile import open_text
 
 Kind = Literal["categorical", "binary", "paired"]
 
@@ -192,14 +191,6 @@ def parse_cell(text: str, column: Column, column_index: int, length: int,
     return out
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
 def _header_index(header: list[str], names: tuple[str, ...]) -> int | None:
     for n in names:
         if n in header:
@@ -219,12 +210,10 @@ def read_uniprot_tsv(path: str | os.PathLike, on_malformed: Literal["error", "sk
     if on_malformed not in ("error", "skip"):
         raise InputError(f"on_malformed must be 'error' or 'skip', got {on_malformed!r}")
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: UniProt TSV not found")
     report = report if report is not None else ParseReport(str(path))
     csv.field_size_limit(sys.maxsize)
-    with _open_text(path) as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+    with open_text(path, "UniProt TSV") as lines:
+        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
         try:
             header = next(reader)
         except StopIteration:
