@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import gzip
-import io
 import os
 import re
 import sys
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from interplm_jax.errors import InputError
+from interplm_jax.textfile import open_text
 
 #: Feature keys (``FT`` lines) -> the TSV column that lists them (the columns of concepts.uniprot).
 FEATURE_COLUMNS = {
@@ -41,49 +40,38 @@ _FT_KEY = re.compile(r"^FT   (\S+)\s+(\S+)\s*$")
 _QUALIFIER = re.compile(r'^/(\w+)(?:="(.*))?$')
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="") if gz else open(
-        path, encoding="utf-8", newline="")
-
-
 @contextlib.contextmanager
 def open_uniprot_table(path: str | os.PathLike) -> Iterator[tuple[list[str], Iterator[tuple[int, list[str]]]]]:
     """``with open_uniprot_table(path) as (header, rows)``: the column names and an iterator of
     ``(line, cells)`` of a UniProtKB TSV or flat file (plain or gzip; recognised by content).
 
     ``line`` is the row's line in a TSV, the entry's ``ID`` line in a flat file.
-    Raises :class:`InputError` for a missing or empty file, or one that is neither.
+    Raises :class:`InputError` for a missing, empty or unreadable file (textfile.open_text), or
+    one that is neither.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: UniProt file not found")
-    try:
-        with _open_text(path) as f:
-            first = f.readline()
-            if not first:
-                raise InputError(f"{path}: empty file")
-            if first.startswith("ID   "):
-                yield list(FLAT_HEADER), _flat_rows(path, first, f)
-                return
-            if "\t" not in first:
-                raise InputError(f"{path}: neither a UniProtKB TSV (a tab-separated header with "
-                                 f"Entry, Length, Sequence) nor a flat file (entries starting "
-                                 f"with 'ID   '); first line {first[:60]!r}")
-            csv.field_size_limit(sys.maxsize)
-            header = next(csv.reader([first], delimiter="\t", quoting=csv.QUOTE_NONE))
-            reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            yield header, ((line, row) for line, row in enumerate(reader, start=2) if row)
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not a text UniProt file ({e})") from None
+    with open_text(path, "UniProt TSV or flat file") as lines:
+        first = next(lines, "")
+        if not first:
+            raise InputError(f"{path}: empty file")
+        if first.startswith("ID   "):
+            yield list(FLAT_HEADER), _flat_rows(path, first, lines)
+            return
+        if "\t" not in first:
+            raise InputError(f"{path}: neither a UniProtKB TSV (a tab-separated header with "
+                             f"Entry, Length, Sequence) nor a flat file (entries starting with "
+                             f"'ID   '); first line {first[:60]!r}")
+        csv.field_size_limit(sys.maxsize)
+        header = next(csv.reader([first], delimiter="\t", quoting=csv.QUOTE_NONE))
+        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+        yield header, ((line, row) for line, row in enumerate(reader, start=2) if row)
 
 
 def _flat_rows(path: Path, first: str, lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
-    entry: list[str] = [first.rstrip("\n")]
+    entry: list[str] = [first.rstrip("\r\n")]
     start = 1
     for lineno, line in enumerate(lines, start=2):
-        line = line.rstrip("\n")
+        line = line.rstrip("\r\n")
         if not entry:
             if not line.strip():
                 continue

@@ -34,6 +34,7 @@ from interplm_jax import sae
 from interplm_jax.errors import InputError, InterPLMError
 from interplm_jax.paths import AnyPath, append_text, as_path, write_atomic
 from interplm_jax.progress import progress_bar
+from interplm_jax.sweep_saes import metric_rows
 from interplm_jax.train import sharding as sh
 from interplm_jax.train.checkpoint import Checkpoints, abstract_like
 from interplm_jax.train.config import INT_HPARAMS, TrainConfig, build_grid, grid_arrays, resolved
@@ -244,11 +245,12 @@ class _MetricsFile:
 
 
 def _truncate_metrics(path: AnyPath, step: int) -> None:
-    """Drop metric lines after ``step`` (written after the checkpoint we resume from)."""
+    """Drop metric lines after ``step`` (written after the checkpoint we resume from), and a
+    torn last line."""
     if jax.process_index() != 0 or not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-    write_atomic(path, "".join(ln + "\n" for ln in keep))
+    keep = [row for row in metric_rows(path) if row["step"] <= step]
+    write_atomic(path, "".join(json.dumps(row) + "\n" for row in keep))
 
 
 def _check_finite(cfg: TrainConfig, grid, ok: np.ndarray, bad: np.ndarray, warned: set[int]) -> None:
