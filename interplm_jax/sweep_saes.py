@@ -17,7 +17,7 @@ import yaml
 
 from interplm_jax.errors import InputError
 from interplm_jax.layout import SweepFiles
-from interplm_jax.paths import read_json
+from interplm_jax.paths import as_path, read_json
 from interplm_jax.sae_dir import META_FILE, SavedSAE, check_params, load_sae
 
 log = logging.getLogger(__name__)
