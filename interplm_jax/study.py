@@ -136,10 +136,16 @@ class Ledger:
 
 
 def redo(layout: StudyLayout, stage: str) -> list[Path]:
-    """Remove the outputs and markers of ``stage`` and every later stage; return what was removed."""
-    removed = []
-    for s in STAGES[STAGES.index(stage):]:
+    """Remove the outputs and markers of ``stage`` and every later stage; return what was removed.
+
+    Every affected marker goes first, so that a kill midway leaves no stage marked done whose
+    outputs (or inputs) are already gone: the next run redoes them all.
+    """
+    affected = STAGES[STAGES.index(stage):]
+    for s in affected:
         Ledger(layout.ledger).clear(s)
+    removed = []
+    for s in affected:
         for p in layout.outputs(s):
             if p.is_dir():
                 shutil.rmtree(p)
