@@ -102,8 +102,9 @@ def count_f1(labels_path: str | os.PathLike, evalset: str | os.PathLike, store: 
              model_name: str = "model", kind: str | None = None,
              worker: tuple[int, int] = (0, 1)):
     """TP/FP/domain counts of every (feature, kept concept, threshold) on one split: the counts
-    file ``out`` (.npz) and its per-concept table beside it. A kill resumes from the partial
-    counts (:func:`interplm_jax.layout.counts_partial`).
+    file ``out`` (.npz) and its per-concept table beside it, the counts file written last so
+    that its presence means both are complete. A killed run resumes from the partial counts
+    (:func:`interplm_jax.layout.counts_partial`).
 
     Returns (ConceptCounts, the per-concept rows)."""
     from interplm_jax.concepts.evalset import EvalSet
@@ -123,9 +124,9 @@ def count_f1(labels_path: str | os.PathLike, evalset: str | os.PathLike, store: 
                          fn, n_features, cfg.thresholds, cfg.chunk_residues,
                          checkpoint=layout.counts_partial(out), meta=meta, features_id=fid,
                          worker=worker)
-    counts.save(out)
     table = concept_table(counts)
     write_csv(layout.counts_table(out), table)
+    counts.save(out)  # last: its presence means the table is there too (the pipeline skips it)
     return counts, table
 
 
@@ -143,8 +144,8 @@ def merge_counts(parts: Sequence[str | os.PathLike], out: str | os.PathLike):
     total = loaded[0]
     for c in loaded[1:]:
         total = total + c
-    total.save(out)
     write_csv(layout.counts_table(out), concept_table(total))
+    total.save(out)  # last, as in count_f1
     return total
 
 
