@@ -21,7 +21,8 @@ def progress_bar(total: int | None = None, desc: str = "", unit: str = "it", **k
 
 
 def setup_logging(verbose: bool = False) -> None:
-    """Log to stderr with timestamps; INFO by default, DEBUG with ``verbose``."""
+    """Log to stderr with timestamps; INFO by default, DEBUG with ``verbose``. Orbax's INFO
+    lines (through absl: a dozen per checkpoint opened) only with ``verbose``."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -29,3 +30,4 @@ def setup_logging(verbose: bool = False) -> None:
         stream=sys.stderr,
         force=True,
     )
+    logging.getLogger("absl").setLevel(logging.DEBUG if verbose else logging.WARNING)

@@ -77,13 +77,14 @@ def read_grid(sweep_dir: str | os.PathLike) -> list[dict]:
 
 def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
                step: int | None = None) -> dict[str, SavedSAE]:
-    """SAE id -> SAE for the chosen ids (default: all) at ``step`` (default: the newest).
+    """SAE id -> SAE for the chosen ids (default: all) at ``step`` (default: the newest that
+    can be read; an unreadable newer one is reported).
 
     Raises:
       InputError for a directory without grid.json or checkpoints, an unknown id (the known
       ones are listed) or step, or a checkpoint whose parameters do not match the grid.
     """
-    from interplm_jax.train.checkpoint import read_params
+    from interplm_jax.train.checkpoint import newest_readable, read_params
 
     files = SweepFiles(sweep_dir)
     sweep_dir = files.root
@@ -96,12 +97,12 @@ def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
     steps = checkpoint_steps(sweep_dir)
     if not steps:
         raise InputError(f"{sweep_dir}: no complete checkpoint under checkpoints/")
-    if step is None:
-        step = steps[-1]
-    elif step not in steps:
+    if step is not None and step not in steps:
         raise InputError(f"{sweep_dir}: no checkpoint at step {step} (have {steps})")
+    step, (stacked, meta) = newest_readable(steps if step is None else [step],
+                                            lambda s: read_params(files.checkpoints, s),
+                                            files.checkpoints)
     ck_dir = files.checkpoints / str(step)
-    stacked, meta = read_params(files.checkpoints, step)
     config = {}
     if files.config.is_file():
         config = yaml.safe_load(files.config.read_text()) or {}

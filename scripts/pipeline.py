@@ -153,7 +153,6 @@ def stage_evalset(s: Study) -> dict:
 def stage_train(s: Study) -> dict:
     from interplm_jax.train.run import train_layers
 
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save INFO lines
     for v in s.variants:
         log_command("train", "--config", s.config, "--store", s.out.store(v), "--out",
                     s.out.sweeps(v), "--resume")

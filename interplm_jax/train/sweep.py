@@ -158,7 +158,11 @@ def _train_sweep(cfg: TrainConfig, make_stream: StreamFactory, d_model: int, out
         raise InputError(f"{out}: holds checkpoints (newest at step {latest}); pass --resume to "
                          "continue, or choose another --out")
     if latest is not None:
-        state, found = ckpts.restore(latest, abstract_like(abstract, shardings), meta)
+        try:
+            latest, state, found = ckpts.restore_newest(abstract_like(abstract, shardings), meta)
+        except BaseException:
+            ckpts.close()
+            raise
         position = found["stream_position"]
         log.info("resuming %s at step %d", out, latest)
         _truncate_metrics(files.metrics, latest)
