@@ -94,6 +94,16 @@ def iter_records(path: str | os.PathLike, id_style: IdStyle = "auto") -> Iterato
         yield Protein(rid, "".join(chunks).upper(), header_line)
 
 
+def alphabet_problem(seq: str) -> str | None:
+    """What in an upper-case sequence is outside the ESM-2 alphabet (the letters and the first
+    position), or None."""
+    bad = sorted(set(seq) - ESM_ALPHABET)
+    if not bad:
+        return None
+    pos = next(i for i, c in enumerate(seq) if c in bad) + 1
+    return f"invalid characters: {''.join(bad)!r} (first at residue {pos})"
+
+
 def problem(protein: Protein, max_length: int, seen: set[str]) -> str | None:
     """The first thing wrong with a record, or None."""
     seq = protein.sequence
@@ -101,10 +111,9 @@ def problem(protein: Protein, max_length: int, seen: set[str]) -> str | None:
         return "duplicate id"
     if not seq:
         return "empty sequence"
-    bad = sorted(set(seq) - ESM_ALPHABET)
+    bad = alphabet_problem(seq)
     if bad:
-        pos = next(i for i, c in enumerate(seq) if c in bad) + 1
-        return f"invalid characters: {''.join(bad)!r} (first at residue {pos})"
+        return bad
     if len(seq) > max_length:
         return f"too long: {len(seq)} residues > max length {max_length}"
     return None
