@@ -313,10 +313,15 @@ def parse_sections(path: Path, data: dict[str, Any]) -> dict[str, Any]:
 def stage_inputs(s: Study) -> dict[str, dict[str, Any]]:
     """Per stage, what its outputs depend on: its config sections, its input files, and the
     inputs of the stage before it (so a change upstream reaches every later stage)."""
+    from interplm_jax.digest import file_digest, tree_digest
+
     st = to_dict(s.study)
 
-    def file(p):
-        return None if p is None else {"path": str(p), "bytes": Path(p).stat().st_size}
+    def file(p):  # by content (a same-size edit counts), streamed: cheap next to extraction
+        return None if p is None else {"path": str(p), "sha256": file_digest(p)}
+
+    def tree(p):
+        return None if p is None else {"path": str(p), "sha256": tree_digest(p)}
 
     own = {
         "model": {"model": s.model or s.section("extract").get("model"), "baselines": st["baselines"],
@@ -328,7 +333,7 @@ def stage_inputs(s: Study) -> dict[str, dict[str, Any]]:
         "normalize": {"normalize": s.section("normalize")},
         "concepts": {"concepts": s.section("concepts"), "name": st["name"]},
         "analysis": {"analysis": s.section("analysis"), "layers": st["analysis_layers"],
-                     "structures": st["structures"]},
+                     "structures": tree(s.study.structures)},
         "annotate": {"annotate": s.section("annotate"), "mode": s.annotate_mode},
         "report": {"report": s.section("report")},
     }
@@ -366,6 +371,15 @@ def run_pipeline(s: Study, until: str | None = None, redo_stage: str | None = No
         echo(f"[{i + 1}/{len(STAGES)}] {stage}: finished in {time.perf_counter() - t0:.1f} s")
 
 
+def load_study(config_path: str | Path, out: str | Path | None = None,
+               model: str | None = None) -> Study:
+    """The study of a config file (every section parsed; ``out`` default ``out/<study.name>``)."""
+    study, data = read_config(config_path)  # the study section with its paths resolved
+    sections = {**parse_sections(Path(config_path), data), "study": study}
+    out = Path(out or Path("out") / study.name).resolve()
+    return Study(Path(config_path).resolve(), data, sections, StudyLayout(out), model)
+
+
 @click.command(context_settings={"show_default": True}, help=__doc__)
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Study config (configs/demo.yaml, esm2_8m.yaml, esm2_650m.yaml).")
@@ -380,10 +394,7 @@ def run_pipeline(s: Study, until: str | None = None, redo_stage: str | None = No
 @command
 def main(config_path, out, model, until, redo_stage, plan):
     """Run the study of CONFIG into OUT, stage after stage; rerun to resume."""
-    study, data = read_config(config_path)  # the study section with its paths resolved
-    sections = {**parse_sections(Path(config_path), data), "study": study}
-    out = Path(out or Path("out") / study.name).resolve()
-    s = Study(Path(config_path).resolve(), data, sections, StudyLayout(out), model)
+    s = load_study(config_path, out, model)
     if plan:
         ledger, inputs = Ledger(s.out.ledger), stage_inputs(s)
         for stage in STAGES:
