@@ -113,10 +113,11 @@ def train_sweep(
       extra_config: more entries for config.yaml (e.g. the store path).
     """
     out = as_path(out)
-    grid = build_grid(cfg)
+    F = cfg.dict_size(d_model)
+    grid = build_grid(cfg, F=F)  # (TopK's k is checked against F before anything is written)
     spec = make_spec(cfg, grid)
     arch = spec.arch
-    G, F, B = len(grid), cfg.dict_size(d_model), cfg.batch_size
+    G, B = len(grid), cfg.batch_size
     hp_host = grid_arrays(grid, ("lr", "seed") + arch.hparams)
 
     sae_n, data_n = sh.mesh_shape(jax.device_count(), G, B, cfg.mesh_sae, cfg.mesh_data)
