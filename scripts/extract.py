@@ -27,7 +27,7 @@ D, H = ExtractConfig, field_help(ExtractConfig)
 @click.option("--sample-seed", default=0, help="Seed of --sample.")
 @click.option("--shard-size", default=D.shard_size, help=H["shard_size"])
 @click.option("--max-tokens", default=D.max_tokens, help=H["max_tokens"])
-@click.option("--worker", default="0/1", help="I/N: this process extracts shards s with s %% N == I.")
+@click.option("--worker", default="0/1", help="I/N: this process extracts shards s with s % N == I.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
 @click.option("--store-dtype", type=click.Choice(["float32", "bfloat16"]), default=D.store_dtype,
               help=H["store_dtype"])
