@@ -27,7 +27,9 @@ def main(store, out, resume, layers, cfg):
     from interplm_jax.train.run import train_layers
 
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save INFO lines
-    results = train_layers(cfg, store, out, resume, parse_layers(layers) if layers else None)
+    config = click.get_current_context().params.get("config")
+    results = train_layers(cfg, store, out, resume, parse_layers(layers) if layers else None,
+                           where=f"{config}:train" if config else "train options")
     for layer, r in results.items():
         frozen = [row["id"] for row, ok in zip(r.grid, r.ok) if not ok]
         click.echo(f"layer {layer}: {len(r.grid)} SAEs, step {r.step} -> {r.out}"

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from interplm_jax.errors import InputError, StoreError
+from interplm_jax.errors import InputError, LockedError, StoreError
 from interplm_jax.fasta import Protein, write_fasta
 from interplm_jax.store import ActivationStore, StoreWriter
 from torch_bridge import esm as esm_mod
-from torch_bridge.esm import (ResidueTokenizer, extract_to_store, load_esm, token_budget_batches)
+from torch_bridge.esm import ResidueTokenizer, extract_to_store, token_budget_batches
+from torch_bridge.models import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 AA = "ACDEFGHIKLMNPQRSTVWY"
@@ -77,7 +78,7 @@ def test_layer_L_is_the_output_of_block_L_and_the_last_gets_the_final_norm(tiny_
     """DESIGN.md: hidden_states[L] is esm.encoder.layer[L-1]'s output, except that the last
     entry has emb_layer_norm_after applied."""
     _, store = reference
-    model, tok = load_esm(tiny_esm)
+    model, tok, _ = load_model(tiny_esm)
     captured = {}
     for i, block in enumerate(model.encoder.layer):
         block.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(i + 1, out))
@@ -180,6 +181,18 @@ def test_parallel_workers_build_the_same_store(tiny_esm, proteins, reference, tm
     store = extract_to_store(proteins, tiny_esm, [1, 2, 4], out, worker=(2, 3), **kw)
     assert store is not None and store.manifest["complete"]
     assert store_bytes(out) == store_bytes(ref_path)
+
+
+def test_a_worker_already_writing_a_store_is_not_run_twice(tiny_esm, proteins, tmp_path):
+    from interplm_jax.lock import locked
+
+    out = tmp_path / "store"
+    with locked(out, ".lock-worker-1-of-2", "extraction worker 1/2"):  # as another process would
+        with pytest.raises(LockedError, match=rf"store: extraction worker 1/2 is already running "
+                                              rf"here \(process {os.getpid()} on "):
+            extract_to_store(proteins[:3], tiny_esm, [1], out, shard_size=7, worker=(1, 2))
+        assert extract_to_store(proteins[:3], tiny_esm, [1], out, shard_size=7, worker=(0, 2))
+    assert not list(out.glob(".lock*"))  # a finished store holds no lock files
 
 
 def test_resume_with_other_weights_or_plan_is_refused(tiny_esm, proteins, reference, tmp_path):

@@ -1,4 +1,5 @@
-"""Protein metadata for prompts, read from a UniProtKB TSV (the columns of data/demo).
+"""Protein metadata for prompts, read from a UniProtKB TSV (the columns of data/demo) or a
+Swiss-Prot flat file (read as the TSV of its entries: concepts/flatfile.py).
 
 Each protein contributes its name, organism, length, sequence and a compact summary of its
 UniProt feature annotations (``Domain: Protein kinase (21-273); Binding site: ATP (27-35)``).
@@ -6,13 +7,12 @@ UniProt feature annotations (``Domain: Protein kinase (21-273); Binding site: AT
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import re
 from pathlib import Path
 
+from interplm_jax.concepts.flatfile import open_uniprot_table
 from interplm_jax.errors import InputError
-from interplm_jax.textfile import open_text
 
 REQUIRED = ("Entry", "Protein names", "Length", "Sequence")
 
@@ -60,16 +60,17 @@ def summarise_annotations(row: dict[str, str], max_chars: int = 600) -> str:
 
 
 def read_uniprot_tsv(path: str | Path, max_annotation_chars: int = 600) -> dict[str, ProteinInfo]:
-    """Accession -> :class:`ProteinInfo` from a UniProtKB TSV (plain or gzip)."""
-    path = Path(path)
-    csv.field_size_limit(1 << 30)
+    """Accession -> :class:`ProteinInfo` from a UniProtKB TSV or flat file (plain or gzip)."""
     out: dict[str, ProteinInfo] = {}
-    with open_text(path, "metadata file") as lines:
-        reader = csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
-        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+    with open_uniprot_table(path) as (header, rows):
+        missing = [c for c in REQUIRED if c not in header]
         if missing:
-            raise InputError(f"{path}: missing column(s) {missing}; found {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
+            raise InputError(f"{path}: missing column(s) {missing}; found {header}")
+        for line, cells in rows:
+            if len(cells) != len(header):
+                raise InputError(f"{path}, line {line}: {len(cells)} fields, the header has "
+                                 f"{len(header)}")
+            row = dict(zip(header, cells))
             acc = row["Entry"].strip()
             if not acc:
                 raise InputError(f"{path}, line {line}: empty Entry")
