@@ -72,6 +72,17 @@ def parse_layers(text: str) -> tuple[int, ...]:
     return tuple(sorted(layers))
 
 
+def parse_worker(text: str) -> tuple[int, int]:
+    """``"3/8"`` -> ``(3, 8)``: worker 3 of 8 (0-based), for ``--worker I/N`` options."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise InputError(f"--worker: expected I/N such as 0/4, got {text!r}") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise InputError(f"--worker: need 0 <= I < N, got {text!r}")
+    return i, n
+
+
 def load_script(path: str | Path) -> ModuleType:
     """Import a script file (``scripts/<stage>.py``) as a module, to call its click command in
     this process (the pipeline and the tests do). Registered in ``sys.modules`` under a name
