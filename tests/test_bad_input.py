@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from _saes import random_sae
@@ -36,6 +37,22 @@ UNIPROT_HEADER = "Entry\tProtein names\tLength\tSequence\tAlphaFoldDB\tHelix\n"
 
 def uniprot_row(acc: str, seq: str) -> str:
     return f"{acc}\tprotein {acc}\t{len(seq)}\t{seq}\t{acc};\tHELIX 1..3\n"
+
+
+#: Train options that must be refused before anything is written (issue 13 item 4):
+#: name -> (override of a valid train: section, message). The store has d = 8, expansion 2: F = 16.
+BAD_TRAIN_OPTIONS = {
+    "grad-clip-negative": ({"grad_clip": -1}, r"grad_clip=-1(\.0)?: must be > 0"),
+    "l1-negative": ({"grid": {"lr": [1e-3], "l1": [-0.1]}}, r"l1=-0.1 must be >= 0"),
+    "resample-steps-0": ({"resample_steps": 0}, r"resample_steps=0: must be > 0"),
+    "dead-tokens-negative": ({"dead_tokens": -5}, r"dead_tokens=-5: must be > 0"),
+    "seed-negative": ({"seed": -1}, r"seed=-1: must be >= 0"),
+    "warmup-negative": ({"warmup_steps": -1}, r"warmup_steps must be >= 0"),
+    "topk-k-0": ({"arch": "topk", "grid": {"lr": [1e-3], "k": [0]}}, r"k=0 must be in \[1, F\]"),
+    "topk-k-above-F": ({"arch": "topk", "grid": {"lr": [1e-3], "k": [17]}}, r"k=17"),
+    "steps-absurd": ({"steps": 10**13}, r"steps=10000000000000: must be <="),
+}
+TRAIN = {"steps": 4, "batch_size": 8, "expansion": 2, "layers": [1]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +123,9 @@ CASES = [
          ["--fasta", "{good_fa}", "--model", "{tiny_esm}", "--layers", "1", "--out", "{new_out}"],
          2, r"extraction worker 0/1 is already running here \(process \d+ on .*lock file",
          hold=lock_held(".lock-worker-0-of-1", "extraction worker 0/1", "new_out")),
+    *[Case(f"extract-shard-size-{n}", "extract",
+           ["--fasta", "{good_fa}", "--model", "{tiny_esm}", "--layers", "1", "--shard-size", n,
+            "--out", "{new_out}"], 2, r"shard.size", out="new_out") for n in ("0", "-5")],
     # --- train.py, plot_training.py
     Case("train-missing-store", "train",
          ["--config", "{train_yaml}", "--store", "{tmp}/nostore", "--out", "{new_out}"], 2,
@@ -113,6 +133,10 @@ CASES = [
     Case("train-unknown-key", "train",
          ["--config", "{bad_key_yaml}", "--store", "{store}", "--out", "{new_out}"], 2,
          r"bad_key\.yaml.*stepz", out="new_out"),
+    *[Case(f"train-{name}", "train", ["--config", f"{{tmp}}/train-{name}.yaml", "--store",
+                                      "{store}", "--out", "{new_out}"], 2,
+           rf"train-{name}\.yaml.*{message}", out="new_out")
+      for name, (_, message) in BAD_TRAIN_OPTIONS.items()],
     Case("train-sweep-already-training", "train",
          ["--config", "{train_yaml}", "--store", "{store}", "--out", "{locked_runs}", "--resume"],
          2, r"layer_1: training is already running here \(process \d+ on .*lock file",
@@ -193,6 +217,8 @@ def inputs(tmp_path_factory, tiny_esm) -> dict:
     files["bad_study_yaml"] = put("bad_study.yaml", (REPO / "configs" / "demo.yaml").read_text()
                                   .replace("  steps: 300\n", "  stepz: 300\n")
                                   .replace("../data/", f"{REPO}/data/"))
+    for name, (override, _) in BAD_TRAIN_OPTIONS.items():
+        put(f"train-{name}.yaml", yaml.safe_dump({"train": {**TRAIN, **override}}))
     files["train_yaml"] = put("train.yaml", "train:\n  steps: 4\n  batch_size: 8\n"
                                             "  expansion: 2\n  layers: [1]\n")
 
