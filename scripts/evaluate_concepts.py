@@ -6,12 +6,10 @@ from __future__ import annotations
 import click
 import numpy as np
 
-from interplm_jax.cli import command
-from interplm_jax.concepts.config import config_options, resolve
+from interplm_jax.cli import command, parse_worker
+from interplm_jax.concepts.config import ConceptsConfig
+from interplm_jax.config import config_options
 from interplm_jax.errors import InputError
-
-CONFIG = click.option("--config", "config", default=None, type=click.Path(dir_okay=False),
-                      help="YAML config; its concepts: section gives the defaults of the options below.")
 
 
 @click.group()
@@ -32,16 +30,15 @@ def main():
 @click.option("--tsv", "--uniprot", "tsv", required=True, type=click.Path(dir_okay=False),
               help="UniProtKB TSV, or Swiss-Prot flat file (uniprot_sprot.dat); plain or .gz.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Labels file to write (.npz); a .json summary is written beside it.")
-@CONFIG
-@config_options("min_instances", "max_length", "require_alphafold", "drop_duplicates", "amino_acids",
-                "reference_parsing", "on_malformed")
 @command
-def labels(tsv, out, config, **opts):
+@config_options(ConceptsConfig, "concepts", "min_instances", "max_length", "require_alphafold",
+                "drop_duplicates", "amino_acids", "reference_parsing", "on_malformed")
+def labels(tsv, out, cfg):
     """Parse a UniProtKB TSV or flat file into per-residue concept labels with one domain id per
     occurrence."""
     from interplm_jax.concepts.run import make_labels
 
-    lab, report = make_labels(tsv, out, resolve(config, **opts))
+    lab, report = make_labels(tsv, out, cfg)
     click.echo(f"{out}: {lab.n_proteins} proteins, {lab.n_concepts} concepts; "
                f"{len(report.malformed)} malformed row(s) skipped")
 
@@ -54,16 +51,15 @@ def labels(tsv, out, config, **opts):
 @click.option("--store", default=None, help="Activation store to create or resume (with --model).")
 @click.option("--device", default=None, help="torch device of the extraction.")
 @click.option("--shard-size", default=1000, show_default=True, help="Proteins per store shard.")
-@CONFIG
-@config_options("n_proteins", "seed", "max_length", "valid_fraction", "select_fraction",
-                "min_domains", "min_residues", "count_on")
 @command
-def split(labels_path, out, model, layers, store, device, shard_size, config, **opts):
+@config_options(ConceptsConfig, "concepts", "n_proteins", "seed", "max_length", "valid_fraction",
+                "select_fraction", "min_domains", "min_residues", "count_on")
+def split(labels_path, out, model, layers, store, device, shard_size, cfg):
     """Sample proteins (seeded), split valid/test (+ the select subset of valid) and keep the
     concepts with enough domains or residues; optionally extract their activations."""
     from interplm_jax.concepts.run import make_split
 
-    es, proteins = make_split(labels_path, out, resolve(config, **opts))
+    es, proteins = make_split(labels_path, out, cfg)
     m = es.meta
     click.echo(f"{out}: {len(es.valid)} valid / {len(es.test)} test proteins ({len(es.select)} for "
                f"selection); kept {m['n_concepts_kept_reported']} concepts (+{m['n_concepts_kept'] - m['n_concepts_kept_reported']} "
@@ -76,16 +72,6 @@ def split(labels_path, out, model, layers, store, device, shard_size, config, **
 
         st = extract_to_store(proteins, model, parse_layers(layers), store, shard_size=shard_size, device=device)
         click.echo(st.summary() if st else f"{store}: not complete yet")
-
-
-def _parse_worker(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise InputError(f"--worker: expected I/N, e.g. 0/4, got {text!r}") from None
-    if not 0 <= i < n:
-        raise InputError(f"--worker: need 0 <= I < N, got {text!r}")
-    return i, n
 
 
 @main.command()
@@ -102,18 +88,16 @@ def _parse_worker(text: str) -> tuple[int, int]:
 @click.option("--model-name", default="model", show_default=True, help="Model label in tables and plots (e.g. esm2_8m).")
 @click.option("--kind", default=None, type=click.Choice(["sae", "shuffled", "neurons"]), help="Row kind in the report (default from the SAE's metadata).")
 @click.option("--worker", default="0/1", show_default=True, help="I/N: count the I-th of N parts of the split (sum the parts with `merge`).")
-@CONFIG
-@config_options("thresholds", "activations", "chunk_residues")
 @command
+@config_options(ConceptsConfig, "concepts", "thresholds", "activations", "chunk_residues")
 def f1(labels_path, evalset, store, layer, split_name, sae, neurons, neuron_stats, out, name,
-       model_name, kind, worker, config, **opts):
+       model_name, kind, worker, cfg):
     """Count TP, FP and domains hit for every (feature, kept concept, threshold) on one split."""
     from interplm_jax.concepts.run import count_f1
 
-    counts, table = count_f1(labels_path, evalset, store, layer, split_name, out,
-                             resolve(config, **opts), sae=sae, neurons=neurons,
-                             neuron_stats=neuron_stats, name=name, model_name=model_name,
-                             kind=kind, worker=_parse_worker(worker))
+    counts, table = count_f1(labels_path, evalset, store, layer, split_name, out, cfg, sae=sae,
+                             neurons=neurons, neuron_stats=neuron_stats, name=name,
+                             model_name=model_name, kind=kind, worker=parse_worker(worker))
     f1s = [r["f1"] for r in table]
     click.echo(f"{out}: {counts.n_proteins} proteins, {counts.n_features} features x "
                f"{len(counts.concepts)} concepts; mean best F1 {np.mean(f1s) if f1s else 0:.3f}")
@@ -148,15 +132,13 @@ def select(counts, out):
 @click.option("--run", "runs", multiple=True, required=True,
               help="VALID_COUNTS,TEST_COUNTS of one selected SAE or baseline (repeat per layer/model/kind).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for the CSV tables and the PNG.")
-@CONFIG
-@config_options("top_f1", "reference_test")
 @command
-def report(runs, out, config, **opts):
+@config_options(ConceptsConfig, "concepts", "top_f1", "reference_test")
+def report(runs, out, cfg):
     """Held-out report: per concept, the feature chosen on valid and its test F1; pairs with
     valid F1 > top and how many keep test F1 > top; summary.csv and concepts_per_layer.png."""
     from interplm_jax.concepts.run import heldout, summary_line
 
-    cfg = resolve(config, **opts)
     pairs = []
     for run in runs:
         parts = run.split(",")

@@ -156,7 +156,8 @@ def stage_train(s: Study) -> dict:
     for v in s.variants:
         log_command("train", "--config", s.config, "--store", s.out.store(v), "--out",
                     s.out.sweeps(v), "--resume")
-        train_layers(s.sections["train"], s.out.store(v), s.out.sweeps(v), resume=True)
+        train_layers(s.sections["train"], s.out.store(v), s.out.sweeps(v), resume=True,
+                     where=f"{s.config}:train")
     return {}
 
 
