@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 
-from interplm_jax.errors import StoreError
+from interplm_jax.errors import StoreDamage
 from interplm_jax.progress import progress_bar
 from interplm_jax.store.manifest import crc32, marker_key
 from interplm_jax.store.reader import ActivationStore
@@ -61,8 +61,8 @@ def verify_store(store: ActivationStore, layers: tuple[int, ...] | None = None) 
 def _check(store: ActivationStore, layer: int, r0: int, r1: int, expected: int | None) -> str | None:
     try:
         rows = store.stored_rows(layer, r0, r1)
-    except StoreError as e:
-        return str(e).split(": ", 1)[-1]
+    except StoreDamage as e:
+        return f"cannot be read: {e.detail}"
     if expected is None:
         return "its marker records no checksum"
     got = crc32(rows)
