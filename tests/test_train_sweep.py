@@ -15,7 +15,7 @@ import pytest
 import yaml
 from train_streams import ArrayStream, factory, toy_activations
 
-from interplm_jax.errors import InputError
+from interplm_jax.errors import InputError, LockedError
 from interplm_jax.train import TrainConfig, train_sweep
 from interplm_jax.train.checkpoint import CheckpointMismatch
 
@@ -122,6 +122,31 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(data, uninterrupted, tmp_
     (out / "metrics.jsonl").write_text("\n".join([lines[0], "{oops", *lines[1:]]) + "\n")
     with pytest.raises(InputError, match=r"metrics.jsonl:2: not a metrics line"):
         train_sweep(cfg, factory(data, B), D, out, layer=3, resume=True)
+
+
+HOLD_LOCK = """import sys, time
+from interplm_jax.lock import locked
+with locked(sys.argv[1], ".lock", "training"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_run_on_one_sweep_directory_is_refused_naming_the_first(data, tmp_path):
+    """Two `train --resume` on one directory would both write metrics.jsonl and checkpoints."""
+    cfg, out = config(mesh_sae=1, mesh_data=1), tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], env=env,
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        with pytest.raises(LockedError, match=rf"sweep: training is already running here "
+                                              rf"\(process {holder.pid} on .*lock file .*sweep/.lock"):
+            train_sweep(cfg, factory(data, B), D, out, layer=3, resume=True)
+    finally:
+        holder.kill()  # a lock dies with its holder, even by SIGKILL
+        holder.wait()
+    assert train_sweep(cfg, factory(data, B), D, out, layer=3, resume=True).step == STEPS
 
 
 def test_checkpoint_of_another_grid_is_refused(data, uninterrupted):
