@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 
 from interplm_jax.cli import command, parse_layers
@@ -27,7 +25,6 @@ def main(config_path, store, out, resume, layers):
     from interplm_jax.train import TrainConfig
     from interplm_jax.train.run import train_layers
 
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save INFO lines
     cfg = load_yaml(TrainConfig, config_path, "train")
     results = train_layers(cfg, store, out, resume, parse_layers(layers) if layers else None)
     for layer, r in results.items():
