@@ -94,6 +94,16 @@ def iter_records(path: str | os.PathLike, id_style: IdStyle = "auto") -> Iterato
         yield Protein(rid, "".join(chunks).upper(), header_line)
 
 
+def alphabet_problem(seq: str) -> str | None:
+    """What in an upper-case sequence is outside the ESM-2 alphabet (the letters and the first
+    position), or None."""
+    bad = sorted(set(seq) - ESM_ALPHABET)
+    if not bad:
+        return None
+    pos = next(i for i, c in enumerate(seq) if c in bad) + 1
+    return f"invalid characters: {''.join(bad)!r} (first at residue {pos})"
+
+
 def problem(protein: Protein, max_length: int, seen: set[str]) -> str | None:
     """The first thing wrong with a record, or None."""
     seq = protein.sequence
@@ -101,10 +111,9 @@ def problem(protein: Protein, max_length: int, seen: set[str]) -> str | None:
         return "duplicate id"
     if not seq:
         return "empty sequence"
-    bad = sorted(set(seq) - ESM_ALPHABET)
+    bad = alphabet_problem(seq)
     if bad:
-        pos = next(i for i, c in enumerate(seq) if c in bad) + 1
-        return f"invalid characters: {''.join(bad)!r} (first at residue {pos})"
+        return bad
     if len(seq) > max_length:
         return f"too long: {len(seq)} residues > max length {max_length}"
     return None
@@ -160,9 +169,13 @@ def sample_proteins(proteins: Sequence[Protein], n: int, max_length: int | None 
                     seed: int = 0) -> list[Protein]:
     """``n`` proteins drawn at random without replacement (seeded) among those of at most
     ``max_length`` residues, returned in their original order."""
+    if n < 1:
+        raise InputError(f"cannot sample {n} proteins: the number to draw must be at least 1")
     pool = [p for p in proteins if max_length is None or len(p.sequence) <= max_length]
     if n > len(pool):
-        raise InputError(f"cannot sample {n} proteins: only {len(pool)} have <= {max_length} residues")
+        among = f"only {len(pool)} have <= {max_length} residues" if max_length is not None \
+            else f"there are only {len(pool)}"
+        raise InputError(f"cannot sample {n} proteins: {among}")
     idx = np.sort(np.random.default_rng(seed).choice(len(pool), size=n, replace=False))
     return [pool[i] for i in idx]
 

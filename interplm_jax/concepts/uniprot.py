@@ -26,6 +26,7 @@ from typing import Iterator, Literal
 
 from interplm_jax.concepts.flatfile import open_uniprot_table
 from interplm_jax.errors import InputError
+from interplm_jax.fasta import ESM_ALPHABET, alphabet_problem
 
 Kind = Literal["categorical", "binary", "paired"]
 
@@ -251,6 +252,10 @@ def _parse_row(row: list[str], header: list[str], base: dict, cols: list[tuple[i
         raise MalformedRow(header[base["length"]], f"length {row[base['length']]!r} is not an integer") from None
     if not seq or len(seq) != length:
         raise MalformedRow(header[base["sequence"]], f"sequence has {len(seq)} residues, Length says {length}")
+    bad = alphabet_problem(seq)
+    if bad:  # caught here, not stages later when the model meets it
+        raise MalformedRow(header[base["sequence"]], f"{bad}; the model's alphabet is "
+                                                     f"{''.join(sorted(ESM_ALPHABET))}")
     occs: list[Occurrence] = []
     for ci, j in cols:
         cell = row[j].strip()
