@@ -18,6 +18,7 @@ from interplm_jax.errors import StoreError
 from interplm_jax.store.manifest import (DTYPES, FORMAT, FORMAT_VERSION, Objects, Shard, array_spec,
                                          check_same_plan, chunk_rows_for, crc32, ids_text,
                                          kvstore_url, marker_key, plan_shards)
+from interplm_jax.store import stats
 from interplm_jax.store.reader import ActivationStore
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ class StoreWriter:
         Args:
           acts: layer -> array (shard.n_rows, d_model), rows in protein order.
         """
-        writes = []
+        writes, moments = [], {}
         for L, array in self.arrays.items():
             a = acts[L]
             if a.shape != (shard.n_rows, self.manifest["d_model"]):
@@ -135,6 +136,8 @@ class StoreWriter:
                                  f"({shard.n_rows}, {self.manifest['d_model']})")
             a = np.asarray(a, dtype=array.dtype.numpy_dtype)
             writes.append(array[shard.row_start:shard.row_stop].write(a))
+            moments[L] = stats.Moments.of_rows(a)  # of the stored values, while the write runs
+        self.objects.write(stats.shard_key(shard.index), stats.encode(stats.moments_arrays(moments)))
         for w in writes:
             w.result()  # committed (durable) before the marker says so
         marker = dataclasses.asdict(shard) | {"crc32": {
@@ -151,6 +154,7 @@ class StoreWriter:
         manifest = dict(self.manifest)
         manifest["shards"] = [dataclasses.asdict(s) | {"complete": True} for s in self.shards]
         manifest["complete"] = True
+        stats.merge_shards(self.objects, self.manifest["layers"], len(self.shards))
         self.objects.write_json("manifest.json", manifest)
         self.manifest = manifest
         log.info("store %s complete: %d shards", self.url, len(self.shards))
