@@ -185,18 +185,20 @@ def stage_normalize(s: Study) -> dict:
 
 
 def stage_concepts(s: Study) -> dict:
-    from interplm_jax.concepts.run import count_f1, heldout, select_saes, selection_lines
+    from interplm_jax.concepts.run import (count_f1, heldout, select_saes, selection_lines,
+                                           summary_line)
 
     o, cfg = s.out, s.sections["concepts"]
 
     def f1(variant: str, layer: int, split: str, sae: Path, dest: Path, kind: str) -> Path:
         if not dest.is_file():  # counts files are written whole; a partial one resumes
+            name = "neurons" if kind == "neurons" else sae.name
             log_command("evaluate_concepts", "f1", "--labels", o.labels, "--evalset",
                         o.eval_set.definition, "--store", o.eval_store(variant), "--layer", layer,
                         "--split", split, "--sae", sae, "--kind", kind, "--out", dest,
-                        "--model-name", s.study.name, "--config", s.config)
+                        "--name", name, "--model-name", s.study.name, "--config", s.config)
             count_f1(o.labels, o.eval_set.definition, o.eval_store(variant), layer, split, dest, cfg,
-                     sae=sae, kind=kind, model_name=s.study.name)
+                     sae=sae, kind=kind, name=name, model_name=s.study.name)
         return dest
 
     kinds = {"esm2": "sae", "shuffled": "shuffled"}
@@ -216,7 +218,8 @@ def stage_concepts(s: Study) -> dict:
                           for split in ("valid", "test")))
     log_command("evaluate_concepts", "report", *(a for r in runs for a in ("--run", ",".join(map(str, r)))),
                 "--out", o.concept_report.root, "--config", s.config)
-    heldout(runs, o.concept_report.root, cfg)
+    for row in heldout(runs, o.concept_report.root, cfg):
+        log.info("%s", summary_line(row, cfg.top_f1))
     return {"chosen": {f"{v}_L{L}": sae.name for v, L, sae in chosen}}
 
 

@@ -26,12 +26,14 @@ def make_labels(tsv: str | os.PathLike, out: str | os.PathLike, cfg: ConceptsCon
     """UniProtKB TSV -> per-residue concept labels ``out`` (.npz) and its JSON summary beside it.
 
     Returns (ConceptLabels, ParseReport)."""
+    from interplm_jax.concepts.flatfile import count_entries
     from interplm_jax.concepts.labels import build_labels
     from interplm_jax.concepts.uniprot import ParseReport, read_uniprot_tsv
-    from interplm_jax.progress import progress_bar
+    from interplm_jax.progress import progress_bar, progress_enabled
 
     report = ParseReport(tsv)
-    bar = progress_bar(desc="labels", unit="protein")
+    bar = progress_bar(count_entries(tsv) if progress_enabled() else None, desc="labels",
+                       unit="protein")
 
     def rows():
         for row in read_uniprot_tsv(tsv, cfg.on_malformed, report):
@@ -201,7 +203,8 @@ def heldout(runs: Sequence[tuple[str | os.PathLike, str | os.PathLike]], out: st
         valid, test = ConceptCounts.load(valid_path), ConceptCounts.load(test_path)
         rep = heldout_report(valid, test, cfg.top_f1, cfg.reference_test)
         m = valid.meta
-        tag = f"{m.get('model', 'model')}_{m.get('kind', 'sae')}_L{m.get('layer')}"
+        # model, kind, layer and the SAE's name: two SAEs of one layer get their own files
+        tag = f"{m.get('model', 'model')}_{m.get('kind', 'sae')}_L{m.get('layer')}_{m.get('name')}"
         write_csv(files.per_concept(tag), rep.per_concept)
         write_csv(files.pairs(tag), rep.pairs,
                   ["concept", "feature", "valid_f1", "test_f1", "test_threshold"])
@@ -214,6 +217,7 @@ def heldout(runs: Sequence[tuple[str | os.PathLike, str | os.PathLike]], out: st
 
 def summary_line(row: dict, top_f1: float) -> str:
     """One row of :func:`heldout`'s summary in words."""
-    return (f"{row['model']}_{row['kind']}_L{row['layer']}: mean test F1 {row['mean_test_f1']:.3f}; "
+    return (f"{row['model']}_{row['kind']}_L{row['layer']}_{row['name']}: mean test F1 "
+            f"{row['mean_test_f1']:.3f}; "
             f"{row['n_pairs_test']} of {row['n_pairs_valid']} pairs keep F1 > {top_f1}; "
             f"{row['n_concepts_test']} concepts")
