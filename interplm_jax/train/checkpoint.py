@@ -11,6 +11,7 @@ rename; on GCS: a checkpoint counts once its commit marker is written). ``direct
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any, Callable, Iterable, TypeVar
 
 import jax
@@ -128,12 +129,31 @@ def newest_readable(steps: Iterable[int], read: Callable[[int], T], where: AnyPa
         except CheckpointMismatch:
             raise
         except Exception as e:  # noqa: BLE001  (whatever orbax or tensorstore raise for bad bytes)
+            _drop_closed_loop_reports()
             reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             then = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "no older one"
             log.warning("%s: the checkpoint at step %d cannot be read (%s); %s", where, step,
                         reason, then)
     raise InputError(f"{where}: none of the checkpoints (steps {sorted(steps)}) can be read; "
                      "start a new --out, or restore the directory from a copy")
+
+
+def _drop_closed_loop_reports() -> None:
+    """After a failed orbax read, TensorStore still finishes the reads that were in flight and
+    calls back into orbax's event loop, closed by then; Python prints each such call as an
+    ignored ``RuntimeError: Event loop is closed`` with a traceback. Drop those reports (only
+    those: every other unraisable exception still goes to the previous hook)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop", False):
+        return
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if not (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.drops_closed_loop = True
+    sys.unraisablehook = hook
 
 
 def _set_aside(path: AnyPath) -> AnyPath:
