@@ -60,12 +60,18 @@ class Architecture(NamedTuple):
     """eps added to the row norm when renormalising the decoder (reference value)."""
     clip_first: bool = False
     """Clip the gradient before the decoder projection (ReLU trainer) instead of after."""
+    pre_activations: Callable | None = None
+    """(params, x (B, d), dtype) -> (B, F) encoder product, for a step with a sparse branch."""
+    active_scores: Callable | None = None
+    """(params, pre, hparams) -> (B, F), -inf where an entry is inactive: the architecture can
+    train with the sparse ReLU/JumpReLU step (``train.decoder``); None: it cannot."""
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     "relu": Architecture(
         "relu", relu.init, relu.encode, relu.decode, relu.loss, relu.TRAINABLE, relu.HPARAMS,
         sparsity_warmup=True, project_eps=0.0, renorm_eps=0.0, clip_first=True,
+        pre_activations=relu.pre_activations, active_scores=relu.active_scores,
     ),
     "topk": Architecture(
         "topk", topk.init, topk.encode_topk, topk.decode, topk.loss_topk, topk.TRAINABLE,
@@ -78,6 +84,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "jumprelu": Architecture(
         "jumprelu", jumprelu.init, jumprelu.encode, jumprelu.decode, jumprelu.loss,
         jumprelu.TRAINABLE, jumprelu.HPARAMS, sparsity_warmup=True, adam_b1=0.0,
+        pre_activations=jumprelu.pre_activations, active_scores=jumprelu.active_scores,
     ),
     "neuron": Architecture(
         "neuron", neuron.init, neuron.encode, relu.decode, relu.loss, relu.TRAINABLE, relu.HPARAMS,

@@ -28,6 +28,7 @@ HPARAM_DEFAULTS: dict[str, float] = {
     "bandwidth": 0.001,
 }
 INT_HPARAMS = ("seed", "k", "threshold_start_step")
+SPARSE_DECODER_ARCHS = ("relu", "jumprelu", "topk")
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,12 @@ class TrainConfig:
     matmul_dtype: Literal["float32", "bfloat16"] = option(
         "float32", "Matmul input dtype (bfloat16: float32 parameters and accumulation).")
     decoder: Literal["auto", "dense", "sparse"] = option(
-        "auto", "TopK decoder: `sparse` gathers the k active decoder rows per token (and "
-        "scatter-adds the gradients), `dense` multiplies f W_dec; `auto`: sparse when k <= F/32.")
+        "auto", "TopK, ReLU, JumpReLU: `sparse` gathers each token's active decoder rows (and "
+        "scatter-adds the gradients), `dense` multiplies f W_dec; `auto`: sparse for TopK when "
+        "k <= F/32, for ReLU/JumpReLU when sparse_capacity <= F/16 and F >= 2,048. ReLU/JumpReLU "
+        "steps where a token has more active features than sparse_capacity run dense.")
+    sparse_capacity: int = option(
+        0, "ReLU/JumpReLU sparse step: active features per token it holds; 0: F/32.")
     on_nan: Literal["mask", "stop"] = option(
         "mask", "A non-finite loss: `mask` freezes that SAE and goes on, `stop` ends the run.")
 
@@ -84,6 +89,14 @@ class TrainConfig:
             raise ValueError("give either `grid` (a product) or `grid_list` (explicit rows), not both")
         if self.resample_steps is not None and self.arch != "relu":
             raise ValueError("resample_steps applies to the relu architecture only")
+        if self.decoder == "sparse" and self.arch not in SPARSE_DECODER_ARCHS:
+            raise ValueError(f"decoder: sparse applies to {', '.join(SPARSE_DECODER_ARCHS)}; "
+                             f"{self.arch} decodes densely")
+        if self.sparse_capacity < 0:
+            raise ValueError(f"sparse_capacity must be >= 0; got {self.sparse_capacity}")
+        if self.sparse_capacity and sae.get(self.arch).active_scores is None:
+            raise ValueError(f"sparse_capacity applies to the relu and jumprelu architectures "
+                             f"only, not {self.arch}")
 
     def dict_size(self, d_model: int) -> int:
         """F for inputs of width d_model."""

@@ -82,7 +82,7 @@ def make_spec(cfg: TrainConfig, grid: list[dict]) -> StepSpec:
         warmup_steps=warmup, decay_start=decay, sparsity_warmup_steps=sparsity,
         resample_steps=cfg.resample_steps, grad_clip=cfg.grad_clip,
         dead_tokens=cfg.dead_tokens, k_max=k_max, matmul_dtype=cfg.matmul_dtype,
-        decoder=cfg.decoder)
+        decoder=cfg.decoder, sparse_capacity=cfg.sparse_capacity)
 
 
 def to_host(tree):
