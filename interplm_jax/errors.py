@@ -11,3 +11,7 @@ class InputError(InterPLMError, ValueError):
 
 class StoreError(InputError):
     """An activation store that is missing, incomplete, of another format or inconsistent."""
+
+
+class LockedError(InputError):
+    """Another process is writing the same output (a sweep directory, a store's worker)."""

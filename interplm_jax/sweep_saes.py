@@ -33,6 +33,29 @@ def checkpoint_steps(sweep_dir: str | os.PathLike) -> list[int]:
                   and (p / "state").is_dir())
 
 
+def metric_rows(path) -> list[dict]:
+    """The rows of a ``metrics.jsonl`` file (path or URL) in file order.
+
+    A torn final line (a run killed, or a disk full, in the middle of writing it) is dropped
+    with a warning; a bad line elsewhere is an :class:`InputError` naming it.
+    """
+    lines = as_path(path).read_text().splitlines()
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            row["sae"], row["step"]  # noqa: B018  (both present)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if n == len(lines):
+                log.warning("%s:%d: dropping a torn last line (%d characters)", path, n, len(line))
+                break
+            raise InputError(f"{path}:{n}: not a metrics line (JSON with 'sae' and 'step')") from None
+        rows.append(row)
+    return rows
+
+
 def read_metrics(sweep_dir: str | os.PathLike) -> dict[str, dict[str, list[float]]]:
     """SAE id -> metric -> values in step order, from the sweep's ``metrics.jsonl`` (one line per
     logged step and SAE; the ``step`` values are a metric like the others)."""
@@ -40,17 +63,10 @@ def read_metrics(sweep_dir: str | os.PathLike) -> dict[str, dict[str, list[float
     if not path.exists():
         raise InputError(f"{path}: not found; is {sweep_dir} a sweep directory (scripts/train.py)?")
     curves: dict[str, dict[str, list[float]]] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            sae, _ = row["sae"], row["step"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise InputError(f"{path}:{n}: not a metrics line (JSON with 'sae' and 'step')") from None
+    for row in metric_rows(path):
         for k, v in row.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                curves.setdefault(sae, {}).setdefault(k, []).append(float(v))
+                curves.setdefault(row["sae"], {}).setdefault(k, []).append(float(v))
     return curves
 
 

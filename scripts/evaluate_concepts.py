@@ -24,7 +24,7 @@ def main():
     """Swiss-Prot concept evaluation of SAE features (and baselines), as in the InterPLM paper.
 
     \b
-    1. labels  UniProt TSV -> per-residue concept labels (labels.npz)
+    1. labels  UniProt TSV or flat file -> per-residue concept labels (labels.npz)
     2. split   sample proteins, valid/test/select split, kept concepts (+ FASTA, + extraction)
     3. f1      TP/FP/domain counts of every (feature, concept, threshold) on one split
                (merge: sum the parts of `f1 --worker I/N`)
@@ -34,14 +34,16 @@ def main():
 
 
 @main.command()
-@click.option("--tsv", required=True, type=click.Path(dir_okay=False), help="UniProtKB TSV (plain or .gz).")
+@click.option("--tsv", "--uniprot", "tsv", required=True, type=click.Path(dir_okay=False),
+              help="UniProtKB TSV, or Swiss-Prot flat file (uniprot_sprot.dat); plain or .gz.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Labels file to write (.npz); a .json summary is written beside it.")
 @CONFIG
 @config_options("min_instances", "max_length", "require_alphafold", "drop_duplicates", "amino_acids",
                 "reference_parsing", "on_malformed")
 @command
 def labels(tsv, out, config, **opts):
-    """Parse a UniProtKB TSV into per-residue concept labels with one domain id per occurrence."""
+    """Parse a UniProtKB TSV or flat file into per-residue concept labels with one domain id per
+    occurrence."""
     from interplm_jax.atomic import atomic_write
     from interplm_jax.concepts.labels import build_labels
     from interplm_jax.concepts.uniprot import ParseReport, read_uniprot_tsv

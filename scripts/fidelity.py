@@ -24,14 +24,16 @@ DEFAULTS, HELP = FidelityConfig(), field_help(FidelityConfig)
 @click.option("--layer", type=int, default=None, help="Layer L (default: the SAEs' own).")
 @click.option("--max-proteins", type=int, default=DEFAULTS.max_proteins, help=HELP["max_proteins"])
 @click.option("--max-length", default=1022, help="Longest protein accepted (residues).")
+@click.option("--on-invalid", type=click.Choice(["error", "skip"]), default="error",
+              help="Invalid FASTA records (too long, bad characters): stop, or skip and count them.")
 @click.option("--mask-fraction", default=DEFAULTS.mask_fraction, help=HELP["mask_fraction"])
 @click.option("--seed", default=DEFAULTS.seed, help=HELP["seed"])
 @click.option("--batch-size", default=DEFAULTS.batch_size, help=HELP["batch_size"])
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the table (TSV) here.")
 @click.option("--device", default="cpu", help="torch device.")
 @command
-def main(model, fasta, sweep, sae_ids, sae_paths, layer, max_proteins, max_length, mask_fraction,
-         seed, batch_size, out, device):
+def main(model, fasta, sweep, sae_ids, sae_paths, layer, max_proteins, max_length, on_invalid,
+         mask_fraction, seed, batch_size, out, device):
     """CE of ESM-2 with each SAE's reconstruction spliced in at layer L, vs the clean model and
     zero-ablation; loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean), one row per SAE."""
     from interplm_jax.atomic import atomic_write
@@ -57,7 +59,7 @@ def main(model, fasta, sweep, sae_ids, sae_paths, layer, max_proteins, max_lengt
         if len(layers) != 1 or None in layers:
             raise InputError(f"the SAEs record layers {sorted(map(str, layers))}: pass --layer")
         layer = layers.pop()
-    proteins, _ = read_fasta(fasta, max_length=max_length)
+    proteins, _ = read_fasta(fasta, max_length=max_length, on_invalid=on_invalid)
     sequences = [p.sequence for p in proteins][:max_proteins]
     lm, tokenizer = load_masked_lm(model, device)
     torch_saes = {k: TorchSAE.from_saved(s).to(device) for k, s in saes.items()}

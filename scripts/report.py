@@ -59,7 +59,8 @@ def parse_layer(spec: str, selection: str | None):
 @click.option("--selection", type=click.Path(dir_okay=False), default=None,
               help="selection.csv for every --layer without selection=.")
 @click.option("--metadata", type=click.Path(dir_okay=False), default=None,
-              help="UniProtKB TSV (Entry, Protein names, Organism, Length, Sequence) for names.")
+              help="UniProtKB TSV (Entry, Protein names, Organism, Length, Sequence) or Swiss-Prot "
+                   "flat file (.dat) for names.")
 @click.option("--title", default="interplm-jax feature browser", help="Page title.")
 @click.option("--config", type=click.Path(dir_okay=False), default=None,
               help="YAML config; its report: section (top_proteins, window, top_concepts, ...).")

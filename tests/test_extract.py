@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from interplm_jax.errors import InputError, StoreError
+from interplm_jax.errors import InputError, LockedError, StoreError
 from interplm_jax.fasta import Protein, write_fasta
 from interplm_jax.store import ActivationStore, StoreWriter
 from torch_bridge import esm as esm_mod
@@ -180,6 +180,18 @@ def test_parallel_workers_build_the_same_store(tiny_esm, proteins, reference, tm
     store = extract_to_store(proteins, tiny_esm, [1, 2, 4], out, worker=(2, 3), **kw)
     assert store is not None and store.manifest["complete"]
     assert store_bytes(out) == store_bytes(ref_path)
+
+
+def test_a_worker_already_writing_a_store_is_not_run_twice(tiny_esm, proteins, tmp_path):
+    from interplm_jax.lock import locked
+
+    out = tmp_path / "store"
+    with locked(out, ".lock-worker-1-of-2", "extraction worker 1/2"):  # as another process would
+        with pytest.raises(LockedError, match=rf"store: extraction worker 1/2 is already running "
+                                              rf"here \(process {os.getpid()} on "):
+            extract_to_store(proteins[:3], tiny_esm, [1], out, shard_size=7, worker=(1, 2))
+        assert extract_to_store(proteins[:3], tiny_esm, [1], out, shard_size=7, worker=(0, 2))
+    assert not list(out.glob(".lock*"))  # a finished store holds no lock files
 
 
 def test_resume_with_other_weights_or_plan_is_refused(tiny_esm, proteins, reference, tmp_path):

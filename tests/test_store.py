@@ -2,11 +2,12 @@
 
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
 
-from interplm_jax.errors import StoreError
+from interplm_jax.errors import InputError, StoreError
 from interplm_jax.store import ActivationStore, StoreWriter, kvstore_url, plan_shards, write_store
 
 
@@ -123,3 +124,42 @@ def test_reader_errors_name_what_is_missing(tmp_path):
 def test_ids_with_whitespace_are_refused(tmp_path):
     with pytest.raises(StoreError, match="contains whitespace"):
         StoreWriter.open(tmp_path / "s", ["a b"], [1], [1], 2, {"name": "m"})
+
+
+def test_row_reads_of_protein_sets_match_numpy(tmp_path):
+    store, _, acts = make(tmp_path / "s", n=23)
+    flat, ends = np.concatenate(acts[3]), np.cumsum([0] + [len(a) for a in acts[3]])
+    proteins = [0, 1, 2, 5, 9, 10, 22]
+    assert store.row_runs(proteins) == [(0, ends[3]), (ends[5], ends[6]), (ends[9], ends[11]),
+                                        (ends[22], ends[23])]
+    assert store.row_runs() == [(0, store.n_tokens)]
+    np.testing.assert_array_equal(store.protein_rows(3, proteins),
+                                  np.concatenate([acts[3][p] for p in proteins]))
+    rows = np.random.default_rng(1).permutation(store.n_tokens)[:50]
+    for block_rows in (1, 7, 1 << 16):  # one row per read .. all at once: same values
+        np.testing.assert_array_equal(store.take(3, rows, block_rows), flat[rows])
+    with pytest.raises(InputError, match=r"protein indices must be in \[0, 23\)"):
+        store.row_runs([3, 23])
+
+
+def test_prefetch_loads_in_order_and_ahead_only_when_asked():
+    from interplm_jax.store import prefetch
+
+    loaded = []
+
+    def load(i):
+        loaded.append(i)
+        return i * i
+
+    it = prefetch(load, range(4))
+    assert next(it) == 0
+    deadline = time.monotonic() + 10
+    while loaded != [0, 1] and time.monotonic() < deadline:  # item 1 loads while we hold item 0
+        time.sleep(0.001)
+    assert loaded == [0, 1]
+    assert list(prefetch(load, [])) == []
+    assert list(it) == [1, 4, 9] and loaded == [0, 1, 2, 3]
+    loaded.clear()
+    lazy = prefetch(load, range(3), ahead=False)
+    assert next(lazy) == 0 and loaded == [0]  # the next load waits for the caller
+    assert list(lazy) == [1, 4] and loaded == [0, 1, 2]

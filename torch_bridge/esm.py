@@ -24,6 +24,8 @@ import torch
 from interplm_jax.config import option
 from interplm_jax.errors import InputError
 from interplm_jax.fasta import DEFAULT_MAX_LENGTH, Protein
+from interplm_jax.lock import locked
+from interplm_jax.paths import as_path
 from interplm_jax.progress import progress_bar
 from interplm_jax.store import ActivationStore, Shard, StoreWriter
 
@@ -199,10 +201,20 @@ def extract_to_store(proteins: Sequence[Protein], model: str | os.PathLike, laye
 
     Resumable: shards already marked complete are skipped. With ``worker=(i, n)`` only shards
     ``s`` with ``s % n == i`` are done here, so ``n`` processes can fill one store together.
+    Each worker holds a lock in a local store while it writes: a second process with the same
+    ``worker`` stops with a :class:`LockedError` naming the first.
 
     Returns:
       The opened store if it is complete after this call, else ``None`` (other workers pending).
     """
+    i, n = worker
+    with locked(as_path(out), f".lock-worker-{i}-of-{n}", f"extraction worker {i}/{n}"):
+        return _extract_to_store(proteins, model, layers, out, shard_size, max_tokens, worker,
+                                 device, store_dtype, model_dtype)
+
+
+def _extract_to_store(proteins, model, layers, out, shard_size, max_tokens, worker, device,
+                      store_dtype, model_dtype) -> ActivationStore | None:
     if not proteins:
         raise InputError("no proteins to extract")
     esm, tokenizer = load_esm(model, device, model_dtype)
