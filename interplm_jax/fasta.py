@@ -169,9 +169,13 @@ def sample_proteins(proteins: Sequence[Protein], n: int, max_length: int | None 
                     seed: int = 0) -> list[Protein]:
     """``n`` proteins drawn at random without replacement (seeded) among those of at most
     ``max_length`` residues, returned in their original order."""
+    if n < 1:
+        raise InputError(f"cannot sample {n} proteins: the number to draw must be at least 1")
     pool = [p for p in proteins if max_length is None or len(p.sequence) <= max_length]
     if n > len(pool):
-        raise InputError(f"cannot sample {n} proteins: only {len(pool)} have <= {max_length} residues")
+        among = f"only {len(pool)} have <= {max_length} residues" if max_length is not None \
+            else f"there are only {len(pool)}"
+        raise InputError(f"cannot sample {n} proteins: {among}")
     idx = np.sort(np.random.default_rng(seed).choice(len(pool), size=n, replace=False))
     return [pool[i] for i in idx]
 

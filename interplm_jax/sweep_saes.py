@@ -36,10 +36,11 @@ def checkpoint_steps(sweep_dir: str | os.PathLike) -> list[int]:
 def metric_rows(path) -> list[dict]:
     """The rows of a ``metrics.jsonl`` file (path or URL) in file order.
 
-    A torn final line (a run killed, or a disk full, in the middle of writing it) is dropped
-    with a warning; a bad line elsewhere is an :class:`InputError` naming it.
+    A torn final line (no newline yet: a run killed, or a disk full, in the middle of writing
+    it) is dropped with a warning; any other bad line is an :class:`InputError` naming it.
     """
-    lines = as_path(path).read_text().splitlines()
+    text = as_path(path).read_text()
+    lines = text.splitlines()
     rows = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -48,7 +49,7 @@ def metric_rows(path) -> list[dict]:
             row = json.loads(line)
             row["sae"], row["step"]  # noqa: B018  (both present)
         except (json.JSONDecodeError, KeyError, TypeError):
-            if n == len(lines):
+            if n == len(lines) and not text.endswith("\n"):
                 log.warning("%s:%d: dropping a torn last line (%d characters)", path, n, len(line))
                 break
             raise InputError(f"{path}:{n}: not a metrics line (JSON with 'sae' and 'step')") from None

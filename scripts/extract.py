@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Extract ESM-2 hidden states of the proteins of a FASTA file into an activation store."""
+"""Extract protein LM (ESM-2, ESM C) hidden states of the proteins of a FASTA file into an activation store."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ D, H = ExtractConfig, field_help(ExtractConfig)
 
 @click.command(context_settings={"show_default": True})
 @click.option("--fasta", required=True, type=click.Path(dir_okay=False), help="FASTA file (plain or .gz).")
-@click.option("--model", required=True, help="ESM-2 hub name (facebook/esm2_t6_8M_UR50D) or local directory.")
+@click.option("--model", required=True, help="Hub name (facebook/esm2_t6_8M_UR50D, biohub/ESMC-300M) or local directory of an ESM-2 or ESM C checkpoint.")
 @click.option("--layers", required=True, help="Layers to store, e.g. 1,2,3 or 1-6 (hidden_states[L]; 0 = embeddings).")
 @click.option("--out", required=True, help="Store directory or gs:// URL (created, or resumed if it exists).")
 @click.option("--max-length", default=D.max_length, help=H["max_length"])
@@ -27,7 +27,7 @@ D, H = ExtractConfig, field_help(ExtractConfig)
 @click.option("--sample-seed", default=0, help="Seed of --sample.")
 @click.option("--shard-size", default=D.shard_size, help=H["shard_size"])
 @click.option("--max-tokens", default=D.max_tokens, help=H["max_tokens"])
-@click.option("--worker", default="0/1", help="I/N: this process extracts shards s with s %% N == I.")
+@click.option("--worker", default="0/1", help="I/N: this process extracts shards s with s % N == I.")
 @click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
 @click.option("--store-dtype", type=click.Choice(["float32", "bfloat16"]), default=D.store_dtype,
               help=H["store_dtype"])

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Loss recovered of SAEs spliced into ESM-2 at their layer, as a table."""
+"""Loss recovered of SAEs spliced into the protein LM (ESM-2, ESM C) at their layer, as a table."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ DEFAULTS, HELP = FidelityConfig(), field_help(FidelityConfig)
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--model", required=True, help="ESM-2 hub name or local directory (EsmForMaskedLM).")
+@click.option("--model", required=True, help="Hub name or local directory of an ESM-2 or ESM C masked LM.")
 @click.option("--fasta", required=True, type=click.Path(dir_okay=False), help="Held-out proteins.")
 @click.option("--sweep", type=click.Path(file_okay=False), default=None,
               help="Sweep directory: every SAE of it (or those named with --sae-id).")
@@ -34,13 +34,13 @@ DEFAULTS, HELP = FidelityConfig(), field_help(FidelityConfig)
 @command
 def main(model, fasta, sweep, sae_ids, sae_paths, layer, max_proteins, max_length, on_invalid,
          mask_fraction, seed, batch_size, out, device):
-    """CE of ESM-2 with each SAE's reconstruction spliced in at layer L, vs the clean model and
+    """CE of the model with each SAE's reconstruction spliced in at layer L, vs the clean model and
     zero-ablation; loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean), one row per SAE."""
     from interplm_jax.atomic import atomic_write
     from interplm_jax.fasta import read_fasta
     from torch_bridge.export import load_any
     from torch_bridge.fidelity import fidelity_table, format_table
-    from torch_bridge.intervene import load_masked_lm
+    from torch_bridge.models import load_masked_lm
     from torch_bridge.sae import TorchSAE
 
     saes = {}

@@ -29,7 +29,8 @@ def main(config_path, store, out, resume, layers):
 
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save INFO lines
     cfg = load_yaml(TrainConfig, config_path, "train")
-    results = train_layers(cfg, store, out, resume, parse_layers(layers) if layers else None)
+    results = train_layers(cfg, store, out, resume, parse_layers(layers) if layers else None,
+                           where=f"{config_path}:train")
     for layer, r in results.items():
         frozen = [row["id"] for row, ok in zip(r.grid, r.ok) if not ok]
         click.echo(f"layer {layer}: {len(r.grid)} SAEs, step {r.step} -> {r.out}"

@@ -16,7 +16,8 @@ from interplm_jax.errors import InputError, LockedError, StoreError
 from interplm_jax.fasta import Protein, write_fasta
 from interplm_jax.store import ActivationStore, StoreWriter
 from torch_bridge import esm as esm_mod
-from torch_bridge.esm import (ResidueTokenizer, extract_to_store, load_esm, token_budget_batches)
+from torch_bridge.esm import ResidueTokenizer, extract_to_store, token_budget_batches
+from torch_bridge.models import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 AA = "ACDEFGHIKLMNPQRSTVWY"
@@ -77,7 +78,7 @@ def test_layer_L_is_the_output_of_block_L_and_the_last_gets_the_final_norm(tiny_
     """DESIGN.md: hidden_states[L] is esm.encoder.layer[L-1]'s output, except that the last
     entry has emb_layer_norm_after applied."""
     _, store = reference
-    model, tok = load_esm(tiny_esm)
+    model, tok, _ = load_model(tiny_esm)
     captured = {}
     for i, block in enumerate(model.encoder.layer):
         block.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(i + 1, out))

@@ -74,6 +74,10 @@ def test_sample_is_seeded_bounded_and_in_file_order():
     assert order == sorted(order)
     with pytest.raises(InputError, match="only"):
         sample_proteins(proteins, 199, max_length=20)
+    with pytest.raises(InputError, match="cannot sample 201 proteins: there are only 200$"):
+        sample_proteins(proteins, 201)  # not "<= None residues"
+    with pytest.raises(InputError, match="cannot sample -1 proteins: the number to draw must be"):
+        sample_proteins(proteins, -1)
 
 
 def test_write_read_round_trip(tmp_path):

@@ -144,7 +144,7 @@ def test_bad_study_config(tmp_path, edit, message):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("name", ["demo", "esm2_8m", "esm2_650m"])
+@pytest.mark.parametrize("name", ["demo", "esm2_8m", "esm2_650m", "esmc_300m"])
 def test_every_config_section_parses(name):
     from _study import REPO
 

@@ -189,7 +189,7 @@ def test_read_sweep_takes_scale_of_sweep_normalized_saes(tmp_path):
     np.testing.assert_array_equal(got["sae001"].params["scale"], np.ones(24, np.float32))
 
 
-@pytest.mark.parametrize("name", ["esm2_8m", "esm2_650m", "demo"])
+@pytest.mark.parametrize("name", ["esm2_8m", "esm2_650m", "esmc_300m", "demo"])
 def test_config_sections_load(name):
     from interplm_jax.config import load_yaml
     from interplm_jax.normalize import NormalizeConfig

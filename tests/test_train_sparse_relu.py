@@ -44,11 +44,11 @@ def test_compact_packs_each_rows_active_entries():
 
 
 def test_step_capacity_resolution():
-    assert sparse.step_capacity("auto", 0, 10240) == 320
-    assert sparse.step_capacity("auto", 640, 10240) == 640
-    assert sparse.step_capacity("auto", 641, 10240) == 0      # > F/16: dense
-    assert sparse.step_capacity("auto", 0, 1024) == 0         # small dictionary: dense
-    assert sparse.step_capacity("sparse", 0, 96) == 3
+    assert sparse.step_capacity("sparse", 0, 10240) == 320    # F/32
+    assert sparse.step_capacity("sparse", 640, 10240) == 640
+    assert sparse.step_capacity("sparse", 0, 16) == 1
+    assert sparse.step_capacity("sparse", 100, 96) == 96
+    assert sparse.step_capacity("auto", 64, 10240) == 0       # auto: dense (see docs)
     assert sparse.step_capacity("dense", 8, 10240) == 0
     with pytest.raises(ValueError, match="decoder"):
         sparse.step_capacity("gather", 0, 64)
@@ -228,11 +228,11 @@ def test_sharded_sweep_equals_single_device_and_dense(data, tmp_path):
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"arch": "batchtopk", "decoder": "sparse"}, "decoder: sparse applies to relu, jumprelu, "
-                                                  "topk; batchtopk decodes densely"),
+    ({"arch": "batchtopk", "decoder": "sparse"}, "decoder: sparse applies to relu, topk, "
+                                                  "jumprelu; batchtopk decodes densely"),
     ({"arch": "topk", "sparse_capacity": 64}, "sparse_capacity applies to the relu and "
                                                "jumprelu architectures only, not topk"),
-    ({"sparse_capacity": -1}, "sparse_capacity must be >= 0"),
+    ({"sparse_capacity": -1}, "sparse_capacity=-1: must be >= 0"),
 ])
 def test_options_that_do_not_apply_are_refused(data, message):
     with pytest.raises(InputError, match=message):

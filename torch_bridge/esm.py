@@ -1,7 +1,7 @@
-"""ESM-2 through HuggingFace transformers: loading, and extraction of hidden states into a store.
+"""Extraction of protein LM hidden states (ESM-2, ESM C: torch_bridge/models.py) into a store.
 
-``hidden_states[L]`` is the residual stream after layer ``L`` (``0`` = embeddings; HF applies
-the final ``emb_layer_norm_after`` to the last entry). We keep the residue rows only: no
+``hidden_states[L]`` is the residual stream after layer ``L`` (``0`` = embeddings; transformers
+applies the model's final norm to the last entry). We keep the residue rows only: no
 ``<cls>``, ``<eos>`` or padding rows.
 
 Batches are formed within each shard by sorted length under a token budget (padded tokens per
@@ -28,6 +28,7 @@ from interplm_jax.lock import locked
 from interplm_jax.paths import as_path
 from interplm_jax.progress import progress_bar
 from interplm_jax.store import ActivationStore, Shard, StoreWriter
+from torch_bridge.models import Family, load_model
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ log = logging.getLogger(__name__)
 class ExtractConfig:
     """The ``extract:`` section of a study config (also the defaults of scripts/extract.py)."""
 
-    model: str = option("facebook/esm2_t6_8M_UR50D", "ESM-2 hub name or local directory.")
+    model: str = option("facebook/esm2_t6_8M_UR50D",
+                        "Hub name or local directory of an ESM-2 or ESM C checkpoint.")
     layers: tuple[int, ...] = option((1, 2, 3, 4, 5, 6), "Layers stored: hidden_states[L], 0 = embeddings.")
     max_length: int = option(DEFAULT_MAX_LENGTH, "Longest protein accepted (residues).")
     on_invalid: str = option("error", "Invalid FASTA records: 'error' (stop and report) or 'skip' (count).")
@@ -57,34 +59,13 @@ class ExtractConfig:
 DEFAULT_MAX_TOKENS = ExtractConfig.max_tokens
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_esm(name_or_path: str | os.PathLike, device: str | None = None,
-             dtype: torch.dtype = torch.float32):
-    """Load an ESM-2 ``EsmModel`` (no pooler) and its tokenizer, by hub name or local path.
-
-    Returns:
-      ``(model, tokenizer)``; the model is in eval mode on ``device``.
-    """
-    from transformers import AutoTokenizer, EsmModel
-    from transformers.utils import logging as hf_logging
-
-    name = os.fspath(name_or_path)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the unused lm_head of EsmForMaskedLM checkpoints is expected
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = EsmModel.from_pretrained(name, add_pooling_layer=False, dtype=dtype)
-    except OSError as e:
-        raise InputError(f"cannot load ESM-2 model {name!r}: {e}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    return model.to(pick_device(device)).eval(), tokenizer
+def model_identity(name: str, model, family: Family) -> dict:
+    """What a store manifest records of the model (``manifest["model"]``)."""
+    n = model.config.num_hidden_layers
+    return {"name": name, "model_family": family.name, "weights_sha256": weights_sha256(model),
+            "n_layers": n, "hidden_size": model.config.hidden_size,
+            "layer_semantics": (f"hidden_states[L] of {family.base_class}: 0 = embeddings, L = output of "
+                       f"block L, {n} = after the final norm ({family.module_path(n, n)})")}
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -217,11 +198,10 @@ def _extract_to_store(proteins, model, layers, out, shard_size, max_tokens, work
                       store_dtype, model_dtype) -> ActivationStore | None:
     if not proteins:
         raise InputError("no proteins to extract")
-    esm, tokenizer = load_esm(model, device, model_dtype)
+    esm, tokenizer, family = load_model(model, device=device, dtype=model_dtype)
     layers = sorted(set(int(L) for L in layers))
     validate_layers(layers, esm.config.num_hidden_layers, os.fspath(model))
-    identity = {"name": os.fspath(model), "weights_sha256": weights_sha256(esm),
-                "n_layers": esm.config.num_hidden_layers, "hidden_size": esm.config.hidden_size}
+    identity = model_identity(os.fspath(model), esm, family)
     writer = StoreWriter.open(out, [p.id for p in proteins], [len(p.sequence) for p in proteins],
                               layers, esm.config.hidden_size, identity, shard_size=shard_size,
                               dtype=store_dtype)

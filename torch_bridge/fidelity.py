@@ -1,4 +1,4 @@
-"""Loss recovered: ESM-2's cross-entropy with an SAE's reconstruction spliced in at layer L.
+"""Loss recovered: the protein LM's cross-entropy with an SAE's reconstruction spliced in at layer L.
 
 Computed as the reference's ``train/fidelity.py``: each protein is tokenized
 ``<cls> seq <eos>`` (padded in batches); the whole hidden state ``hidden_states[L]`` (every
@@ -107,7 +107,7 @@ def fidelity_table(lm, tokenizer, sequences: list[str], layer: int,
     """Fidelity of each SAE in ``saes`` at ``layer`` on ``sequences`` (clean/zero run once).
 
     Args:
-      lm, tokenizer: an ``EsmForMaskedLM`` and its tokenizer.
+      lm, tokenizer: a masked LM (``EsmForMaskedLM``, ``EsmcForMaskedLM``) and its tokenizer.
       sequences: held-out protein sequences.
       saes: SAE id -> SAE (all of width d_model of ``lm``).
       mask_fraction: 0 scores every residue of unmasked input (the reference); > 0 masks that

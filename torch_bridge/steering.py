@@ -1,4 +1,4 @@
-"""Steer ESM-2 by clamping SAE features inside its forward pass (nnsight on ``EsmForMaskedLM``).
+"""Steer a protein LM by clamping SAE features inside its forward pass (nnsight on its masked LM).
 
 At layer L, with h = hidden_states[L] (T, d): f = encode(h), err = h - decode(f); the chosen
 features are clamped to chosen values at chosen positions, giving f', and the model continues
@@ -99,7 +99,7 @@ def steer(lm, tokenizer, sae: TorchSAE, layer: int, sequence: str,
     """Run ``sequence`` once per steering condition; return probabilities per residue.
 
     Args:
-      lm, tokenizer: an ``EsmForMaskedLM`` and its tokenizer.
+      lm, tokenizer: a masked LM (``EsmForMaskedLM``, ``EsmcForMaskedLM``) and its tokenizer.
       sae: the SAE for ``layer`` (width d_model of ``lm``).
       conditions: name -> clamps (an empty list = the unsteered model).
       units: "normalized" (default) or "raw" clamp values.
@@ -116,7 +116,8 @@ def steer(lm, tokenizer, sae: TorchSAE, layer: int, sequence: str,
         logits = logits_with_edit(nn_model, ids.expand(len(chunk), -1),
                                   attn.expand(len(chunk), -1), layer, edit)
         probs.append(torch.softmax(logits[:, 1:len(sequence) + 1].float(), dim=-1).numpy())
-    vocab = tuple(tokenizer.convert_ids_to_tokens(list(range(lm.config.vocab_size))))
+    tokens = tokenizer.convert_ids_to_tokens(list(range(lm.config.vocab_size)))
+    vocab = tuple(t if t is not None else f"<unused{i}>" for i, t in enumerate(tokens))  # ESM C pads to 64
     return SteeringResult(sequence, names, np.concatenate(probs), vocab)
 
 

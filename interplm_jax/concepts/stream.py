@@ -27,6 +27,7 @@ from interplm_jax.concepts.f1 import DEFAULT_THRESHOLDS, ConceptCounts, CountAcc
 from interplm_jax.concepts.labels import ConceptLabels, is_per_residue, protein_chunks
 from interplm_jax.errors import InputError, StoreError
 from interplm_jax.progress import progress_bar
+from interplm_jax.resume import load_npz
 from interplm_jax.store import prefetch
 
 log = logging.getLogger(__name__)
@@ -87,14 +88,14 @@ def count_split(store, layer: int, labels: ConceptLabels, eval_set: EvalSet, spl
                       store=getattr(store, "url", ""), features=features_id, F=n_features,
                       worker=list(worker))
     start = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        with np.load(checkpoint, allow_pickle=False) as z:
-            if str(z["fingerprint"]) == fingerprint:
-                acc.load_state({k: z[k] for k in z.files})
-                start = int(z["next_chunk"])
-                log.info("resuming from %s at chunk %d of %d", checkpoint, start, len(chunks))
-            else:
-                log.warning("%s belongs to another run; starting over", checkpoint)
+    state = load_npz(checkpoint)
+    if state is not None:
+        if str(state.get("fingerprint")) == fingerprint:
+            acc.load_state(state)
+            start = int(state["next_chunk"])
+            log.info("resuming from %s at chunk %d of %d", checkpoint, start, len(chunks))
+        else:
+            log.warning("%s belongs to another run; starting over", checkpoint)
 
     def save(next_chunk: int) -> None:
         buf = io.BytesIO()

@@ -14,6 +14,7 @@ import html
 import json
 import logging
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
@@ -172,8 +173,9 @@ def render_html(data: dict) -> str:
     template = resources.files("interplm_jax.report").joinpath("template.html").read_text("utf-8")
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     payload = payload.replace("<", "\\u003c")  # no "</script>" inside the data
-    return (template.replace("__TITLE__", html.escape(data["title"]))
-            .replace("__DATA__", payload))
+    values = {"TITLE": html.escape(data["title"]), "DATA": payload}
+    # one pass: a title holding "__DATA__" stays text
+    return re.sub(r"__(TITLE|DATA)__", lambda m: values[m.group(1)], template)
 
 
 def build_report(title: str, store: str | os.PathLike, fasta: str | os.PathLike,

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 from jax import Array
 
 from interplm_jax.sae import relu
+from interplm_jax.sae._spec import Architecture
 from interplm_jax.sae._types import Params
 
 
@@ -27,3 +28,16 @@ def init(key: Array, d: int, F: int) -> Params:
 def encode(params: Params, x: Array) -> Array:
     """f = min(ReLU(x - b_pre) * scale, 1) per neuron. x: (B, d) -> (B, d)."""
     return jnp.minimum(relu.encode(params, x), 1.0)
+
+
+SPEC = Architecture(
+    name="neuron",
+    title="neuron baseline",
+    init=init,
+    encode=encode,
+    decode=relu.decode,
+    loss=None,  # never trained (and never exported to torch formats: it is not an SAE)
+    trainable=(),
+    clip=1.0,
+    square=True,
+)

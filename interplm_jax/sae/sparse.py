@@ -98,25 +98,22 @@ def compact(scores: Array, capacity: int) -> tuple[Array, Array]:
     within a row, the active entries first and then inactive ones as padding; overflow () bool:
     some row has more than ``capacity`` active entries, and then idx holds only part of them).
     """
-    F = scores.shape[-1]
-    top, idx = jax.lax.top_k(scores, min(capacity + 1, F))
-    overflow = jnp.any(top[:, capacity] > -jnp.inf) if capacity < F else jnp.bool_(False)
-    return idx[:, :capacity], overflow
+    # (the overflow from a count, not from the (capacity+1)-th of a top_k: XLA:CPU turns a
+    # slice of top_k's values into a far slower computation, ~8x the top_k itself)
+    overflow = jnp.any(jnp.sum(scores > -jnp.inf, axis=-1) > capacity)
+    return jax.lax.top_k(scores, min(capacity, scores.shape[-1]))[1], overflow
 
 
 def step_capacity(decoder: str, capacity: int, F: int) -> int:
     """Active features per row a ReLU/JumpReLU step's sparse branch holds; 0: dense steps only.
 
-    ``capacity`` is the config's (0: F/32). ``sparse`` always compiles the sparse branch;
-    ``auto`` when the capacity is at most F/16 (the break-even of gathers and scatter-adds
-    against the dense products, measured for TopK) and F >= 2,048 (below that a dense step
-    takes milliseconds and a second compiled branch costs more than it saves)."""
+    ``capacity`` is the config's (0: F/32). Only ``decoder: sparse`` compiles the sparse branch:
+    ``auto`` stays dense for these architectures, whose rows hold a spread of active counts
+    (the capacity must cover the fullest row of the batch), measured slower than dense on the
+    CPU (docs/training.md, ``benchmarks/sparse_relu.py``)."""
     if decoder not in ("auto", "dense", "sparse"):
         raise ValueError(f"decoder must be auto, dense or sparse; got {decoder!r}")
-    C = min(capacity or max(F // 32, 1), F)
-    if decoder == "sparse" or (decoder == "auto" and 16 * C <= F and F >= 2048):
-        return C
-    return 0
+    return min(capacity or max(F // 32, 1), F) if decoder == "sparse" else 0
 
 
 @jax.custom_vjp

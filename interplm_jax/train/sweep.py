@@ -120,17 +120,20 @@ def train_sweep(
       extra_config: more entries for config.yaml (e.g. the store path).
     """
     out = as_path(out)
+    # TopK's k is checked against F here, before anything (the lock included) is written
+    grid = build_grid(cfg, F=cfg.dict_size(d_model))
     lock = locked(out, ".lock", "training") if jax.process_index() == 0 else contextlib.nullcontext()
     with lock:
-        return _train_sweep(cfg, make_stream, d_model, out, layer, resume, extra_config)
+        return _train_sweep(cfg, grid, make_stream, d_model, out, layer, resume, extra_config)
 
 
-def _train_sweep(cfg: TrainConfig, make_stream: StreamFactory, d_model: int, out: AnyPath,
-                 layer: int | None, resume: bool, extra_config: dict | None) -> SweepResult:
-    grid = build_grid(cfg)
+def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory, d_model: int,
+                 out: AnyPath, layer: int | None, resume: bool,
+                 extra_config: dict | None) -> SweepResult:
+    F = cfg.dict_size(d_model)
     spec = make_spec(cfg, grid)
     arch = spec.arch
-    G, F, B = len(grid), cfg.dict_size(d_model), cfg.batch_size
+    G, B = len(grid), cfg.batch_size
     hp_host = grid_arrays(grid, ("lr", "seed") + arch.hparams)
 
     sae_n, data_n = sh.mesh_shape(jax.device_count(), G, B, cfg.mesh_sae, cfg.mesh_data)
