@@ -29,8 +29,8 @@ def locked(directory: AnyPath | str, name: str, what: str) -> Iterator[None]:
     """Hold the lock file ``directory/name`` while the block runs (nothing for a URL).
 
     ``what`` says what the holder does ("training", "extraction worker 0/2") for the message.
-    The directory is created if needed, and removed again on leaving if it is then empty (a run
-    that failed before writing anything leaves no trace).
+    The directory (and its parents) is created if needed, and what was created is removed again
+    on leaving if it is then empty (a run that failed before writing anything leaves no trace).
 
     Raises:
       LockedError: another process holds the lock; the message names it and the lock file.
@@ -38,8 +38,8 @@ def locked(directory: AnyPath | str, name: str, what: str) -> Iterator[None]:
     if not isinstance(directory, Path) and is_url(directory):
         yield  # an object store: no locks
         return
-    directory = Path(directory)
-    created = not directory.exists()
+    directory = Path(directory).absolute()
+    created = [d for d in (directory, *directory.parents) if not d.exists()]  # innermost first
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
     fd = _acquire(path, what)
@@ -51,8 +51,10 @@ def locked(directory: AnyPath | str, name: str, what: str) -> Iterator[None]:
     finally:
         path.unlink(missing_ok=True)  # before the release: a waiting opener sees a stale inode
         os.close(fd)
-        if created and directory.is_dir() and not any(directory.iterdir()):
-            directory.rmdir()
+        for d in created:
+            if not d.is_dir() or any(d.iterdir()):
+                break
+            d.rmdir()
 
 
 def _acquire(path: Path, what: str) -> int:

@@ -56,7 +56,11 @@ def _decoded_lines(stream, path: Path) -> Iterator[str]:
                     f"{path}:{lineno}: not UTF-8 text (byte {line[e.start]:#04x} at column "
                     f"{e.start + 1}); convert the file, e.g. iconv -f latin1 -t utf-8") from None
     except EOFError:
-        raise InputError(f"{path}: truncated gzip file (it ends after line {lineno}, before the "
-                         "end of its compressed stream); download or copy it again") from None
+        raise InputError(f"{path}: truncated gzip file (it ends {_where(lineno)}, before the end "
+                         "of its compressed stream); download or copy it again") from None
     except (gzip.BadGzipFile, zlib.error) as e:
-        raise InputError(f"{path}: corrupted gzip data after line {lineno} ({e})") from None
+        raise InputError(f"{path}: corrupted gzip data {_where(lineno)} ({e})") from None
+
+
+def _where(good_lines: int) -> str:
+    return f"after line {good_lines}" if good_lines else "before its first line"

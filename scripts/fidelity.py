@@ -6,11 +6,9 @@ from __future__ import annotations
 import click
 
 from interplm_jax.cli import command
-from interplm_jax.config import field_help
+from interplm_jax.config import config_options
 from interplm_jax.errors import InputError
 from torch_bridge.fidelity import FidelityConfig
-
-DEFAULTS, HELP = FidelityConfig(), field_help(FidelityConfig)
 
 
 @click.command(context_settings={"show_default": True})
@@ -22,18 +20,14 @@ DEFAULTS, HELP = FidelityConfig(), field_help(FidelityConfig)
 @click.option("--sae", "sae_paths", multiple=True, type=click.Path(exists=True),
               help="SAE directory or file (ours, InterPLM, SAELens); repeatable.")
 @click.option("--layer", type=int, default=None, help="Layer L (default: the SAEs' own).")
-@click.option("--max-proteins", type=int, default=DEFAULTS.max_proteins, help=HELP["max_proteins"])
 @click.option("--max-length", default=1022, help="Longest protein accepted (residues).")
 @click.option("--on-invalid", type=click.Choice(["error", "skip"]), default="error",
               help="Invalid FASTA records (too long, bad characters): stop, or skip and count them.")
-@click.option("--mask-fraction", default=DEFAULTS.mask_fraction, help=HELP["mask_fraction"])
-@click.option("--seed", default=DEFAULTS.seed, help=HELP["seed"])
-@click.option("--batch-size", default=DEFAULTS.batch_size, help=HELP["batch_size"])
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the table (TSV) here.")
 @click.option("--device", default="cpu", help="torch device.")
 @command
-def main(model, fasta, sweep, sae_ids, sae_paths, layer, max_proteins, max_length, on_invalid,
-         mask_fraction, seed, batch_size, out, device):
+@config_options(FidelityConfig, "fidelity")
+def main(model, fasta, sweep, sae_ids, sae_paths, layer, max_length, on_invalid, out, device, cfg):
     """CE of the model with each SAE's reconstruction spliced in at layer L, vs the clean model and
     zero-ablation; loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean), one row per SAE."""
     from interplm_jax.atomic import atomic_write
@@ -60,11 +54,11 @@ def main(model, fasta, sweep, sae_ids, sae_paths, layer, max_proteins, max_lengt
             raise InputError(f"the SAEs record layers {sorted(map(str, layers))}: pass --layer")
         layer = layers.pop()
     proteins, _ = read_fasta(fasta, max_length=max_length, on_invalid=on_invalid)
-    sequences = [p.sequence for p in proteins][:max_proteins]
+    sequences = [p.sequence for p in proteins][:cfg.max_proteins]
     lm, tokenizer = load_masked_lm(model, device)
     torch_saes = {k: TorchSAE.from_saved(s).to(device) for k, s in saes.items()}
-    rows = fidelity_table(lm, tokenizer, sequences, int(layer), torch_saes, batch_size,
-                          mask_fraction, seed, device)
+    rows = fidelity_table(lm, tokenizer, sequences, int(layer), torch_saes, cfg.batch_size,
+                          cfg.mask_fraction, cfg.seed, device)
     table = format_table(rows)
     click.echo(table, nl=False)
     if out:

@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 
 from interplm_jax.cli import command
-from interplm_jax.config import from_dict, load_yaml, to_dict
+from interplm_jax.config import config_options
 from interplm_jax.errors import InputError
+from interplm_jax.report.config import ReportConfig
 
 #: --layer keys -> LayerInputs fields
 KEYS = {"layer": "layer", "sweep": "sweep", "sae": "sae", "selection": "selection_csv",
@@ -62,20 +63,14 @@ def parse_layer(spec: str, selection: str | None):
               help="UniProtKB TSV (Entry, Protein names, Organism, Length, Sequence) or Swiss-Prot "
                    "flat file (.dat) for names.")
 @click.option("--title", default="interplm-jax feature browser", help="Page title.")
-@click.option("--config", type=click.Path(dir_okay=False), default=None,
-              help="YAML config; its report: section (top_proteins, window, top_concepts, ...).")
-@click.option("--top-proteins", type=int, default=None, help="Override report.top_proteins.")
 @command
-def main(store, fasta, out, layer_specs, study, selection, metadata, title, config, top_proteins):
+@config_options(ReportConfig, "report")
+def main(store, fasta, out, layer_specs, study, selection, metadata, title, cfg):
     """Write <out>/index.html: per layer the chosen SAE and the grid's metrics, the clickable
     UMAP, and per feature its top proteins (activation over the sequence), best concepts,
     spatial statistics and LLM description; search by concept or feature id."""
-    from interplm_jax.report import ReportConfig, build_report
+    from interplm_jax.report import build_report
 
-    cfg = load_yaml(ReportConfig, config, "report") if config else ReportConfig()
-    if top_proteins is not None:
-        cfg = from_dict(ReportConfig, {**to_dict(cfg), "top_proteins": top_proteins},
-                        "--top-proteins")
     if bool(layer_specs) == bool(study):
         raise InputError("give either --layer (one or more) or --study")
     if study:

@@ -170,3 +170,14 @@ def test_shuffled_esmc_loads_and_extracts(tmp_path, tiny_esmc):
     assert store.manifest["model"]["model_family"] == "esmc"
     orig = ActivationStore.open(extract_to_store(PROTEINS, tiny_esmc, [4], tmp_path / "orig").url)
     assert not np.allclose(store.protein("a", 4), orig.protein("a", 4))
+
+
+def test_extraction_streams_statistics_equal_to_numpy_over_the_store(esmc_store):
+    from interplm_jax.store.stats import load_stats
+
+    for L in esmc_store.layers:
+        s = load_stats(esmc_store, L)
+        x = esmc_store.rows(L, 0, esmc_store.n_tokens).astype(np.float64)
+        np.testing.assert_allclose(s.mean, x.mean(0), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(s.var, x.var(0), rtol=1e-6)
+        assert s.norm_max == pytest.approx(np.linalg.norm(x, axis=1).max(), rel=1e-6)

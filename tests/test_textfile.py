@@ -3,7 +3,10 @@ or corrupted gzip and for text that is not UTF-8 (issue 13 item 11)."""
 
 import gzip
 import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +110,13 @@ def test_metadata_keeps_quotes_as_written(tmp_path):
     """A cell starting with '"' is text, not CSV quoting (issue 13 item 17)."""
     (tmp_path / "m.tsv").write_text(TSV)
     assert read_metadata(tmp_path / "m.tsv")["P1"].name == '"quoted" name'
+
+
+def test_a_script_reads_gzip_from_dev_stdin():
+    """`scripts/fasta.py check /dev/stdin < x.fa.gz`: the sniff must not eat the pipe's bytes."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / "fasta.py"
+    env = {**os.environ, "PYTHONPATH": str(script.parents[1])}
+    r = subprocess.run([sys.executable, str(script), "check", "/dev/stdin", "--on-invalid", "skip"],
+                       env=env, input=gzip.compress(FASTA.encode()), capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout.decode().startswith("/dev/stdin: 400 records, 2 valid")  # (ids repeat)

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import os
 import time
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
@@ -42,10 +42,10 @@ class ExtractConfig:
                         "Hub name or local directory of an ESM-2 or ESM C checkpoint.")
     layers: tuple[int, ...] = option((1, 2, 3, 4, 5, 6), "Layers stored: hidden_states[L], 0 = embeddings.")
     max_length: int = option(DEFAULT_MAX_LENGTH, "Longest protein accepted (residues).")
-    on_invalid: str = option("error", "Invalid FASTA records: 'error' (stop and report) or 'skip' (count).")
+    on_invalid: Literal["error", "skip"] = option("error", "Invalid FASTA records: 'error' (stop and report) or 'skip' (count).")
     shard_size: int = option(1000, "Proteins per shard: unit of resumption and of the training shuffle.")
     max_tokens: int = option(8192, "Token budget of one forward batch (padded tokens).")
-    store_dtype: str = option("float32", "Stored dtype: float32 or bfloat16.")
+    store_dtype: Literal["float32", "bfloat16"] = option("float32", "Stored dtype: float32 or bfloat16.")
 
     def __post_init__(self):
         if self.on_invalid not in ("error", "skip"):
@@ -162,17 +162,6 @@ def embed_shard(model, tokens: ResidueTokenizer, proteins: Sequence[Protein], la
     return out
 
 
-def parse_worker(text: str) -> tuple[int, int]:
-    """``"3/8"`` -> ``(3, 8)``: worker 3 of 8 (0-based)."""
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise InputError(f"--worker: expected I/N such as 0/4, got {text!r}") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise InputError(f"--worker: need 0 <= I < N, got {text!r}")
-    return i, n
-
-
 def extract_to_store(proteins: Sequence[Protein], model: str | os.PathLike, layers: Sequence[int],
                      out: str | os.PathLike, shard_size: int = 1000,
                      max_tokens: int = DEFAULT_MAX_TOKENS, worker: tuple[int, int] = (0, 1),
@@ -204,7 +193,7 @@ def _extract_to_store(proteins, model, layers, out, shard_size, max_tokens, work
     identity = model_identity(os.fspath(model), esm, family)
     writer = StoreWriter.open(out, [p.id for p in proteins], [len(p.sequence) for p in proteins],
                               layers, esm.config.hidden_size, identity, shard_size=shard_size,
-                              dtype=store_dtype)
+                              dtype=store_dtype, sequences=[p.sequence for p in proteins])
     pending: list[Shard] = writer.pending_shards(*worker)
     tokens = ResidueTokenizer(tokenizer)
     log.info("extracting layers %s of %s: %d shard(s) to do (worker %d/%d), device %s", layers,

@@ -42,6 +42,8 @@ class HParam(NamedTuple):
     def allowed(self) -> str:
         """The allowed range in words, e.g. ``> 0``, ``>= 0``, ``in [0, 1]``, ``in [1, F]``."""
         lo, hi = self.minimum, self.maximum
+        if lo is None:
+            return "any number" if hi is None else f"<= {hi}"
         if hi is None:
             return f"{'>' if self.exclusive else '>='} {lo:g}"
         return f"in {'(' if self.exclusive else '['}{lo:g}, {hi if isinstance(hi, str) else f'{hi:g}'}]"
