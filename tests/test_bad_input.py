@@ -126,10 +126,23 @@ CASES = [
     *[Case(f"extract-shard-size-{n}", "extract",
            ["--fasta", "{good_fa}", "--model", "{tiny_esm}", "--layers", "1", "--shard-size", n,
             "--out", "{new_out}"], 2, r"shard.size", out="new_out") for n in ("0", "-5")],
+    # --- inspect_store.py
+    Case("inspect-store-not-a-store", "inspect_store", ["{tmp}/nostore"], 2,
+         r"nostore: not an activation store"),
+    Case("inspect-store-damaged-chunk", "inspect_store", ["{damaged_store}", "--verify"], 2,
+         r"2 damaged layer shard\(s\):\n  layer 2, shard 0 \(proteins 0..1, rows 0..29\): cannot be "
+         r"read: NOT_FOUND: .*layer_2/c/1/0.* is missing\n  layer 2, shard 1 \(proteins 2..2",
+         out="damaged_store"),
     # --- train.py, plot_training.py
     Case("train-missing-store", "train",
          ["--config", "{train_yaml}", "--store", "{tmp}/nostore", "--out", "{new_out}"], 2,
          r"nostore", out="new_out"),
+    # (out=None: the sweep directory's config.yaml, grid.json are written before the first shard
+    # is read; a store-level check before training would leave it absent)
+    Case("train-store-with-nan", "train",
+         ["--config", "{train_yaml}", "--store", "{nan_store}", "--out", "{new_out}"], 2,
+         r"layer 1 holds non-finite values \(NaN/Inf\) in 1 row\(s\) of shard 0, first row 19 "
+         r"\(protein 'P2'\)"),
     Case("train-unknown-key", "train",
          ["--config", "{bad_key_yaml}", "--store", "{store}", "--out", "{new_out}"], 2,
          r"bad_key\.yaml.*stepz", out="new_out"),
@@ -244,6 +257,12 @@ def inputs(tmp_path_factory, tiny_esm) -> dict:
     lengths = [16, 14, 9]
     acts = {L: [rng.normal(size=(n, 8)).astype(np.float32) for n in lengths] for L in (1, 2)}
     files["store"] = write_store(tmp / "store", ["P1", "P2", "P3"], acts, shard_size=2).url
+    damaged = write_store(tmp / "damaged", ["P1", "P2", "P3"], acts, shard_size=2, chunk_rows=16)
+    (tmp / "damaged" / "layer_2" / "c" / "1" / "0").unlink()  # rows 16..31: proteins P2, P3
+    files["damaged_store"] = damaged.url
+    nan = {L: [a.copy() for a in acts[L]] for L in acts}
+    nan[1][1][3, 2] = np.nan  # row 16 + 3 of layer 1: protein P2
+    files["nan_store"] = write_store(tmp / "nan_store", ["P1", "P2", "P3"], nan, shard_size=2).url
     files["sae"] = save_sae(tmp / "sae", random_sae("relu", d=8, F=16))  # of the store's width
     files["sae32"] = save_sae(tmp / "sae32", random_sae("relu", d=32, F=64))  # tiny ESM-2's
 

@@ -91,6 +91,9 @@ class Objects:
     def write_json(self, key: str, value: Any) -> None:
         self.write(key, json.dumps(value, indent=1, sort_keys=True) + "\n")
 
+    def delete(self, key: str) -> None:
+        self.kv.delete_range(ts.KvStore.KeyRange(key, key + "\x00")).result()
+
     def keys(self, prefix: str) -> list[str]:
         return sorted(k.decode() for k in self.kv.list(ts.KvStore.KeyRange(prefix, prefix + "\xff")).result())
 

@@ -11,7 +11,7 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 import numpy as np
 import tensorstore as ts
 
-from interplm_jax.errors import InputError, StoreError
+from interplm_jax.errors import InputError, StoreDamage, StoreError
 from interplm_jax.store.manifest import (CHUNK_CHECKSUMS, FORMAT, FORMAT_VERSION, Objects, array_spec,
                                          check_manifest, kvstore_url)
 
@@ -149,7 +149,7 @@ class ActivationStore:
         """Token rows ``[start, stop)`` of a layer in the stored dtype (float32 or bfloat16).
 
         Raises:
-          StoreError: a chunk is damaged (checksum mismatch, truncated, or missing), naming the
+          StoreDamage: a chunk is damaged (checksum mismatch, truncated, or missing), naming the
             layer, rows and shards.
         """
         if not 0 <= start <= stop <= self.n_tokens:
@@ -158,9 +158,9 @@ class ActivationStore:
         try:
             return array[start:stop].read().result()
         except ValueError as e:
-            raise StoreError(f"{self.url}: layer {layer}, {self._where(start, stop)}: cannot be read "
-                             f"({e}); `scripts/inspect_store.py {self.url} --verify` lists every "
-                             "damaged shard") from None
+            raise StoreDamage(f"{self.url}: layer {layer}, {self._where(start, stop)}: cannot be read "
+                              f"({e}); `scripts/inspect_store.py {self.url} --verify` lists every "
+                              "damaged shard", detail=str(e)) from None
 
     def _where(self, start: int, stop: int) -> str:
         """``rows a..b (shard s, proteins ...)`` of a row range, for messages."""
