@@ -137,6 +137,12 @@ CASES = [
     Case("train-missing-store", "train",
          ["--config", "{train_yaml}", "--store", "{tmp}/nostore", "--out", "{new_out}"], 2,
          r"nostore", out="new_out"),
+    Case("train-store-manifest-without-layers", "train",
+         ["--config", "{train_yaml}", "--store", "{no_layers_store}", "--out", "{new_out}"], 2,
+         r"no_layers: manifest\.json has no 'layers'; the store is damaged", out="new_out"),
+    Case("train-store-truncated-chunk", "train",  # (out=None: as below)
+         ["--config", "{train_yaml}", "--store", "{truncated_store}", "--out", "{new_out}"], 2,
+         r"layer 1, rows 0\.\.29 \(shard 0, proteins 'P1'\.\.'P2'\): cannot be read"),
     # (out=None: the sweep directory's config.yaml, grid.json are written before the first shard
     # is read; a store-level check before training would leave it absent)
     Case("train-store-with-nan", "train",
@@ -260,6 +266,15 @@ def inputs(tmp_path_factory, tiny_esm) -> dict:
     damaged = write_store(tmp / "damaged", ["P1", "P2", "P3"], acts, shard_size=2, chunk_rows=16)
     (tmp / "damaged" / "layer_2" / "c" / "1" / "0").unlink()  # rows 16..31: proteins P2, P3
     files["damaged_store"] = damaged.url
+    write_store(tmp / "no_layers", ["P1", "P2", "P3"], acts, shard_size=2)
+    manifest = json.loads((tmp / "no_layers" / "manifest.json").read_text())
+    del manifest["layers"]
+    (tmp / "no_layers" / "manifest.json").write_text(json.dumps(manifest))
+    files["no_layers_store"] = tmp / "no_layers"
+    files["truncated_store"] = write_store(tmp / "truncated", ["P1", "P2", "P3"], acts,
+                                           shard_size=2).url
+    chunk = tmp / "truncated" / "layer_1" / "c" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:10])
     nan = {L: [a.copy() for a in acts[L]] for L in acts}
     nan[1][1][3, 2] = np.nan  # row 16 + 3 of layer 1: protein P2
     files["nan_store"] = write_store(tmp / "nan_store", ["P1", "P2", "P3"], nan, shard_size=2).url
