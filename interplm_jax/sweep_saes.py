@@ -33,7 +33,7 @@ def checkpoint_steps(sweep_dir: str | os.PathLike) -> list[int]:
                   and (p / "state").is_dir())
 
 
-def metric_rows(path) -> list[dict]:
+def metric_rows(path: str | os.PathLike) -> list[dict]:
     """The rows of a ``metrics.jsonl`` file (path or URL) in file order.
 
     A torn final line (no newline yet: a run killed, or a disk full, in the middle of writing
