@@ -174,6 +174,8 @@ CASES = [
     Case("report-layer-without-sweep", "report",
          ["--store", "{store}", "--fasta", "{good_fa}", "--out", "{new_out}", "--layer",
           "layer=1,sae={sae}"], 2, r"missing \['sweep'\]", out="new_out"),
+    Case("bench-table-not-a-bench-table", "bench", ["table", "{good_fa}", "--out", "{new_out}"], 2,
+         r"good\.fa:2: missing column", out="new_out"),
     # --- the torch scripts
     Case("steer-feature-out-of-range", "steer",
          ["--model", "{tiny_esm}", "--sae", "{sae}", "--layer", "1", "--feature", "999",
