@@ -80,6 +80,12 @@ def read_grid(sweep_dir: str | os.PathLike) -> list[dict]:
     return grid
 
 
+#: Settings of the sweep's config.yaml kept with each SAE read from it (its training provenance,
+#: which the InterPLM export writes into its config.yaml).
+TRAINING = ("batch_size", "steps", "warmup_steps", "decay_start", "sparsity_warmup_steps",
+            "resample_steps", "grad_clip")
+
+
 def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
                step: int | None = None) -> dict[str, SavedSAE]:
     """SAE id -> SAE for the chosen ids (default: all) at ``step`` (default: the newest).
@@ -145,7 +151,8 @@ def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
                        {k: v for k, v in row.items() if k not in ("id", "arch")},
                        {"sweep": str(sweep_dir), "id": sae_id, "step": step,
                         "layer": layer, "model": config.get("model"),
-                        "store": config.get("store")})
+                        "store": config.get("store"),
+                        "train": {k: config[k] for k in TRAINING if k in config}})
         saved_dir = sweep_dir / "saes" / sae_id
         if (saved_dir / META_FILE).is_file():
             saved = load_sae(saved_dir)
