@@ -176,8 +176,7 @@ def config_options(cls: type, section: str, *names: str, skip: tuple[str, ...] =
     the dataclass defaults without ``--config``) with the options given on top. Options default
     to None (not given keeps the file's value); booleans are ``--name/--no-name``, tuples
     comma-separated (``A,B,...``), optional values take ``null``. Help is the field's, with its
-    default.
-    Put it below ``@command`` so that a bad value is a named error (exit status 2).
+    default. Put it below ``@command`` so that a bad value is a named error (exit status 2).
 
     Args:
       names: the fields offered (default: every field with a command-line type), minus ``skip``.
@@ -229,10 +228,12 @@ def resolve(cls: type[T], section: str, config: str | Path | None,
             continue
         if isinstance(value, str) and typing.get_origin(hints[name]) is tuple:
             value = [v.strip() for v in value.split(",") if v.strip()]
-        elif isinstance(value, str) and value.lower() in _NONE_WORDS and type(None) in typing.get_args(hints[name]):
+        elif (isinstance(value, str) and value.lower() in _NONE_WORDS
+              and type(None) in typing.get_args(hints[name])):
             value = None
         given[name] = _coerce(value, hints[name], _flag(name))
     if not given:
         return cfg
-    where = f"{config}:{section} with {', '.join(map(_flag, given))}" if config else ", ".join(map(_flag, given))
+    flags = ", ".join(map(_flag, given))
+    where = f"{config}:{section} with {flags}" if config else flags
     return from_dict(cls, {**dataclasses.asdict(cfg), **given}, where)
