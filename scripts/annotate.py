@@ -48,7 +48,7 @@ def main():
 
 @main.command()
 @click.option("--store", required=True, help="Activation store (directory or gs:// URL).")
-@click.option("--layer", required=True, type=int, help="ESM-2 layer of the SAE.")
+@click.option("--layer", required=True, type=int, help="Layer of the SAE (of the store's model).")
 @click.option("--sae", required=True, type=click.Path(exists=True, file_okay=False),
               help="The SAE directory (sae.json + params.safetensors), normalized.")
 @click.option("--metadata", required=True, type=click.Path(dir_okay=False, exists=True),
