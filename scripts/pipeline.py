@@ -260,11 +260,11 @@ def stage_annotate(s: Study) -> dict:
                     "--sae", chosen[L], "--metadata", s.study.annotations, "--out", out,
                     "--config", s.config, *dry)
         sae = load_sae(chosen[L])
-        run_features(out, cfg, s.study.annotations, store, L, sae.params, None, mode == "dry-run",
-                     None, None, arch=sae.arch)
+        run_features(out, cfg, s.study.annotations, store, L, sae.params,
+                     dry_run=mode == "dry-run", arch=sae.arch)
         if mode == "real":
             log_command("annotate", "validate", "--run", out, "--config", s.config)
-            run_validate(out, cfg, None, False, None, None)
+            run_validate(out, cfg)
     return {"mode": mode}
 
 
