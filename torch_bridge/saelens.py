@@ -78,9 +78,9 @@ def _hook(sae: SavedSAE) -> tuple[str | None, str]:
     if sae.meta.get("hook_name"):  # imported from SAELens: kept as it came
         return sae.meta["hook_name"], sae.meta.get("model_class_name") or "EsmForMaskedLM"
     if layer is not None:
-        log.warning("the SAE's model record has no number of layers: hook_name not written "
-                    "(layer %s is block %s's output, or the final norm's if it is the last)",
-                    layer, layer)
+        log.warning("hook_name not written: the SAE's model record does not give the number of "
+                    "layers, so whether layer %s is the last (hooked after the final norm) is "
+                    "unknown", layer)
     return None, "EsmForMaskedLM"
 
 
