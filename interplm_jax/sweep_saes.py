@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from interplm_jax.errors import InputError
+from interplm_jax.input_transform import fold, read_transform
 from interplm_jax.paths import as_path, read_json
 from interplm_jax.sae_dir import META_FILE, SavedSAE, check_params, load_sae
 
@@ -33,7 +34,7 @@ def checkpoint_steps(sweep_dir: str | os.PathLike) -> list[int]:
                   and (p / "state").is_dir())
 
 
-def metric_rows(path) -> list[dict]:
+def metric_rows(path: str | os.PathLike) -> list[dict]:
     """The rows of a ``metrics.jsonl`` file (path or URL) in file order.
 
     A torn final line (no newline yet: a run killed, or a disk full, in the middle of writing
@@ -89,6 +90,9 @@ def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
                step: int | None = None) -> dict[str, SavedSAE]:
     """SAE id -> SAE for the chosen ids (default: all) at ``step`` (default: the newest).
 
+    A sweep trained on centred/scaled inputs (``input_transform.json``) gives SAEs with the
+    transform folded in: they take raw activations (:mod:`interplm_jax.input_transform`).
+
     Raises:
       InputError for a directory without grid.json or checkpoints, an unknown id (the known
       ones are listed) or step, or a checkpoint whose parameters do not match the grid.
@@ -134,12 +138,15 @@ def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
         raise InputError(f"{ck_dir}: {G} SAEs in the checkpoint, {len(grid)} rows in grid.json")
     arch = meta.get("arch") or grid[0].get("arch")
     layer = meta.get("layer", config.get("layer"))
+    transform = read_transform(sweep_dir)
     out = {}
     for sae_id in wanted:
         g = known.index(sae_id)
         row = grid[g]
         params = check_params(row.get("arch", arch), {k: v[g] for k, v in stacked.items()},
                               f"{ck_dir} (SAE {sae_id})")
+        if transform is not None:  # trained on centred/scaled inputs: take raw ones
+            params = fold(row.get("arch", arch), params, transform)
         sae = SavedSAE(row.get("arch", arch), params,
                        {k: v for k, v in row.items() if k not in ("id", "arch")},
                        {"sweep": str(sweep_dir), "id": sae_id, "step": step,

@@ -24,9 +24,11 @@ from click.testing import CliRunner
 
 from _saes import random_sae
 from interplm_jax.cli import load_script
+from interplm_jax.fasta import read_fasta
 from interplm_jax.lock import locked
 from interplm_jax.sae_dir import save_sae
 from interplm_jax.store import write_store
+from torch_bridge.esm import extract_to_store
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p.stem for p in (REPO / "scripts").glob("*.py"))
@@ -123,6 +125,10 @@ CASES = [
          ["--fasta", "{good_fa}", "--model", "{tiny_esm}", "--layers", "1", "--out", "{new_out}"],
          2, r"extraction worker 0/1 is already running here \(process \d+ on .*lock file",
          hold=lock_held(".lock-worker-0-of-1", "extraction worker 0/1", "new_out")),
+    Case("extract-same-ids-other-residues", "extract",
+         ["--fasta", "{other_residues_fa}", "--model", "{tiny_esm}", "--layers", "1", "--out",
+          "{esm_store}"], 2, r"esm_store/: shard 0 \(proteins 0\.\.2, from 'P1'\) holds other "
+         r"sequences under the same ids and lengths", out="esm_store"),
     *[Case(f"extract-shard-size-{n}", "extract",
            ["--fasta", "{good_fa}", "--model", "{tiny_esm}", "--layers", "1", "--shard-size", n,
             "--out", "{new_out}"], 2, r"shard.size", out="new_out") for n in ("0", "-5")],
@@ -240,6 +246,9 @@ def inputs(tmp_path_factory, tiny_esm) -> dict:
 
     gz = gzip.compress(FASTA.encode() * 40)
     files["good_fa"] = put("good.fa", FASTA)
+    files["other_residues_fa"] = put("other.fa", FASTA.replace("ISFVK", "ISFVW"))  # same ids
+    files["esm_store"] = tmp / "esm_store"
+    extract_to_store(read_fasta(files["good_fa"])[0], tiny_esm, [1], files["esm_store"])
     files["big_fa"] = put("big.fa", "".join(f">P{i}\nMKTAYIAKQRQISFVK\n" for i in range(300)))
     files["truncated_gz"] = put("truncated.fa.gz", gz[: len(gz) // 2])
     files["corrupted_gz"] = put("corrupted.fa.gz", gz[:12] + b"\xff" * 16 + gz[28:])
