@@ -79,7 +79,8 @@ def preflight(cfg: TrainConfig, stats: LayerStats, transform: InputTransform, ma
               d_model: int, out: AnyPath, layer: int, resume: bool) -> list[str]:
     """The preflight of one layer's sweep (:mod:`interplm_jax.train.preflight`): statistics
     checks, then a dry run of the grid for ``cfg.preflight_steps`` steps (at most a tenth of
-    ``cfg.steps``) in ``<out>/preflight`` (its report reused when resuming). Warnings are logged and written to ``<out>/preflight/preflight.json``.
+    ``cfg.steps``) in ``<out>/preflight``. Warnings are logged and written to
+    ``<out>/preflight/preflight.json``, which a resumed sweep reuses.
 
     Raises:
       InputError: with ``preflight: error``, when there is any warning.

@@ -7,6 +7,8 @@ Sweep directory (DESIGN.md section 2)::
     metrics.jsonl    one line per (logged step, SAE)
     checkpoints/     orbax checkpoints of the whole train state (+ stream position, grid)
     .lock            while a run trains here (:mod:`interplm_jax.lock`)
+    input_transform.json   centring/scaling of the inputs, when asked (:mod:`interplm_jax.input_transform`)
+    preflight/       the preflight's dry run and report (``interplm_jax.train.run.preflight``)
 
 ``out`` may be a local directory or a ``gs://`` URL (see :mod:`interplm_jax.paths`): the small
 files are written whole (atomically), checkpoints by orbax, and on an object store metrics.jsonl
