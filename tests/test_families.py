@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,3 +182,39 @@ def test_extraction_streams_statistics_equal_to_numpy_over_the_store(esmc_store)
         np.testing.assert_allclose(s.mean, x.mean(0), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(s.var, x.var(0), rtol=1e-6)
         assert s.norm_max == pytest.approx(np.linalg.norm(x, axis=1).max(), rel=1e-6)
+
+
+def test_esmc_study_by_hand_extract_train_export_steer(tmp_path, tiny_esmc):
+    """The stage scripts on a tiny ESM C: statistics shown, a centred SAE trained, its SAELens
+    export hooked at ESM C's final norm, and steering runs on the export."""
+    from click.testing import CliRunner
+
+    from interplm_jax.cli import load_script
+    from interplm_jax.fasta import write_fasta
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def run(name, *args):
+        r = CliRunner().invoke(load_script(repo / "scripts" / f"{name}.py").main,
+                               [str(a) for a in args], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    fasta = tmp_path / "p.fasta"
+    write_fasta(fasta, PROTEINS)
+    out = run("extract", "--fasta", fasta, "--model", tiny_esmc, "--layers", "2,4", "--out", tmp_path / "store")
+    assert "layers: [2, 4]" in out
+    n_tokens = sum(len(p.sequence) for p in PROTEINS)
+    assert f"layer 4: {n_tokens} tokens" in run("inspect_store", tmp_path / "store")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  steps: 20\n  batch_size: 16\n  expansion: 2\n  layers: [4]\n"
+                   "  grid: {lr: [1.0e-3]}\n  log_every: 10\n  checkpoint_every: 10\n"
+                   "  input_center: true\n")
+    run("train", "--config", cfg, "--store", tmp_path / "store", "--out", tmp_path / "runs")
+    run("export", "--sweep", tmp_path / "runs" / "layer_4", "--format", "saelens", "--out", tmp_path / "exp")
+    meta = json.loads((tmp_path / "exp" / "sae000" / "cfg.json").read_text())["metadata"]
+    assert meta["hook_name"] == "esmc.norm" and meta["model_class_name"] == "EsmcForMaskedLM"
+    run("steer", "--model", tiny_esmc, "--sae", tmp_path / "exp" / "sae000", "--layer", 4,
+        "--feature", 0, "--value", "0,2", "--units", "raw", "--sequence", "MKTAYIAKQ",
+        "--out", tmp_path / "steer.tsv")
+    assert (tmp_path / "steer.tsv").read_text().splitlines()[1].startswith("unsteered")

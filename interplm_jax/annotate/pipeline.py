@@ -33,6 +33,7 @@ from interplm_jax.atomic import atomic_path, atomic_write
 from interplm_jax.config import to_dict
 from interplm_jax.errors import InputError
 from interplm_jax.resume import load_npz
+from interplm_jax.store.manifest import model_display_name
 
 log = logging.getLogger(__name__)
 
@@ -97,19 +98,20 @@ def run_features(out: str | Path, cfg: AnnotateConfig, metadata_path: str | Path
                                                 cfg.prompt.max_positions)
     positions = {(int(np.searchsorted(rows, p)), k): v for (p, k), v in positions.items()}
     examples = build_examples(selection, sub_ids, max_acts[rows], seqs, positions)
-    info = {"metadata": str(Path(metadata_path).resolve()), "layer": layer,
+    model = model_display_name(store.manifest.get("model"))
+    info = {"metadata": str(Path(metadata_path).resolve()), "layer": layer, "model": model,
             "n_sae_features": n_feat, "n_proteins": len(sub_ids), "config": to_dict(cfg)}
     save_examples(out / "examples.json", examples, info)
 
     llm = _llm(cfg, out, cache_dir, client)
     if dry_run:
-        reqs = description_requests(examples, metadata, cfg, prompt_dir)
+        reqs = description_requests(examples, metadata, cfg, prompt_dir, model)
         est = write_dry_run(llm, reqs, out / "dry_run", "features")
         val = [r for r, _ in validation_requests(examples, {}, metadata, cfg, prompt_dir,
-                                                 placeholder=True)]
+                                                 placeholder=True, model=model)]
         est_val = write_dry_run(llm, val, out / "dry_run", "validate")
         return {"dry_run": True, "features": est, "validate": est_val}
-    described = describe_features(examples, metadata, llm, cfg, prompt_dir)
+    described = describe_features(examples, metadata, llm, cfg, prompt_dir, model)
     write_csv(out / "descriptions.csv", described, DESCRIPTION_COLUMNS)
     _write_usage(out, "features", llm)
     return {"descriptions": _counts(described), "usage": llm.usage}
@@ -126,9 +128,11 @@ def run_validate(run: str | Path, cfg: AnnotateConfig, metadata_path: str | Path
                  if r["status"] == "ok"}
     llm = _llm(cfg, run, cache_dir, client)
     if dry_run:
-        reqs = [r for r, _ in validation_requests(examples, described, metadata, cfg, prompt_dir)]
+        reqs = [r for r, _ in validation_requests(examples, described, metadata, cfg, prompt_dir,
+                                                  model=info.get("model", "ESM-2"))]
         return {"dry_run": True, "validate": write_dry_run(llm, reqs, run / "dry_run", "validate")}
-    rows, preds = validate_features(examples, described, metadata, llm, cfg, prompt_dir)
+    rows, preds = validate_features(examples, described, metadata, llm, cfg, prompt_dir,
+                                    info.get("model", "ESM-2"))
     write_csv(run / "validation.csv", rows, VALIDATION_COLUMNS)
     write_csv(run / "predictions.csv", preds, ("feature", "protein", "measured", "predicted"))
     stats = summarise(rows)
