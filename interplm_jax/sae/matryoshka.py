@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
-from interplm_jax.sae import topk
+from interplm_jax.sae import batchtopk, topk
 from interplm_jax.sae._common import matmul
-from interplm_jax.sae._spec import SAELENS_COMMON, Architecture, HParam, SAELens, TorchLeaf
+from interplm_jax.sae._spec import Architecture, HParam
 from interplm_jax.sae._types import LossAux, LossOutput, Params, StepContext, nonzero_counts
 
 MAX_PREFIXES = 8
@@ -77,10 +77,7 @@ SPEC = Architecture(
     hyper=topk.HYPER + (PREFIXES,),
     update_buffers=topk.update_buffers_batchtopk,
     inference="threshold",
-    # InterPLM's reference has no Matryoshka SAE; SAELens runs it, as BatchTopK, as its jumprelu
-    # with the scalar threshold broadcast over the features (the nesting is a training matter)
-    saelens=SAELens("jumprelu", {**SAELENS_COMMON, "b_pre": TorchLeaf("b_dec"),
-                                 "threshold": TorchLeaf("threshold", "broadcast"),
-                                 "k": TorchLeaf(None)},
-                    reads_back=False),
+    # InterPLM's reference has no Matryoshka SAE; SAELens runs it as it runs BatchTopK (the
+    # nesting is a training matter): its jumprelu with the scalar threshold broadcast
+    saelens=batchtopk.SPEC.saelens,
 )
