@@ -3,7 +3,8 @@
 run by hand (``scripts/<stage>.py``, invoked in this process and logged as a command line).
 
 \b
-  model     the tiny ESM-2 (config model "tiny") and the shuffled-weight baseline model
+  model     a tiny model (config model "tiny": ESM-2, "tiny-esmc": ESM C) and the shuffled-weight
+            baseline model
   extract   training proteins -> activation store, per model (ESM-2, shuffled)
   evalset   UniProt TSV -> concept labels -> valid/test split -> evaluation store per model;
             AlphaFold proteins -> their store
@@ -92,7 +93,7 @@ class Study:
         if self.model:
             return self.model
         name = self.extract_config.model
-        return str(self.out.model("tiny-esm2")) if name == "tiny" else name
+        return str(self.out.model(TINY[name][0])) if name in TINY else name
 
     @property
     def annotate_mode(self) -> str:
@@ -102,14 +103,19 @@ class Study:
         return mode
 
 
+#: extract.model values that name a locally built tiny model: (directory under models/, builder)
+TINY = {"tiny": ("tiny-esm2", "build_tiny_esm"), "tiny-esmc": ("tiny-esmc", "build_tiny_esmc")}
+
+
 # --- stages -------------------------------------------------------------------------------------
 
 def stage_model(s: Study) -> dict:
     from torch_bridge.shuffled import save_shuffled_esm
-    from torch_bridge.tiny_esm import build_tiny_esm
+    from torch_bridge import tiny_esm
 
-    if not s.model and s.extract_config.model == "tiny":
-        build_tiny_esm(s.out.model("tiny-esm2"))
+    if not s.model and s.extract_config.model in TINY:
+        directory, builder = TINY[s.extract_config.model]
+        getattr(tiny_esm, builder)(s.out.model(directory))
     if "shuffled" in s.variants and not (s.out.model("shuffled-esm2") / "config.json").is_file():
         save_shuffled_esm(s.model_path("esm2"), s.out.model("shuffled-esm2"), s.study.shuffle_seed)
     return {v: s.model_path(v) for v in s.variants}
@@ -337,7 +343,7 @@ def run_pipeline(s: Study, until: str | None = None, redo_stage: str | None = No
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Study directory [default: out/<study.name>].")
 @click.option("--model", default=None,
-              help="ESM-2 hub name or local path instead of the config's extract.model.")
+              help="Hub name or local path (ESM-2 or ESM C) instead of the config's extract.model.")
 @click.option("--until", type=click.Choice(STAGES), default=None, help="Stop after this stage.")
 @click.option("--redo", "redo_stage", type=click.Choice(STAGES), default=None,
               help="Remove this stage's outputs and every later stage's, then run them again.")

@@ -218,3 +218,27 @@ def test_esmc_study_by_hand_extract_train_export_steer(tmp_path, tiny_esmc):
         "--feature", 0, "--value", "0,2", "--units", "raw", "--sequence", "MKTAYIAKQ",
         "--out", tmp_path / "steer.tsv")
     assert (tmp_path / "steer.tsv").read_text().splitlines()[1].startswith("unsteered")
+
+
+def test_a_checkpoint_without_the_unused_contact_head_loads(tmp_path, tiny_esm):
+    """ESM-2 checkpoints of some derived models (e.g. SaProt) have no contact-prediction head,
+    which neither the hidden states nor the LM head use."""
+    from safetensors.torch import load_file, save_file
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_esm, bare)
+    weights = load_file(bare / "model.safetensors")
+    dropped = [k for k in weights if "contact_head" in k]
+    assert dropped
+    save_file({k: v for k, v in weights.items() if k not in dropped}, bare / "model.safetensors",
+              metadata={"format": "pt"})
+    model, _, _ = load_model(bare)
+    reference, _, _ = load_model(tiny_esm)
+    ids = torch.tensor([[0, 20, 15, 7, 2]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).last_hidden_state, reference(ids).last_hidden_state)
+    weights.pop(next(k for k in weights if "layer.1.attention.self.query.weight" in k))
+    save_file(weights, bare / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(InputError, match=r"1 tensor\(s\) missing from the checkpoint: "
+                                         r"encoder.layer.1.attention.self.query.weight"):
+        load_model(bare)

@@ -231,3 +231,19 @@ def test_logs_are_quiet_and_informative(demo_study):
     t = read_table(out.analysis(4) / "structures_layer4.tsv")
     assert {Path(f).name for f, s in zip(t["file"], t["status"]) if s == "used"} == {
         "O15552.cif.gz", "Q7Z6M3.pdb.gz"}
+
+
+def test_tiny_esmc_study_builds_its_model_and_extracts(tmp_path):
+    """extract.model: tiny-esmc runs the study on the locally built ESM C (first two stages)."""
+    from _study import small_config
+
+    cfg = yaml.safe_load(small_config(tmp_path / "c.yaml").read_text())
+    cfg["extract"]["model"] = "tiny-esmc"
+    cfg["study"]["baselines"] = []
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = _cli("--config", tmp_path / "c.yaml", "--out", tmp_path / "out", "--until", "extract")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "models" / "tiny-esmc" / "config.json").is_file()
+    [manifest] = list((tmp_path / "out").rglob("manifest.json"))
+    model = ActivationStore.open(manifest.parent).manifest["model"]
+    assert model["model_family"] == "esmc" and "esmc.norm" in model["layer_semantics"]

@@ -25,6 +25,7 @@ from interplm_jax.errors import InputError
 from interplm_jax.report import inputs
 from interplm_jax.report.config import ReportConfig
 from interplm_jax.report.examples import FeatureExamples, b64, feature_examples
+from interplm_jax.store.stats import load_stats
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,13 @@ def _layer_data(li: LayerInputs, store, cfg: ReportConfig,
            "normalized": "normalized_on" in sae.meta,
            "grid": inputs.grid_table(Path(li.sweep), name, li.selection_csv, li.layer),
            "features": _features_json(ex, proteins)}
+    stats = load_stats(store, li.layer)
+    if stats is not None:  # the layer header's activation statistics (docs/extraction.md)
+        s = stats.summary()
+        out["activations"] = {"norm_mean": inputs._round(s["norm_mean"]),
+                              "norm_max": inputs._round(s["norm_max"]),
+                              "mean_norm_ratio": inputs._round(s["mean_norm_ratio"]),
+                              "outliers": sorted(set(s["outliers_var"]) | set(s["outliers_absmax"]))}
     if li.concept_f1 is not None:
         fc = inputs.feature_concepts(Path(li.concept_f1), sae.n_features, ex.features,
                                      cfg.top_concepts, cfg.min_f1, li.concept_f1_test)
