@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
 from pathlib import Path
@@ -22,6 +24,7 @@ from interplm_jax.train.config import TrainConfig, build_grid
 from interplm_jax.train.preflight import PREFLIGHT_DIR, check_dry_run, check_statistics
 from interplm_jax.train.sharding import maybe_initialize_distributed
 from interplm_jax.train.sweep import SweepResult, sweep_lock, train_sweep
+from interplm_jax.train.together import layer_groups, train_together
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,9 @@ log = logging.getLogger(__name__)
 def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | Path | None = None,
                  resume: bool = False, layers: tuple[int, ...] | None = None,
                  where: str = "train") -> dict[int, SweepResult]:
-    """Train the grid of ``cfg`` on each chosen layer of the store, one after the other.
+    """Train the grid of ``cfg`` on each chosen layer of the store: the layers together
+    (:mod:`interplm_jax.train.together`, in groups that fit the memory budget) or, with
+    ``layers_together: off``, one after the other; one sweep directory per layer either way.
 
     ``store``/``out`` default to the config's; ``layers`` to the config's, then all the store's.
     A layer whose sweep already finished is skipped with ``resume`` (its final checkpoint is
@@ -51,23 +56,31 @@ def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | P
         raise InputError(f"{store}: layer(s) {missing} not in the store (layers {list(acts.layers)})")
     build_grid(cfg, where, F=cfg.dict_size(acts.d_model))
     results = {}
-    for layer in chosen:
-        def make_stream(host_index, host_count, position, layer=layer):
+    extra = {"store": display(store), "model": acts.manifest.get("model")}
+    for group in layer_groups(cfg, chosen, acts.d_model):
+        def make_stream(host_index, host_count, position, layer=group if len(group) > 1 else group[0]):
             return TokenStream(acts, layer, batch_size=cfg.batch_size, seed=cfg.seed,
                                host_index=host_index, host_count=host_count, position=position)
 
-        log.info("layer %d: %d tokens of width %d", layer, acts.n_tokens, acts.d_model)
-        stats = store_stats(acts, layer)
-        transform = InputTransform.of(cfg.input_center, cfg.input_scale, stats)
-        with sweep_lock(sweep_dir(out, layer)):  # the preflight writes there too
-            warnings = preflight(cfg, stats, transform, make_stream, acts.d_model,
-                                 sweep_dir(out, layer), layer, resume)
-            results[layer] = train_sweep(cfg, make_stream, acts.d_model, sweep_dir(out, layer),
-                                         layer=layer, resume=resume,
-                                         extra_config={"store": display(store),
-                                                       "model": acts.manifest.get("model")},
-                                         input_transform=transform, lock=False)
-        results[layer].preflight = warnings
+        transforms, warnings = {}, {}
+        with contextlib.ExitStack() as locks:
+            for layer in group:
+                locks.enter_context(sweep_lock(sweep_dir(out, layer)))  # the preflight writes there too
+                log.info("layer %d: %d tokens of width %d", layer, acts.n_tokens, acts.d_model)
+                stats = store_stats(acts, layer)
+                transforms[layer] = InputTransform.of(cfg.input_center, cfg.input_scale, stats)
+                warnings[layer] = preflight(cfg, stats, transforms[layer], functools.partial(
+                    make_stream, layer=layer), acts.d_model, sweep_dir(out, layer), layer, resume)
+            if len(group) > 1:
+                results.update(train_together(cfg, group, make_stream, acts.d_model,
+                                              {layer: sweep_dir(out, layer) for layer in group},
+                                              resume, extra, transforms))
+            else:
+                results[group[0]] = train_sweep(cfg, make_stream, acts.d_model, sweep_dir(out, group[0]),
+                                                layer=group[0], resume=resume, extra_config=extra,
+                                                input_transform=transforms[group[0]], lock=False)
+        for layer in group:
+            results[layer].preflight = warnings[layer]
     return results
 
 
