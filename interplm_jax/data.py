@@ -57,7 +57,8 @@ class TokenStream:
                  position: dict | None = None, drop_remainder: bool = True, prefetch: bool = True):
         missing = [L for L in np.atleast_1d(layer).tolist() if L not in store.layers]
         if missing:
-            raise InputError(f"{store.url}: layer(s) {missing} not in the store (layers {list(store.layers)})")
+            raise InputError(f"{store.url}: layer {', '.join(map(str, missing))} not in the store "
+                             f"(layers {list(store.layers)})")
         if batch_size <= 0 or batch_size % host_count:
             raise InputError(f"batch size {batch_size} must be positive and divisible by "
                              f"the host count {host_count}")

@@ -188,3 +188,45 @@ def test_together_on_the_sae_axis_equals_one_after_the_other(store, sequential, 
     for layer in (5, 7):
         for k, v in res_s[layer].params.items():
             np.testing.assert_allclose(res[layer].params[k], v, rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("arch, extra", [
+    ("relu", dict(decoder="sparse", sparse_capacity=8, grid={"l1": [0.05, 0.3]}, resample_steps=3)),
+    ("topk", dict(decoder="sparse", grid={"k": [2, 4]})),
+])
+def test_layered_step_equals_each_layers_grid_step(arch, extra):
+    """The compiled step over 2 layers x grid == the grid step of each layer on its batches
+    (sparse decoders, resampling); a sparse ReLU step is sparse or dense for all layers at once."""
+    import jax
+
+    from interplm_jax.train.config import build_grid, grid_arrays
+    from interplm_jax.train.step import init_state, make_step, stack_layers
+    from interplm_jax.train.sweep import make_spec
+
+    cfg = TrainConfig(arch=arch, steps=5, batch_size=B, d_sae=32, warmup_steps=1, **extra)
+    grid = build_grid(cfg)
+    spec = make_spec(cfg, grid)
+    hp = grid_arrays(grid, ("lr", "seed") + spec.arch.hparams)
+    one = jax.jit(lambda h: init_state(spec, D, 32, h))(hp)
+    if arch == "relu":  # sparse enough for the sparse branch at some steps
+        one = one._replace(params={**one.params, "b_enc": one.params["b_enc"] - 4.0})
+    data = toy_activations(n=5 * B, d=D, seed=9)
+    xs = np.stack([data, np.roll(data, 7, axis=1) * 1.5]).reshape(2, 5, B, D)
+    layered, grid_step = jax.jit(make_step(spec._replace(layered=True))), jax.jit(make_step(spec))
+    state, singles, kinds = stack_layers(one, 2), [one, one], set()
+    for t in range(5):
+        state, m = layered(state, hp, xs[:, t])
+        for i in range(2):
+            singles[i], m_i = grid_step(singles[i], hp, xs[i, t])
+            for k in m_i:
+                if k != "sparse":
+                    np.testing.assert_allclose(m[k][i], m_i[k], rtol=1e-4, atol=1e-6, err_msg=k)
+        if "sparse" in m:
+            assert np.unique(np.asarray(m["sparse"])).size == 1
+            kinds.add(float(m["sparse"][0, 0]))
+    if arch == "relu":
+        assert kinds == {0.0, 1.0}  # both branches ran
+    for i in range(2):
+        for k, v in singles[i].params.items():
+            np.testing.assert_allclose(state.params[k][i], v, rtol=1e-4, atol=2e-6, err_msg=k)
+        np.testing.assert_array_equal(state.since_fired[i], singles[i].since_fired)

@@ -313,18 +313,20 @@ def _truncate_metrics(path: AnyPath, step: int) -> None:
     write_atomic(path, "".join(json.dumps(row) + "\n" for row in keep))
 
 
-def _check_finite(cfg: TrainConfig, grid, ok: np.ndarray, bad: np.ndarray, warned: set[int]) -> None:
+def _check_finite(cfg: TrainConfig, grid, ok: np.ndarray, bad: np.ndarray, warned: set[int],
+                  where: str = "") -> None:
+    """Report each SAE newly frozen by a non-finite loss (``where``: e.g. ``layer 5: ``)."""
     for i in np.flatnonzero(~ok):
         if i in warned:
             continue
         warned.add(int(i))
-        msg = (f"SAE {grid[i]['id']} ({_describe(grid[i])}): non-finite loss or gradient at step "
+        msg = (f"{where}SAE {grid[i]['id']} ({_describe(grid[i])}): non-finite loss or gradient at step "
                f"{int(bad[i])}")
         if cfg.on_nan == "stop":
             raise TrainingError(msg + "; stopping (on_nan: stop)")
         log.error("%s; its parameters are frozen from that step on (on_nan: mask)", msg)
     if not ok.any():
-        raise TrainingError("every SAE of the grid hit a non-finite loss; stopping")
+        raise TrainingError(f"{where}every SAE of the grid hit a non-finite loss; stopping")
 
 
 def _describe(row: dict) -> str:

@@ -117,7 +117,7 @@ def _train(cfg, layers, grid, c, state, hp, mesh, stream, files, ckpts, metas, t
                 for i, layer in enumerate(layers):
                     metrics_files[layer].add(_metric_lines(done, grid, {k: v[i] for k, v in m.items()},
                                                            done * B))
-                    _check_finite(cfg, grid, ok[i], bad[i], warned[layer])
+                    _check_finite(cfg, grid, ok[i], bad[i], warned[layer], f"layer {layer}: ")
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 for i, layer in enumerate(layers):
                     metrics_files[layer].flush()
