@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from pathlib import Path
@@ -63,20 +64,20 @@ def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | P
         log.info("layer %d: %d tokens of width %d", layer, acts.n_tokens, acts.d_model)
         stats = store_stats(acts, layer)
         transform = InputTransform.of(cfg.input_center, cfg.input_scale, stats)
-        warnings = preflight(cfg, stats, transform, make_stream, acts.d_model,
-                             sweep_dir(out, layer), layer, resume)
+        check = functools.partial(run_preflight, cfg, stats, transform, make_stream, acts.d_model,
+                                  sweep_dir(out, layer), layer, resume)
         results[layer] = train_sweep(cfg, make_stream, acts.d_model, sweep_dir(out, layer),
                                      layer=layer, resume=resume,
                                      extra_config={"store": display(store),
                                                    "model": acts.manifest.get("model")},
-                                     input_transform=transform)
-        results[layer].preflight = warnings
+                                     input_transform=transform, preflight=check)
     return results
 
 
-def preflight(cfg: TrainConfig, stats: LayerStats, transform: InputTransform, make_stream,
+def run_preflight(cfg: TrainConfig, stats: LayerStats, transform: InputTransform, make_stream,
               d_model: int, out: AnyPath, layer: int, resume: bool) -> list[str]:
-    """The preflight of one layer's sweep (:mod:`interplm_jax.train.preflight`): statistics
+    """The preflight of one layer's sweep (:mod:`interplm_jax.train.preflight`), run by
+    :func:`train_sweep` once the sweep directory is locked: statistics
     checks, then a dry run of the grid for ``cfg.preflight_steps`` steps (at most a tenth of
     ``cfg.steps``) in ``<out>/preflight``. Warnings are logged and written to
     ``<out>/preflight/preflight.json``, which a resumed sweep reuses.

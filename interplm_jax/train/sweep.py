@@ -8,7 +8,7 @@ Sweep directory (DESIGN.md section 2)::
     checkpoints/     orbax checkpoints of the whole train state (+ stream position, grid)
     .lock            while a run trains here (:mod:`interplm_jax.lock`)
     input_transform.json   centring/scaling of the inputs, when asked (:mod:`interplm_jax.input_transform`)
-    preflight/       the preflight's dry run and report (``interplm_jax.train.run.preflight``)
+    preflight/       the preflight's dry run and report (``interplm_jax.train.run.run_preflight``)
 
 ``out`` may be a local directory or a ``gs://`` URL (see :mod:`interplm_jax.paths`): the small
 files are written whole (atomically), checkpoints by orbax, and on an object store metrics.jsonl
@@ -80,7 +80,7 @@ class SweepResult:
     """(G,) bool: False for SAEs frozen after a non-finite loss."""
     step: int
     preflight: list[str] = dataclasses.field(default_factory=list)
-    """The preflight's warnings (``interplm_jax.train.run.preflight``)."""
+    """The preflight's warnings (``interplm_jax.train.run.run_preflight``)."""
 
 
 def make_spec(cfg: TrainConfig, grid: list[dict]) -> StepSpec:
@@ -111,6 +111,7 @@ def train_sweep(
     resume: bool = False,
     extra_config: dict | None = None,
     input_transform: InputTransform | None = None,
+    preflight: Callable[[], list[str]] | None = None,
 ) -> SweepResult:
     """Train the grid of ``cfg`` on the stream's batches; write the sweep directory ``out``.
 
@@ -127,14 +128,19 @@ def train_sweep(
       extra_config: more entries for config.yaml (e.g. the store path).
       input_transform: applied to every batch (centring/scaling), recorded in the sweep
         directory and folded into the SAEs read back (:mod:`interplm_jax.input_transform`).
+      preflight: run once the sweep directory is locked, before training; its warnings go to
+        ``SweepResult.preflight`` (``interplm_jax.train.run.run_preflight``).
     """
     out = as_path(out)
     # TopK's k is checked against F here, before anything (the lock included) is written
     grid = build_grid(cfg, F=cfg.dict_size(d_model))
     lock = locked(out, ".lock", "training") if jax.process_index() == 0 else contextlib.nullcontext()
     with lock:
-        return _train_sweep(cfg, grid, make_stream, d_model, out, layer, resume, extra_config,
-                            input_transform)
+        warnings = preflight() if preflight is not None else []
+        result = _train_sweep(cfg, grid, make_stream, d_model, out, layer, resume, extra_config,
+                              input_transform)
+        result.preflight = warnings
+        return result
 
 
 def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory, d_model: int,
