@@ -81,7 +81,8 @@ def labels(tsv, out, cfg):
 @click.option("--layers", default=None, help="Layers to extract (with --model), e.g. 1-6.")
 @click.option("--store", default=None, help="Activation store to create or resume (with --model).")
 @click.option("--device", default=None, help="torch device of the extraction.")
-@click.option("--shard-size", default=1000, show_default=True, help="Proteins per store shard.")
+@click.option("--shard-size", type=int, default=None,
+              help="Proteins per store shard [default: extract.shard_size's default, as extract.py].")
 @command
 @config_options(ConceptsConfig, "concepts", "n_proteins", "seed", "max_length", "valid_fraction",
                 "select_fraction", "min_domains", "min_residues", "count_on")
@@ -114,7 +115,8 @@ def split(labels_path, out, model, layers, store, device, shard_size, cfg):
         from interplm_jax.cli import parse_layers
         from torch_bridge.esm import extract_to_store
 
-        st = extract_to_store(proteins, model, parse_layers(layers), store, shard_size=shard_size, device=device)
+        sized = {"shard_size": shard_size} if shard_size is not None else {}
+        st = extract_to_store(proteins, model, parse_layers(layers), store, device=device, **sized)
         click.echo(st.summary() if st else f"{store}: not complete yet")
 
 

@@ -110,7 +110,7 @@ def write_saelens(sae: SavedSAE, out_dir: str | os.PathLike, fold_scale: bool | 
         False: raw weights and the scale file.
     """
     out_dir = Path(out_dir)
-    spec, p = exportable(sae)
+    spec, p = exportable(sae, "saelens")
     fmt = spec.saelens
     normalized = not np.all(p["scale"] == 1)
     if fold_scale and not fmt.foldable:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 from pathlib import Path
@@ -21,7 +20,7 @@ from interplm_jax.sweep_saes import checkpoint_steps, metric_rows
 from interplm_jax.train.config import TrainConfig, build_grid
 from interplm_jax.train.preflight import PREFLIGHT_DIR, check_dry_run, check_statistics
 from interplm_jax.train.sharding import maybe_initialize_distributed
-from interplm_jax.train.sweep import SweepResult, train_sweep
+from interplm_jax.train.sweep import SweepResult, sweep_lock, train_sweep
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +63,21 @@ def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | P
         log.info("layer %d: %d tokens of width %d", layer, acts.n_tokens, acts.d_model)
         stats = store_stats(acts, layer)
         transform = InputTransform.of(cfg.input_center, cfg.input_scale, stats)
-        check = functools.partial(run_preflight, cfg, stats, transform, make_stream, acts.d_model,
-                                  sweep_dir(out, layer), layer, resume)
-        results[layer] = train_sweep(cfg, make_stream, acts.d_model, sweep_dir(out, layer),
-                                     layer=layer, resume=resume,
-                                     extra_config={"store": display(store),
-                                                   "model": acts.manifest.get("model")},
-                                     input_transform=transform, preflight=check)
+        with sweep_lock(sweep_dir(out, layer)):  # the preflight writes there too
+            warnings = preflight(cfg, stats, transform, make_stream, acts.d_model,
+                                 sweep_dir(out, layer), layer, resume)
+            results[layer] = train_sweep(cfg, make_stream, acts.d_model, sweep_dir(out, layer),
+                                         layer=layer, resume=resume,
+                                         extra_config={"store": display(store),
+                                                       "model": acts.manifest.get("model")},
+                                         input_transform=transform, lock=False)
+        results[layer].preflight = warnings
     return results
 
 
-def run_preflight(cfg: TrainConfig, stats: LayerStats, transform: InputTransform, make_stream,
+def preflight(cfg: TrainConfig, stats: LayerStats, transform: InputTransform, make_stream,
               d_model: int, out: AnyPath, layer: int, resume: bool) -> list[str]:
-    """The preflight of one layer's sweep (:mod:`interplm_jax.train.preflight`), run by
-    :func:`train_sweep` once the sweep directory is locked: statistics
+    """The preflight of one layer's sweep (:mod:`interplm_jax.train.preflight`): statistics
     checks, then a dry run of the grid for ``cfg.preflight_steps`` steps (at most a tenth of
     ``cfg.steps``) in ``<out>/preflight``. Warnings are logged and written to
     ``<out>/preflight/preflight.json``, which a resumed sweep reuses.

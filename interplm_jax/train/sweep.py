@@ -8,7 +8,7 @@ Sweep directory (DESIGN.md section 2)::
     checkpoints/     orbax checkpoints of the whole train state (+ stream position, grid)
     .lock            while a run trains here (:mod:`interplm_jax.lock`)
     input_transform.json   centring/scaling of the inputs, when asked (:mod:`interplm_jax.input_transform`)
-    preflight/       the preflight's dry run and report (``interplm_jax.train.run.run_preflight``)
+    preflight/       the preflight's dry run and report (``interplm_jax.train.run.preflight``)
 
 ``out`` may be a local directory or a ``gs://`` URL (see :mod:`interplm_jax.paths`): the small
 files are written whole (atomically), checkpoints by orbax, and on an object store metrics.jsonl
@@ -80,7 +80,7 @@ class SweepResult:
     """(G,) bool: False for SAEs frozen after a non-finite loss."""
     step: int
     preflight: list[str] = dataclasses.field(default_factory=list)
-    """The preflight's warnings (``interplm_jax.train.run.run_preflight``)."""
+    """The preflight's warnings (``interplm_jax.train.run.preflight``)."""
 
 
 def make_spec(cfg: TrainConfig, grid: list[dict]) -> StepSpec:
@@ -102,6 +102,12 @@ def to_host(tree):
     return multihost_utils.process_allgather(tree, tiled=True)
 
 
+def sweep_lock(out: AnyPath):
+    """The lock of a sweep directory, held by process 0 (a context manager; nothing on the
+    other processes, nor on a ``gs://`` directory)."""
+    return locked(out, ".lock", "training") if jax.process_index() == 0 else contextlib.nullcontext()
+
+
 def train_sweep(
     cfg: TrainConfig,
     make_stream: StreamFactory,
@@ -111,12 +117,12 @@ def train_sweep(
     resume: bool = False,
     extra_config: dict | None = None,
     input_transform: InputTransform | None = None,
-    preflight: Callable[[], list[str]] | None = None,
+    lock: bool = True,
 ) -> SweepResult:
     """Train the grid of ``cfg`` on the stream's batches; write the sweep directory ``out``.
 
-    Process 0 holds a lock on a local ``out`` while it trains: a second run on the same
-    directory stops with a :class:`LockedError` naming the first.
+    Process 0 holds the lock of ``out`` (:func:`sweep_lock`) while it trains: a second run on
+    the same directory stops with a :class:`LockedError` naming the first.
 
     Args:
       cfg: the train config.
@@ -128,19 +134,14 @@ def train_sweep(
       extra_config: more entries for config.yaml (e.g. the store path).
       input_transform: applied to every batch (centring/scaling), recorded in the sweep
         directory and folded into the SAEs read back (:mod:`interplm_jax.input_transform`).
-      preflight: run once the sweep directory is locked, before training; its warnings go to
-        ``SweepResult.preflight`` (``interplm_jax.train.run.run_preflight``).
+      lock: False when the caller holds :func:`sweep_lock` of ``out`` already.
     """
     out = as_path(out)
     # TopK's k is checked against F here, before anything (the lock included) is written
     grid = build_grid(cfg, F=cfg.dict_size(d_model))
-    lock = locked(out, ".lock", "training") if jax.process_index() == 0 else contextlib.nullcontext()
-    with lock:
-        warnings = preflight() if preflight is not None else []
-        result = _train_sweep(cfg, grid, make_stream, d_model, out, layer, resume, extra_config,
-                              input_transform)
-        result.preflight = warnings
-        return result
+    with sweep_lock(out) if lock else contextlib.nullcontext():
+        return _train_sweep(cfg, grid, make_stream, d_model, out, layer, resume, extra_config,
+                            input_transform)
 
 
 def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory, d_model: int,
