@@ -22,6 +22,7 @@ from typing import Sequence
 
 from interplm_jax.atomic import atomic_write
 from interplm_jax.errors import InputError
+from interplm_jax.layout import report_page
 from interplm_jax.report import inputs
 from interplm_jax.report.config import ReportConfig
 from interplm_jax.report.examples import FeatureExamples, b64, feature_examples
@@ -202,7 +203,7 @@ def build_report(title: str, store: str | os.PathLike, fasta: str | os.PathLike,
     data = report_data(title, Path(store), Path(fasta), layers,
                        Path(metadata_tsv) if metadata_tsv else None, cfg)
     page = render_html(data)
-    path = atomic_write(Path(out) / "index.html", page)
+    path = atomic_write(report_page(out), page)
     log.info("wrote %s (%.2f MB; %d proteins, %s live features)", path, len(page.encode()) / 1e6,
              len(data["proteins"]["id"]),
              ", ".join(f"L{d['layer']}: {len(d['features']['ids'])}" for d in data["layers"]))

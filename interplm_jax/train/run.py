@@ -13,7 +13,8 @@ from jax.experimental import multihost_utils
 from interplm_jax.data import TokenStream
 from interplm_jax.errors import InputError
 from interplm_jax.input_transform import InputTransform
-from interplm_jax.paths import AnyPath, as_path, display, rmtree, write_atomic
+from interplm_jax.layout import sweep_dir
+from interplm_jax.paths import AnyPath, display, rmtree, write_atomic
 from interplm_jax.store import ActivationStore
 from interplm_jax.store.stats import LayerStats, store_stats
 from interplm_jax.sweep_saes import checkpoint_steps, metric_rows
@@ -23,11 +24,6 @@ from interplm_jax.train.sharding import maybe_initialize_distributed
 from interplm_jax.train.sweep import SweepResult, sweep_lock, train_sweep
 
 log = logging.getLogger(__name__)
-
-
-def sweep_dir(out: str | Path, layer: int) -> AnyPath:
-    """The sweep directory of ``layer`` under ``out`` (a local path or a ``gs://`` URL)."""
-    return as_path(out) / f"layer_{layer}"
 
 
 def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | Path | None = None,

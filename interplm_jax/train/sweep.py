@@ -38,6 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from interplm_jax import sae
 from interplm_jax.errors import InputError, InterPLMError
 from interplm_jax.input_transform import InputTransform, record_transform
+from interplm_jax.layout import SweepFiles
 from interplm_jax.lock import locked
 from interplm_jax.paths import AnyPath, append_text, as_path, write_atomic
 from interplm_jax.progress import progress_bar
@@ -147,6 +148,7 @@ def train_sweep(
 def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory, d_model: int,
                  out: AnyPath, layer: int | None, resume: bool,
                  extra_config: dict | None, transform: InputTransform | None) -> SweepResult:
+    files = SweepFiles(out)
     F = cfg.dict_size(d_model)
     spec = make_spec(cfg, grid)
     arch = spec.arch
@@ -169,19 +171,23 @@ def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory,
     init_fn, step_fn, abstract, shardings, hp_sharding = _compiled(spec, mesh, d_model, F, G, hp_names)
     hp = jax.device_put(hp_host, hp_sharding)
 
-    ckpts = Checkpoints(out / "checkpoints", keep=cfg.keep_checkpoints)
+    ckpts = Checkpoints(files.checkpoints, keep=cfg.keep_checkpoints)
     latest = ckpts.latest_step()
     position = None
     if latest is not None and not resume:
         raise InputError(f"{out}: holds checkpoints (newest at step {latest}); pass --resume to "
                          "continue, or choose another --out")
     if latest is not None:
-        state, found = ckpts.restore(latest, abstract_like(abstract, shardings), meta)
+        try:
+            latest, state, found = ckpts.restore_newest(abstract_like(abstract, shardings), meta)
+        except BaseException:
+            ckpts.close()
+            raise
         position = found["stream_position"]
         log.info("resuming %s at step %d", out, latest)
         if jax.process_index() == 0:
             record_transform(out, transform, resuming=True)
-        _truncate_metrics(out / "metrics.jsonl", latest)
+        _truncate_metrics(files.metrics, latest)
     else:
         if resume:
             log.info("%s: no checkpoint to resume from; starting at step 0", out)
@@ -189,16 +195,16 @@ def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory,
         if jax.process_index() == 0:
             config = {**resolved(cfg), **(extra_config or {}), "layer": layer, "d_model": d_model,
                       "d_sae": F}
-            write_atomic(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-            write_atomic(out / "grid.json", json.dumps(grid, indent=1) + "\n")
-            write_atomic(out / "metrics.jsonl", "")
+            write_atomic(files.config, yaml.safe_dump(config, sort_keys=False))
+            write_atomic(files.grid, json.dumps(grid, indent=1) + "\n")
+            write_atomic(files.metrics, "")
             record_transform(out, transform, resuming=False)
 
     start = int(to_host(state.step))
     stream = make_stream(host_index, host_count, position)
     batches = iter(stream)
     warned: set[int] = set()
-    metrics_file = _MetricsFile(out / "metrics.jsonl")
+    metrics_file = _MetricsFile(files.metrics)
     bar = progress_bar(total=cfg.steps, desc=f"train {cfg.arch} x{G}", unit="step", initial=start)
     t_last, s_last = time.perf_counter(), start
     try:
