@@ -212,15 +212,14 @@ CASES = [
     Case("train-store-manifest-without-layers", "train",
          ["--config", "{train_yaml}", "--store", "{no_layers_store}", "--out", "{new_out}"], 2,
          r"no_layers: manifest\.json has no 'layers'; the store is damaged", out="new_out"),
-    Case("train-store-truncated-chunk", "train",  # (out=None: as below)
+    Case("train-store-truncated-chunk", "train",
          ["--config", "{train_yaml}", "--store", "{truncated_store}", "--out", "{new_out}"], 2,
-         r"layer 1, rows 0\.\.29 \(shard 0, proteins 'P1'\.\.'P2'\): cannot be read"),
-    # (out=None: the sweep directory's config.yaml, grid.json are written before the first shard
-    # is read; a store-level check before training would leave it absent)
+         r"layer 1, rows 0\.\.29 \(shard 0, proteins 'P1'\.\.'P2'\): cannot be read",
+         out="new_out"),
     Case("train-store-with-nan", "train",
          ["--config", "{train_yaml}", "--store", "{nan_store}", "--out", "{new_out}"], 2,
          r"layer 1 holds non-finite values \(NaN/Inf\) in 1 row\(s\) of shard 0, first row 19 "
-         r"\(protein 'P2'\)"),
+         r"\(protein 'P2'\)", out="new_out"),
     Case("train-unknown-key", "train",
          ["--config", "{bad_key_yaml}", "--store", "{store}", "--out", "{new_out}"], 2,
          r"bad_key\.yaml.*stepz", out="new_out"),
