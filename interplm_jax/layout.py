@@ -53,13 +53,17 @@ class _Files:
 
 class SweepFiles(_Files):
     """A sweep directory (``scripts/train.py``, one layer; local or ``gs://``): config, grid,
-    metrics, orbax checkpoints, and the SAEs written from it (``saes/<id>/``, by normalization)."""
+    metrics, orbax checkpoints, the input transform and the preflight, and the SAEs written
+    from it (``saes/<id>/``, by normalization)."""
 
     config = _file("config.yaml")
     grid = _file("grid.json")
     metrics = _file("metrics.jsonl")
     checkpoints = _file("checkpoints")
     saes = _file("saes")
+    input_transform = _file("input_transform.json")  # centring/scaling of the inputs
+    preflight = _file("preflight")  # the dry run before training
+    preflight_report = _file("preflight/preflight.json")
 
     def sae(self, sae_id: str) -> AnyPath:
         return self.saes / sae_id
