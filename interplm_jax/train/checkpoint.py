@@ -6,6 +6,10 @@ stream's position after the last batch consumed. Orbax writes asynchronously, ke
 ``keep`` checkpoints and makes each one atomically visible (locally: temporary directory, then
 rename; on GCS: a checkpoint counts once its commit marker is written). ``directory`` may be a
 ``gs://`` URL (orbax reaches it through ``etils.epath``).
+
+Readers (a resume, :func:`read_params` for normalization and export) take the newest checkpoint
+that reads back (:func:`newest_readable`): one that cannot be read is reported with the error,
+never a traceback, and the next older one is used.
 """
 
 from __future__ import annotations
