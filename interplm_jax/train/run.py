@@ -35,7 +35,8 @@ def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | P
     ``store``/``out`` default to the config's; ``layers`` to the config's, then all the store's.
     A layer whose sweep already finished is skipped with ``resume`` (its final checkpoint is
     read back). Joins the other hosts first when launched on several (jax.distributed).
-    Options that depend on the store (TopK's k <= F) are checked before anything is written;
+    Options that depend on the store (TopK's k <= F) and each layer's rows, as far as it is
+    cheap (:func:`check_rows`), are checked before anything is written;
     ``where`` names the config section in those messages (e.g. ``config.yaml:train``).
     """
     maybe_initialize_distributed()
