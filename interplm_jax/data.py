@@ -25,6 +25,21 @@ from interplm_jax.store import ActivationStore, prefetch
 log = logging.getLogger(__name__)
 
 
+def check_finite(store: ActivationStore, layer: int, shard: int, rows: np.ndarray,
+                 tokens: np.ndarray) -> None:
+    """StoreError naming the first row (and its protein) of ``tokens`` (n, d), the store rows
+    ``rows`` (n,) of a shard, that holds NaN or Inf: training on it would end as "every SAE hit a
+    non-finite loss"."""
+    finite = np.isfinite(tokens).all(axis=1)
+    if not finite.all():
+        bad = np.sort(rows[~finite])
+        p = int(np.searchsorted(store.offsets, bad[0], side="right")) - 1
+        raise StoreError(f"{store.url}: layer {layer} holds non-finite values (NaN/Inf) in "
+                         f"{len(bad)} row(s) of shard {shard}, first row {bad[0]} (protein "
+                         f"{store.protein_ids[p]!r}); SAEs cannot train on them: "
+                         f"`scripts/inspect_store.py {store.url} --verify` lists every such shard")
+
+
 @dataclasses.dataclass(frozen=True)
 class StreamPosition:
     """Where the next batch comes from: ``batch`` of the ``shard_cursor``-th shard of ``epoch``."""
@@ -106,22 +121,11 @@ class TokenStream:
         """Read and permute this host's tokens of the ``cursor``-th shard of ``epoch``."""
         shard = int(self.shard_order(epoch)[cursor])
         rows = self.store.shard_bounds(shard)[2] + self._host_rows(epoch, shard)
-        if isinstance(self.layer, tuple):
-            return np.stack([self._checked(L, shard, rows) for L in self.layer])
-        return self._checked(self.layer, shard, rows)
-
-    def _checked(self, layer: int, shard: int, rows: np.ndarray) -> np.ndarray:
-        """Rows ``rows`` of ``layer`` (from ``shard``), refused when any is non-finite."""
-        tokens = self.store.take(layer, rows)
-        finite = np.isfinite(tokens).all(axis=1)
-        if not finite.all():  # would end as "every SAE hit a non-finite loss": say where instead
-            bad = np.sort(rows[~finite])
-            p = int(np.searchsorted(self.store.offsets, bad[0], side="right")) - 1
-            raise StoreError(f"{self.store.url}: layer {layer} holds non-finite values (NaN/Inf) "
-                             f"in {len(bad)} row(s) of shard {shard}, first row {bad[0]} (protein "
-                             f"{self.store.protein_ids[p]!r}); SAEs cannot train on them: "
-                             f"`scripts/inspect_store.py {self.store.url} --verify` lists every such shard")
-        return tokens
+        layers = self.layer if isinstance(self.layer, tuple) else (self.layer,)
+        tokens = [self.store.take(layer, rows) for layer in layers]
+        for layer, t in zip(layers, tokens):
+            check_finite(self.store, layer, shard, rows, t)
+        return np.stack(tokens) if isinstance(self.layer, tuple) else tokens[0]
 
     def _next_cursor(self, epoch: int, cursor: int) -> tuple[int, int]:
         return (epoch, cursor + 1) if cursor + 1 < self.store.n_shards else (epoch + 1, 0)
