@@ -159,23 +159,23 @@ def test_a_layer_behind_the_others_resumes_from_their_common_step(together, stor
 
 
 def test_groups_split_to_fit_the_memory_budget(store, caplog):
-    cfg = config()
+    cfg = config(layers_together="auto")
     assert layer_groups(config(layers_together="off"), LAYERS, D) == [(2,), (5,), (7,)]
     assert layer_groups(config(layers_together="on", memory_budget_gb=1e-9), LAYERS, D) == [LAYERS]
     assert layer_groups(cfg, LAYERS, D) == [LAYERS]  # a tiny grid fits the machine
     need = stacked_bytes(cfg, len(LAYERS), D)
     # room for two layers' share of the three-layer step: two groups, as even as they go
     with caplog.at_level(logging.WARNING):
-        groups = layer_groups(config(memory_budget_gb=need * 0.7 / 2**30), LAYERS, D)
+        groups = layer_groups(config(layers_together="auto", memory_budget_gb=need * 0.7 / 2**30), LAYERS, D)
     assert groups == [(2, 5), (7,)]
     assert "2 groups" in caplog.text and "memory_budget_gb" in caplog.text
     # not even one layer fits: one at a time
-    assert layer_groups(config(memory_budget_gb=need * 0.1 / 2**30), LAYERS, D) == [(2,), (5,), (7,)]
+    assert layer_groups(config(layers_together="auto", memory_budget_gb=need * 0.1 / 2**30), LAYERS, D) == [(2,), (5,), (7,)]
 
 
 def test_train_layers_in_groups_equals_together(store, together, tmp_path):
     out_t, res_t = together
-    res = train_layers(config(memory_budget_gb=1e-9, layers=(2, 5)), store.url, tmp_path)
+    res = train_layers(config(layers_together="auto", memory_budget_gb=1e-9, layers=(2, 5)), store.url, tmp_path)
     for layer in (2, 5):
         np.testing.assert_allclose(res[layer].params["W_dec"], res_t[layer].params["W_dec"],
                                    rtol=1e-5, atol=1e-6)
@@ -230,3 +230,14 @@ def test_layered_step_equals_each_layers_grid_step(arch, extra):
         for k, v in singles[i].params.items():
             np.testing.assert_allclose(state.params[k][i], v, rtol=1e-4, atol=2e-6, err_msg=k)
         np.testing.assert_array_equal(state.since_fired[i], singles[i].since_fired)
+
+
+def test_resume_of_a_run_stopped_after_its_first_layer(store, sequential, tmp_path):
+    """A one-after-the-other run killed after layer 2, resumed with the layers together: layer 2
+    is read back, 5 and 7 train together from step 0."""
+    out_s, res_s = sequential
+    train_layers(config(layers_together="off", layers=(2,)), store.url, tmp_path)
+    res = train_layers(config(layers_together="on"), store.url, tmp_path, resume=True)
+    for layer in LAYERS:
+        np.testing.assert_allclose(res[layer].params["W_enc"], res_s[layer].params["W_enc"],
+                                   rtol=1e-5, atol=1e-6)

@@ -34,7 +34,7 @@ class TrainConfig:
     arch: ArchName = option("relu", "SAE architecture (one per sweep).")
     layers: tuple[int, ...] = option((), "Layers of the store to train (one sweep each); empty: all.")
     layers_together: Literal["auto", "on", "off"] = option(
-        "auto", "Several layers: train their grids with one step, each batch read once for all "
+        "off", "Several layers: train their grids with one step, each batch read once for all "
         "(`auto`: in the fewest groups whose step fits memory_budget_gb; `on`: all in one group; "
         "`off`: one layer after the other). The sweep directories are the same either way.")
     memory_budget_gb: float = option(

@@ -63,7 +63,9 @@ def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | P
         check_rows(acts, layer, stats[layer], first)
     results = {}
     extra = {"store": display(store), "model": acts.manifest.get("model")}
-    for group in layer_groups(cfg, chosen, acts.d_model):
+    groups = [g for part in _by_progress(cfg, out, chosen, resume)
+              for g in layer_groups(cfg, part, acts.d_model)]
+    for group in groups:
         def make_stream(host_index, host_count, position, layer=group if len(group) > 1 else group[0]):
             return TokenStream(acts, layer, batch_size=cfg.batch_size, seed=cfg.seed,
                                host_index=host_index, host_count=host_count, position=position)
@@ -87,6 +89,20 @@ def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | P
         for layer in group:
             results[layer].preflight = warnings[layer]
     return results
+
+
+def _by_progress(cfg: TrainConfig, out, layers: tuple[int, ...], resume: bool) -> list[tuple[int, ...]]:
+    """The layers apart by how far a resumed run's sweeps got (finished, started, not started:
+    e.g. a run of ``layers_together: off`` killed after its first layer); only layers at the
+    same stage may train together."""
+    if not resume:
+        return [layers]
+    stage = {}
+    for layer in layers:
+        steps = checkpoint_steps(sweep_dir(out, layer))
+        stage[layer] = "new" if not steps else "done" if max(steps) >= cfg.steps else "started"
+    parts = (tuple(layer for layer in layers if stage[layer] == s) for s in ("done", "started", "new"))
+    return [p for p in parts if p]
 
 
 def check_rows(acts: ActivationStore, layer: int, stats: LayerStats, first_shard: int) -> None:

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from interplm_jax.input_transform import InputTransform
 from interplm_jax.errors import InputError
+from interplm_jax.input_transform import InputTransform
 from interplm_jax.layout import SweepFiles
 from interplm_jax.paths import AnyPath
 from interplm_jax.progress import progress_bar
