@@ -200,7 +200,7 @@ def test_layered_step_equals_each_layers_grid_step(arch, extra):
     import jax
 
     from interplm_jax.train.config import build_grid, grid_arrays
-    from interplm_jax.train.step import init_state, make_step, stack_layers
+    from interplm_jax.train.step import init_state, make_step
     from interplm_jax.train.sweep import make_spec
 
     cfg = TrainConfig(arch=arch, steps=5, batch_size=B, d_sae=32, warmup_steps=1, **extra)
@@ -213,7 +213,7 @@ def test_layered_step_equals_each_layers_grid_step(arch, extra):
     data = toy_activations(n=5 * B, d=D, seed=9)
     xs = np.stack([data, np.roll(data, 7, axis=1) * 1.5]).reshape(2, 5, B, D)
     layered, grid_step = jax.jit(make_step(spec._replace(layered=True))), jax.jit(make_step(spec))
-    state, singles, kinds = stack_layers(one, 2), [one, one], set()
+    state, singles, kinds = (one, one), [one, one], set()
     for t in range(5):
         state, m = layered(state, hp, xs[:, t])
         for i in range(2):
@@ -228,8 +228,8 @@ def test_layered_step_equals_each_layers_grid_step(arch, extra):
         assert kinds == {0.0, 1.0}  # both branches ran
     for i in range(2):
         for k, v in singles[i].params.items():
-            np.testing.assert_allclose(state.params[k][i], v, rtol=1e-4, atol=2e-6, err_msg=k)
-        np.testing.assert_array_equal(state.since_fired[i], singles[i].since_fired)
+            np.testing.assert_allclose(state[i].params[k], v, rtol=1e-4, atol=2e-6, err_msg=k)
+        np.testing.assert_array_equal(state[i].since_fired, singles[i].since_fired)
 
 
 def test_resume_of_a_run_stopped_after_its_first_layer(store, sequential, tmp_path):

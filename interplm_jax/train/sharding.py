@@ -64,12 +64,11 @@ def make_mesh(sae: int, data: int) -> Mesh:
     return Mesh(grid, ("sae", "data"))
 
 
-def state_shardings(mesh: Mesh, state, layered: bool = False):
-    """NamedShardings for a TrainState pytree: the grid axis (leading; after the layer axis
-    when ``layered``) on `sae`, scalars replicated."""
-    grid = P(None, "sae") if layered else P("sae")
+def state_shardings(mesh: Mesh, state):
+    """NamedShardings for a TrainState pytree (or a tuple of them): leading axis on `sae`,
+    scalars replicated."""
     return jax.tree.map(
-        lambda leaf: NamedSharding(mesh, grid if np.ndim(leaf) >= 1 else P()), state)
+        lambda leaf: NamedSharding(mesh, P("sae") if np.ndim(leaf) >= 1 else P()), state)
 
 
 def batch_sharding(mesh: Mesh, layered: bool = False) -> NamedSharding:

@@ -31,7 +31,7 @@ from interplm_jax.progress import progress_bar
 from interplm_jax.train import sharding as sh
 from interplm_jax.train.checkpoint import Checkpoints, abstract_like, newest_readable
 from interplm_jax.train.config import INT_HPARAMS, TrainConfig, build_grid, grid_arrays
-from interplm_jax.train.step import StepSpec, TrainState, init_state, layer_of, make_step, stack_layers
+from interplm_jax.train.step import StepSpec, init_state, make_step
 from interplm_jax.train.sweep import (StreamFactory, SweepResult, _check_finite, _metric_lines,
                                       _MetricsFile, checkpoint_meta, make_spec, prepare_directory,
                                       to_host)
@@ -78,9 +78,9 @@ def train_together(cfg: TrainConfig, layers: tuple[int, ...], make_stream: Strea
     finally:
         for ck in ckpts.values():
             ck.close()
-    params, ok, step = to_host((state.params, state.ok, state.step))
-    return {layer: SweepResult(outs[layer], grid, {k: v[i] for k, v in params.items()},
-                               np.asarray(ok[i]), int(step)) for i, layer in enumerate(layers)}
+    params, ok, step = to_host(([s.params for s in state], [s.ok for s in state], state[0].step))
+    return {layer: SweepResult(outs[layer], grid, params[i], np.asarray(ok[i]), int(step))
+            for i, layer in enumerate(layers)}
 
 
 def _train(cfg, layers, grid, c, state, hp, mesh, stream, files, ckpts, metas, transforms,
@@ -90,7 +90,7 @@ def _train(cfg, layers, grid, c, state, hp, mesh, stream, files, ckpts, metas, t
     batches = iter(stream)
     warned = {layer: set() for layer in layers}
     metrics_files = {layer: _MetricsFile(files[layer].metrics) for layer in layers}
-    start = int(to_host(state.step))
+    start = int(to_host(state[0].step))
     bar = progress_bar(total=cfg.steps, desc=f"train {cfg.arch} x{len(grid)} x {len(layers)} layers",
                        unit="step", initial=start)
     expected = (len(layers), B // host_count, d_model)
@@ -109,7 +109,7 @@ def _train(cfg, layers, grid, c, state, hp, mesh, stream, files, ckpts, metas, t
             done = step + 1
             bar.update(1)
             if done % cfg.log_every == 0 or done == cfg.steps:
-                m, ok, bad = to_host((metrics, state.ok, state.bad_step))
+                m, ok, bad = to_host((metrics, [s.ok for s in state], [s.bad_step for s in state]))
                 now = time.perf_counter()
                 rate = (done - s_last) / max(now - t_last, 1e-9)
                 t_last, s_last = now, done
@@ -121,7 +121,7 @@ def _train(cfg, layers, grid, c, state, hp, mesh, stream, files, ckpts, metas, t
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 for i, layer in enumerate(layers):
                     metrics_files[layer].flush()
-                    ckpts[layer].save(done, layer_of(state, i),
+                    ckpts[layer].save(done, state[i],
                                       {**metas[layer], "stream_position": position, "tokens": done * B})
         for ck in ckpts.values():
             ck.wait()
@@ -133,7 +133,8 @@ def _train(cfg, layers, grid, c, state, hp, mesh, stream, files, ckpts, metas, t
 
 
 def _restore(ckpts: dict[int, Checkpoints], metas: dict[int, dict], c, resume: bool):
-    """(step, stacked state, stream position) of the newest step every layer has a readable
+    """(step, state (a tuple of the layers' grid states), stream position) of the newest step
+    every layer has a readable
     checkpoint of; (None, None, None) when no layer has any."""
     saved = {layer: set(ck.manager.all_steps()) for layer, ck in ckpts.items()}
     if not any(saved.values()):
@@ -158,7 +159,7 @@ def _restore(ckpts: dict[int, Checkpoints], metas: dict[int, dict], c, resume: b
     for ck in ckpts.values():
         ck.set_aside_newer(step)
     log.info("resuming layers %s at step %d", list(ckpts), step)
-    state = c.stack([s for s, _ in found])
+    state = tuple(s for s, _ in found)
     return step, state, found[0][1]["stream_position"]
 
 
@@ -172,14 +173,10 @@ class _Compiled:
         self.hp_sharding = {n: NamedSharding(mesh, P("sae")) for n in hp_names}
         one = jax.eval_shape(lambda h: init_state(spec, d_model, F, h), hp_abstract)
         self.abstract_one = abstract_like(one, sh.state_shardings(mesh, one))
-        layered = jax.eval_shape(lambda s: stack_layers(s, L), one)
-        shardings = sh.state_shardings(mesh, layered, layered=True)
-        self.init = jax.jit(lambda h: stack_layers(init_state(spec, d_model, F, h), L),
-                            out_shardings=shardings)
-        self.stack = jax.jit(
-            lambda states: TrainState(states[0].step, *(jax.tree.map(lambda *a: jnp.stack(a), *parts)
-                                                        for parts in zip(*(s[1:] for s in states)))),
-            out_shardings=shardings)
+        layered = (one,) * L
+        shardings = sh.state_shardings(mesh, layered)
+        # (every layer's grid starts as a single-layer sweep's does)
+        self.init = jax.jit(lambda h: (init_state(spec, d_model, F, h),) * L, out_shardings=shardings)
         self.step = jax.jit(make_step(spec._replace(layered=True)),
                             in_shardings=(shardings, self.hp_sharding, sh.batch_sharding(mesh, True)),
                             out_shardings=(shardings, sh.replicated(mesh)), donate_argnums=(0,))
