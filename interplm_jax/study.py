@@ -176,8 +176,28 @@ def report_inputs(layout: StudyLayout, layers: Sequence[int]) -> list:
                         there(f1 / f"esm2_L{L}_chosen_valid.npz"), there(f1 / f"esm2_L{L}_chosen_test.npz"),
                         there(layout.analysis(L) / "feature_map.tsv"),
                         there(layout.analysis(L) / f"spatial_layer{L}.tsv"), there(layout.annotate(L)),
-                        there(layout.concepts / "report" / "summary.csv"))
+                        there(layout.concepts / "report" / "summary.csv"),
+                        **{f"{kind}_f1{suffix}": there(f1 / f"{kind}_L{L}_chosen_{split}.npz")
+                           for kind in BASELINES for suffix, split in (("", "valid"), ("_test", "test"))})
             for L in layers]
+
+
+def report_evidence(layout: StudyLayout, structures: str | None,
+                    structures_fasta: str | None) -> dict:
+    """The browser's evidence inputs of a study (keyword arguments of
+    :func:`interplm_jax.report.build_report`): the concept labels of the evaluation proteins
+    (annotation tracks) and the structures (``study.structures``) with the store of their
+    proteins' activations when the evalset stage wrote one."""
+    from interplm_jax.report import StructureInputs
+
+    labels = layout.concepts / "labels.npz"
+    out: dict = {"labels": labels if labels.is_file() else None, "structures": None}
+    if structures:
+        has_store = structures_fasta and (layout.structure_store / "manifest.json").is_file()
+        out["structures"] = StructureInputs(Path(structures),
+                                            layout.structure_store if has_store else None,
+                                            Path(structures_fasta) if has_store else None)
+    return out
 
 
 def fingerprint(parts: Mapping[str, Any]) -> str:

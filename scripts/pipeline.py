@@ -230,12 +230,13 @@ def stage_annotate(s: Study) -> dict:
 
 def stage_report(s: Study) -> dict:
     from interplm_jax.report import build_report
-    from interplm_jax.study import report_inputs
+    from interplm_jax.study import report_evidence, report_inputs
 
     cfg = s.sections["report"]
     path = build_report(f"{s.study.name}: interplm-jax feature browser", s.out.eval_store("esm2"),
                         s.out.concepts / "set" / "proteins.fasta", report_inputs(s.out, s.layers),
-                        s.out.report, s.study.annotations, cfg)
+                        s.out.report, s.study.annotations, cfg,
+                        **report_evidence(s.out, s.study.structures, s.study.structures_fasta))
     log.info("feature browser: %s", path)
     return {"html": str(path)}
 

@@ -18,7 +18,8 @@ from typing import Mapping
 
 import numpy as np
 
-from interplm_jax.annotate.activations import protein_max_activations, sae_encoder
+from interplm_jax.annotate.activations import (protein_max_activations, relu_columns,
+                                               relu_encode_numpy, sae_encoder)
 from interplm_jax.errors import InputError
 from interplm_jax.progress import progress_bar
 
@@ -46,6 +47,8 @@ class FeatureExamples:
       frequency: (K,) fraction of proteins on which the feature is active.
       examples: K lists of :class:`Example`, strongest protein first.
       n_features, n_proteins: sizes of the SAE and the store.
+      hist: (K, B) int, or None: proteins by their maximum activation of the feature, in B
+        equal bins of (0, feature_max] (inactive proteins not counted).
     """
 
     features: np.ndarray
@@ -54,6 +57,19 @@ class FeatureExamples:
     examples: list[list[Example]]
     n_features: int
     n_proteins: int
+    hist: np.ndarray | None = None
+
+
+def max_histogram(max_acts: np.ndarray, scale: np.ndarray, bins: int) -> np.ndarray:
+    """(P, K) per-protein maxima -> (K, bins) counts of the positive ones in equal bins of
+    (0, scale] per column (bin ``min(floor(bins * m / scale), bins - 1)``)."""
+    m = np.asarray(max_acts, np.float64)
+    s = np.asarray(scale, np.float64)
+    b = np.minimum(np.floor(bins * m / np.where(s > 0, s, 1.0)), bins - 1).astype(np.int64)
+    b = np.where(m > 0, b, bins)  # inactive: an extra bin, dropped
+    out = np.zeros((m.shape[1], bins + 1), np.int64)
+    np.add.at(out, (np.broadcast_to(np.arange(m.shape[1]), m.shape), b), 1)
+    return out[:, :bins]
 
 
 def top_proteins(max_acts: np.ndarray, n: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -127,10 +143,11 @@ def unb64(text: str) -> np.ndarray:
 
 def feature_examples(store, layer: int, arch: str, params: Mapping[str, np.ndarray],
                      n_top: int = 8, window_size: int = 96, batch_rows: int = 4096,
-                     max_acts: np.ndarray | None = None) -> FeatureExamples:
+                     max_acts: np.ndarray | None = None, hist_bins: int = 0) -> FeatureExamples:
     """Top ``n_top`` proteins of every live feature of an SAE, with their activation windows.
 
     ``max_acts`` (P, F): per-protein maxima when already computed (else one store pass).
+    ``hist_bins`` > 0: also :func:`max_histogram` of the live features.
     """
     F = int(np.asarray(params["W_enc"]).shape[1])
     if max_acts is None:
@@ -160,7 +177,9 @@ def feature_examples(store, layer: int, arch: str, params: Mapping[str, np.ndarr
                 examples[k][r] = Example(p, float(val[k, r]), int(starts[j]), q[j])
             bar.update(1)
     freq = (max_acts[:, live] > 0).mean(axis=0) if live.size else np.zeros(0)
-    return FeatureExamples(live, fmax[live].astype(np.float64), freq, examples, F, store.n_proteins)
+    hist = max_histogram(max_acts[:, live], fmax[live], hist_bins) if hist_bins > 0 else None
+    return FeatureExamples(live, fmax[live].astype(np.float64), freq, examples, F, store.n_proteins,
+                           hist)
 
 
 def _protein_columns(store, layer: int, arch: str, params: Mapping[str, np.ndarray],
@@ -169,20 +188,14 @@ def _protein_columns(store, layer: int, arch: str, params: Mapping[str, np.ndarr
     into ``live``), in protein order.
 
     A ReLU SAE's features are independent: each protein is multiplied by only the encoder
-    columns it needs, in NumPy (``relu((x - b_pre) W_enc[:, cols] + b_enc[cols]) * scale[cols]``,
-    the formula of ``interplm_jax.sae.relu.encode``), a small fraction of the full encoder's
-    cost. Other architectures encode every live feature of batches of whole proteins.
+    columns it needs, in NumPy (``annotate.activations.relu_encode_numpy``), a small fraction
+    of the full encoder's cost. Other architectures encode every live feature of batches of whole proteins.
     """
     proteins = sorted(wanted)
     if arch == "relu":
-        W = np.asarray(params["W_enc"], np.float32)
-        b_pre = np.asarray(params["b_pre"], np.float32)
-        b_enc = np.asarray(params["b_enc"], np.float32)
-        scale = np.asarray(params.get("scale", np.ones(W.shape[1], np.float32)), np.float32)
         for p in proteins:
-            cols = live[[k for k, _ in wanted[p]]]
-            x = store.protein(p, layer) - b_pre
-            yield p, np.maximum(x @ W[:, cols] + b_enc[cols], 0) * scale[cols]
+            cols = relu_columns(params, live[[k for k, _ in wanted[p]]])
+            yield p, relu_encode_numpy(cols, store.protein(p, layer))
         return
     encode = sae_encoder(params, live, arch)
     offsets = np.asarray(store.offsets)
