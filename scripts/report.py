@@ -91,13 +91,15 @@ def main(store, fasta, out, layer_specs, study, selection, metadata, structures,
                         "--top-proteins")
     if bool(layer_specs) == bool(study):
         raise InputError("give either --layer (one or more) or --study")
-    if bool(structure_store) != bool(structures_fasta):
-        raise InputError("--structure-store and --structures-fasta go together")
+    if structure_store and not structures_fasta:
+        raise InputError("--structure-store needs --structures-fasta (its proteins' sequences)")
+    if structures_fasta and not (structure_store or study):
+        raise InputError("--structures-fasta goes with --structure-store (or --study)")
     if structure_store and not structures:
         raise InputError("--structure-store needs --structures (the structure files)")
     evidence = {"labels": labels, "structures": structures and StructureInputs(
         Path(structures), structure_store and Path(structure_store),
-        structures_fasta and Path(structures_fasta))}
+        structure_store and Path(structures_fasta))}
     if study:
         from interplm_jax.study import StudyLayout, report_evidence, report_inputs
 
@@ -106,7 +108,8 @@ def main(store, fasta, out, layer_specs, study, selection, metadata, structures,
         fasta = fasta or lay.concepts / "set" / "proteins.fasta"
         layers = report_inputs(lay, sorted(lay.chosen("sae")))
         found = report_evidence(lay, structures, structures_fasta)
-        evidence = {k: evidence[k] or found[k] for k in evidence}
+        evidence = {"labels": labels or found["labels"],
+                    "structures": evidence["structures"] if structure_store else found["structures"]}
     else:
         if not (store and fasta):
             raise InputError("--layer needs --store and --fasta")

@@ -256,17 +256,19 @@ def _packed(data: bytes) -> str:
     return base64.b64encode(gzip.compress(data, 9, mtime=0)).decode("ascii")
 
 
-def render_html(data: dict) -> str:
-    """The page: the template with this package's scripts and the vendored viewer inlined, and
-    the data as gzip + base64 JSON (decoded by the page; :func:`page_data` reads it back)."""
+def render_html(data: dict, template: str = "template.html",
+                scripts: Sequence[str] = SCRIPTS) -> str:
+    """A page: ``template`` (of this package) with ``scripts`` and the vendored viewer inlined,
+    and the data as gzip + base64 JSON (decoded by the page; :func:`page_data` reads it back)."""
     here = resources.files("interplm_jax.report")
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
     parts = {"__TITLE__": html.escape(data["title"]),
-             "__SCRIPTS__": "\n".join(here.joinpath(f).read_text("utf-8") for f in SCRIPTS),
+             "__STYLE__": here.joinpath("style.css").read_text("utf-8"),
+             "__SCRIPTS__": "\n".join(here.joinpath(f).read_text("utf-8") for f in scripts),
              "__VIEWER__": _packed(here.joinpath(VIEWER).read_bytes()),
              "__DATA__": _packed(payload.encode("utf-8"))}
     return re.sub("|".join(parts), lambda m: parts[m.group(0)],
-                  here.joinpath("template.html").read_text("utf-8"))
+                  here.joinpath(template).read_text("utf-8"))
 
 
 def page_data(page: str) -> dict:

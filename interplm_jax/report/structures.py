@@ -62,30 +62,35 @@ def decode_backbone(text: str) -> np.ndarray:
     return np.where(q == MISSING, np.nan, q / RESOLUTION)
 
 
+def backbone_of(path: Path, sequence: str) -> tuple[str | None, str | None]:
+    """(:func:`encode_backbone` text, None) of the structure file ``path`` when it matches
+    ``sequence`` residue for residue, else (None, the reason)."""
+    from interplm_jax.analysis.structures import mismatch, read_ca
+    from interplm_jax.errors import InputError
+
+    try:
+        st = read_ca(path)
+        why = mismatch(st, sequence)
+        return (encode_backbone(st.backbone), None) if why is None else (None, why)
+    except (InputError, ValueError) as e:
+        return None, str(e)
+
+
 def backbones(sequences: Mapping[str, str], directory: Path) -> dict[str, str]:
     """Protein id -> :func:`encode_backbone` of its structure in ``directory``, for the proteins
-    that have a structure matching their sequence."""
-    from interplm_jax.analysis.structures import index_directory, mismatch, read_ca
-    from interplm_jax.errors import InputError
+    that have a structure matching their sequence (the others are logged with the reason)."""
+    from interplm_jax.analysis.structures import index_directory
 
     files = index_directory(directory)
     out = {}
     for pid, seq in sequences.items():
-        path = files.get(pid)
-        if path is None:
+        if pid not in files:
             continue
-        try:
-            st = read_ca(path)
-            why = mismatch(st, seq)
-        except InputError as e:
-            why = str(e)
-        if why is None:
-            try:
-                out[pid] = encode_backbone(st.backbone)
-            except ValueError as e:
-                why = str(e)
-        if why is not None:
-            log.warning("protein %s: structure %s not shown: %s", pid, path, why)
+        text, why = backbone_of(files[pid], seq)
+        if text is None:
+            log.warning("protein %s: structure %s not shown: %s", pid, files[pid], why)
+        else:
+            out[pid] = text
     log.info("structures: %d of %d shown proteins (%s)", len(out), len(sequences), directory)
     return out
 
