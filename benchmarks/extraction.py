@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from _common import median_time, real_proteins
-from torch_bridge.esm import ResidueTokenizer, embed_batch, load_esm, token_budget_batches
+from torch_bridge.esm import ResidueTokenizer, embed_batch, token_budget_batches
+from torch_bridge.models import load_model
 from torch_bridge.tiny_esm import build_tiny_esm
 
 
@@ -38,7 +39,7 @@ def main(n, repeats, max_tokens):
     lengths = [len(p.sequence) for p in proteins]
     with tempfile.TemporaryDirectory() as tmp:
         path = build_tiny_esm(os.path.join(tmp, "esm8m-arch"), num_layers=6, hidden_size=320, num_heads=20)
-        model, tok = load_esm(path, device="cpu")
+        model, tok, _ = load_model(path, device="cpu")
     tokens = ResidueTokenizer(tok)
     layers = [1, 2, 3, 4, 5, 6]
     fixed = [list(range(i, min(i + 32, n))) for i in range(0, n, 32)]

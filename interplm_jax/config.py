@@ -3,17 +3,21 @@
 A config class is a frozen dataclass whose fields are made with :func:`option`, which records
 the help text; defaults are written once, in the dataclass. Validation lives in the class's
 ``__post_init__`` (raise ``ValueError``); :func:`from_dict` turns any problem into an
-:class:`~interplm_jax.errors.InputError` naming the file and the key.
+:class:`~interplm_jax.errors.InputError` naming the file and the key. :func:`config_options`
+gives a script ``--config`` and one option per field, and hands the command the resolved
+dataclass (file values, then the options given).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Mapping, TypeVar
 
+import click
 import yaml
 
 from interplm_jax.errors import InputError
@@ -22,7 +26,7 @@ T = TypeVar("T")
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs) -> Any:
-    """A dataclass field carrying its help text (used by :func:`click_options` and the docs)."""
+    """A dataclass field carrying its help text (used by :func:`config_options` and the docs)."""
     if isinstance(default, (list, dict, set)):
         raise TypeError("use a tuple (or default_factory) for collection defaults")
     return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
@@ -111,12 +115,15 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_yaml(cls: type[T], path: str | Path, section: str | None = None) -> T:
-    """Read a YAML file (optionally one top-level ``section`` of it) into ``cls``."""
+    """Read a YAML file (optionally one ``section`` of it, dotted for a sub-section such as
+    ``analysis.umap``) into ``cls``."""
     data = read_yaml(path)
     where = str(path)
-    if section is not None:
-        data = data.get(section, {})
-        where = f"{path}:{section}"
+    for key in section.split(".") if section else ():
+        data = data.get(key) or {}
+        where = f"{where}:{key}" if where == str(path) else f"{where}.{key}"
+        if not isinstance(data, dict):
+            raise InputError(f"{where}: expected a mapping, got {type(data).__name__}")
     return from_dict(cls, data, where)
 
 
@@ -136,3 +143,96 @@ def to_dict(obj: Any) -> dict[str, Any]:
 def field_help(cls: type) -> dict[str, str]:
     """Field name -> help text, for CLIs and docs."""
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+
+_NONE_WORDS = ("null", "none")
+
+
+def _click_type(hint: Any) -> tuple[Any, str | None]:
+    """(click type, metavar) of a field's type hint; type None when not a command-line value."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    names = {int: "INTEGER", float: "FLOAT", str: "TEXT"}
+    if origin is typing.Literal:
+        return click.Choice([str(a) for a in args]), None
+    if hint in names:
+        return {int: click.INT, float: click.FLOAT, str: click.STRING}[hint], None
+    if origin in (typing.Union, types.UnionType) and type(None) in args:
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1 and inner[0] in names:
+            return click.STRING, f"{names[inner[0]]}|null"
+    if origin is tuple and args and args[0] in names:
+        return click.STRING, f"{names[args[0]]},..."
+    return None, None
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def config_options(cls: type, section: str, *names: str, skip: tuple[str, ...] = ()):
+    """Click decorator: ``--config`` and one option per field of the config dataclass ``cls``.
+
+    The command receives ``cfg``: the ``section`` of ``--config`` (dotted for a sub-section;
+    the dataclass defaults without ``--config``) with the options given on top. Options default
+    to None (not given keeps the file's value); booleans are ``--name/--no-name``, tuples
+    comma-separated (``A,B,...``), optional values take ``null``. Help is the field's, with its
+    default.
+    Put it below ``@command`` so that a bad value is a named error (exit status 2).
+
+    Args:
+      names: the fields offered (default: every field with a command-line type), minus ``skip``.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if (not names or f.name in names) and f.name not in skip]
+    offered = [click.option(
+        "--config", "config", type=click.Path(dir_okay=False), default=None,
+        help=f"YAML config; its {section}: section gives the values of the options below "
+             "(an option given on the command line wins).")]
+    for f in fields:
+        kind, metavar = (None, None) if hints[f.name] is bool else _click_type(hints[f.name])
+        if hints[f.name] is not bool and kind is None:
+            if names:
+                raise TypeError(f"{cls.__name__}.{f.name}: no command-line form for {hints[f.name]}")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = (",".join(map(str, default)) if isinstance(default, tuple)
+                 else "null" if default is None else default)
+        help_ = f"{f.metadata.get('help', '')} [default: {shown}]"
+        if hints[f.name] is bool:
+            flag = _flag(f.name)
+            offered.append(click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=help_))
+        else:
+            offered.append(click.option(_flag(f.name), f.name, type=kind, default=None,
+                                        metavar=metavar, help=help_))
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, config: str | None = None, **kwargs):
+            given = {f.name: kwargs.pop(f.name) for f in fields if f.name in kwargs}
+            return fn(*args, cfg=resolve(cls, section, config, given), **kwargs)
+
+        for add in reversed(offered):  # click lists options in decorator order, top down
+            wrapper = add(wrapper)
+        return wrapper
+    return deco
+
+
+def resolve(cls: type[T], section: str, config: str | Path | None,
+            options: Mapping[str, Any]) -> T:
+    """``cls`` from the ``section`` of the YAML file ``config`` (defaults without one), with
+    the ``options`` that are not None on top; each option's value is checked under its flag."""
+    cfg = load_yaml(cls, config, section) if config else cls()
+    hints = typing.get_type_hints(cls)
+    given = {}
+    for name, value in options.items():
+        if value is None:
+            continue
+        if isinstance(value, str) and typing.get_origin(hints[name]) is tuple:
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, str) and value.lower() in _NONE_WORDS and type(None) in typing.get_args(hints[name]):
+            value = None
+        given[name] = _coerce(value, hints[name], _flag(name))
+    if not given:
+        return cfg
+    where = f"{config}:{section} with {', '.join(map(_flag, given))}" if config else ", ".join(map(_flag, given))
+    return from_dict(cls, {**dataclasses.asdict(cfg), **given}, where)

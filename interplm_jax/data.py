@@ -13,19 +13,16 @@ those rows from the store.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import logging
 from typing import Iterator
 
 import numpy as np
 
-from interplm_jax.errors import InputError
-from interplm_jax.store import ActivationStore
+from interplm_jax.errors import InputError, StoreError
+from interplm_jax.store import ActivationStore, prefetch
 
 log = logging.getLogger(__name__)
-
-_READ_BLOCK_ROWS = 1 << 16  # bound on rows read at once when gathering a host's slice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,39 +100,39 @@ class TokenStream:
     def _load(self, epoch: int, cursor: int) -> np.ndarray:
         """Read and permute this host's tokens of the ``cursor``-th shard of ``epoch``."""
         shard = int(self.shard_order(epoch)[cursor])
-        _, _, r0, r1 = self.store.shard_bounds(shard)
-        need = self._host_rows(epoch, shard)
-        order = np.argsort(need, kind="stable")
-        sorted_need = need[order]
-        out = np.empty((len(need), self.store.d_model), dtype=np.float32)
-        for lo_row in range(0, r1 - r0, _READ_BLOCK_ROWS):
-            hi_row = min(lo_row + _READ_BLOCK_ROWS, r1 - r0)
-            lo, hi = np.searchsorted(sorted_need, [lo_row, hi_row])
-            if hi > lo:
-                block = self.store.rows(self.layer, r0 + lo_row, r0 + hi_row)
-                out[order[lo:hi]] = block[sorted_need[lo:hi] - lo_row]
-        return out
+        rows = self.store.shard_bounds(shard)[2] + self._host_rows(epoch, shard)
+        tokens = self.store.take(self.layer, rows)
+        finite = np.isfinite(tokens).all(axis=1)
+        if not finite.all():  # would end as "every SAE hit a non-finite loss": say where instead
+            bad = np.sort(rows[~finite])
+            p = int(np.searchsorted(self.store.offsets, bad[0], side="right")) - 1
+            raise StoreError(f"{self.store.url}: layer {self.layer} holds non-finite values (NaN/Inf) "
+                             f"in {len(bad)} row(s) of shard {shard}, first row {bad[0]} (protein "
+                             f"{self.store.protein_ids[p]!r}); SAEs cannot train on them: "
+                             f"`scripts/inspect_store.py {self.store.url} --verify` lists every such shard")
+        return tokens
 
     def _next_cursor(self, epoch: int, cursor: int) -> tuple[int, int]:
         return (epoch, cursor + 1) if cursor + 1 < self.store.n_shards else (epoch + 1, 0)
 
+    def _cursors(self) -> Iterator[tuple[int, int]]:
+        """(epoch, cursor) of every shard read from the current position on, endlessly."""
+        at = (self._pos.epoch, self._pos.shard_cursor)
+        while True:
+            yield at
+            at = self._next_cursor(*at)
+
     def __iter__(self) -> Iterator[np.ndarray]:
         per_host = self.batch_size // self.host_count
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            epoch, cursor, first = self._pos.epoch, self._pos.shard_cursor, self._pos.batch
-            pending = pool.submit(self._load, epoch, cursor)
-            while True:
-                tokens = pending.result()
-                nxt = self._next_cursor(epoch, cursor)
-                if self.prefetch:
-                    pending = pool.submit(self._load, *nxt)
-                n_batches = -(-len(tokens) // per_host)
-                for b in range(first, n_batches):
-                    self._pos = (StreamPosition(epoch, cursor, b + 1) if b + 1 < n_batches
-                                 else StreamPosition(nxt[0], nxt[1], 0))
-                    yield tokens[b * per_host:(b + 1) * per_host]
-                if not self.prefetch:
-                    pending = pool.submit(self._load, *nxt)
-                (epoch, cursor), first = nxt, 0
-                if cursor == 0:
-                    log.debug("stream: epoch %d done", epoch - 1)
+        first = self._pos.batch
+        shards = prefetch(lambda at: (at, self._load(*at)), self._cursors(), ahead=self.prefetch)
+        for (epoch, cursor), tokens in shards:
+            nxt = self._next_cursor(epoch, cursor)
+            n_batches = -(-len(tokens) // per_host)
+            for b in range(first, n_batches):
+                self._pos = (StreamPosition(epoch, cursor, b + 1) if b + 1 < n_batches
+                             else StreamPosition(nxt[0], nxt[1], 0))
+                yield tokens[b * per_host:(b + 1) * per_host]
+            first = 0
+            if nxt[1] == 0:
+                log.debug("stream: epoch %d done", epoch)

@@ -1,4 +1,5 @@
-"""FASTA in and out: reading (plain or gzip), validation against the ESM-2 alphabet, sampling.
+"""FASTA in and out: reading (plain or gzip, a file or a pipe: :mod:`interplm_jax.textfile`),
+validation against the ESM-2 alphabet, sampling.
 
 Validation reports every problem with the record's id and the line of its header:
 empty sequence, duplicate id, a character outside the ESM-2 alphabet, a sequence longer than
@@ -12,7 +13,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import gzip
-import io
 import logging
 import os
 import re
@@ -23,6 +23,7 @@ import numpy as np
 
 from interplm_jax.atomic import atomic_write
 from interplm_jax.errors import InputError
+from interplm_jax.textfile import open_text
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +59,6 @@ class FastaReport:
         return dict(collections.Counter(reason.split(":")[0] for _, _, reason in self.skipped))
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def record_id(header: str, style: IdStyle = "auto") -> str:
     """The id of a header line (without ``>``).
 
@@ -83,27 +76,32 @@ def record_id(header: str, style: IdStyle = "auto") -> str:
 def iter_records(path: str | os.PathLike, id_style: IdStyle = "auto") -> Iterator[Protein]:
     """Yield the raw records of a FASTA file (sequence upper-cased, not yet validated)."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: FASTA file not found")
     header_line, rid, chunks = 0, None, []
-    with _open_text(path) as f:
-        try:
-            for lineno, line in enumerate(f, start=1):
-                line = line.strip()
-                if line.startswith(">"):
-                    if rid is not None:
-                        yield Protein(rid, "".join(chunks).upper(), header_line)
-                    rid, header_line, chunks = record_id(line[1:], id_style), lineno, []
-                    if not rid:
-                        raise InputError(f"{path}:{lineno}: header without an id")
-                elif line and not line.startswith(";"):
-                    if rid is None:
-                        raise InputError(f"{path}:{lineno}: sequence data before the first '>' header")
-                    chunks.append(line)
-        except UnicodeDecodeError as e:
-            raise InputError(f"{path}: not a text FASTA file ({e})") from None
+    with open_text(path, "FASTA file") as lines:
+        for lineno, line in enumerate(lines, start=1):
+            line = line.strip()
+            if line.startswith(">"):
+                if rid is not None:
+                    yield Protein(rid, "".join(chunks).upper(), header_line)
+                rid, header_line, chunks = record_id(line[1:], id_style), lineno, []
+                if not rid:
+                    raise InputError(f"{path}:{lineno}: header without an id")
+            elif line and not line.startswith(";"):
+                if rid is None:
+                    raise InputError(f"{path}:{lineno}: sequence data before the first '>' header")
+                chunks.append(line)
     if rid is not None:
         yield Protein(rid, "".join(chunks).upper(), header_line)
+
+
+def alphabet_problem(seq: str) -> str | None:
+    """What in an upper-case sequence is outside the ESM-2 alphabet (the letters and the first
+    position), or None."""
+    bad = sorted(set(seq) - ESM_ALPHABET)
+    if not bad:
+        return None
+    pos = next(i for i, c in enumerate(seq) if c in bad) + 1
+    return f"invalid characters: {''.join(bad)!r} (first at residue {pos})"
 
 
 def problem(protein: Protein, max_length: int, seen: set[str]) -> str | None:
@@ -113,10 +111,9 @@ def problem(protein: Protein, max_length: int, seen: set[str]) -> str | None:
         return "duplicate id"
     if not seq:
         return "empty sequence"
-    bad = sorted(set(seq) - ESM_ALPHABET)
+    bad = alphabet_problem(seq)
     if bad:
-        pos = next(i for i, c in enumerate(seq) if c in bad) + 1
-        return f"invalid characters: {''.join(bad)!r} (first at residue {pos})"
+        return bad
     if len(seq) > max_length:
         return f"too long: {len(seq)} residues > max length {max_length}"
     return None
@@ -172,9 +169,13 @@ def sample_proteins(proteins: Sequence[Protein], n: int, max_length: int | None 
                     seed: int = 0) -> list[Protein]:
     """``n`` proteins drawn at random without replacement (seeded) among those of at most
     ``max_length`` residues, returned in their original order."""
+    if n < 1:
+        raise InputError(f"cannot sample {n} proteins: the number to draw must be at least 1")
     pool = [p for p in proteins if max_length is None or len(p.sequence) <= max_length]
     if n > len(pool):
-        raise InputError(f"cannot sample {n} proteins: only {len(pool)} have <= {max_length} residues")
+        among = f"only {len(pool)} have <= {max_length} residues" if max_length is not None \
+            else f"there are only {len(pool)}"
+        raise InputError(f"cannot sample {n} proteins: {among}")
     idx = np.sort(np.random.default_rng(seed).choice(len(pool), size=n, replace=False))
     return [pool[i] for i in idx]
 

@@ -20,7 +20,6 @@ set the values are in [0, 1]; it is saved and used like any other SAE.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import functools
 import io
@@ -39,6 +38,7 @@ from interplm_jax.errors import InputError
 from interplm_jax.paths import AnyPath
 from interplm_jax.progress import progress_bar
 from interplm_jax.sae_dir import SavedSAE, check_params
+from interplm_jax.store import prefetch
 
 log = logging.getLogger(__name__)
 
@@ -107,25 +107,12 @@ def row_chunks(store, layer: int, chunk_tokens: int = NormalizeConfig.chunk_toke
     """
     if layer not in store.layers:
         raise InputError(f"{store.url}: layer {layer} is not in the store (layers: {list(store.layers)})")
-    if proteins is None:
-        runs = [(0, store.n_tokens)]
-    else:
-        idx = np.unique(np.asarray(proteins, np.int64))
-        if len(idx) == 0 or idx[0] < 0 or idx[-1] >= store.n_proteins:
-            raise InputError(f"{store.url}: protein indices must be in [0, {store.n_proteins})")
-        breaks = np.flatnonzero(np.diff(idx) != 1) + 1
-        runs = [(int(store.offsets[r[0]]), int(store.offsets[r[-1] + 1]))
-                for r in np.split(idx, breaks)]
     block = max(1, read_tokens // chunk_tokens) * chunk_tokens
-    spans = [(a, min(a + block, stop)) for start, stop in runs for a in range(start, stop, block)]
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(store.rows, layer, *spans[0]) if spans else None
-        for i in range(len(spans)):
-            rows = future.result()
-            if i + 1 < len(spans):
-                future = pool.submit(store.rows, layer, *spans[i + 1])
-            for a in range(0, len(rows), chunk_tokens):
-                yield rows[a:a + chunk_tokens]
+    spans = [(a, min(a + block, stop)) for start, stop in store.row_runs(proteins)
+             for a in range(start, stop, block)]
+    for rows in prefetch(lambda span: store.rows(layer, *span), spans):
+        for a in range(0, len(rows), chunk_tokens):
+            yield rows[a:a + chunk_tokens]
 
 
 @functools.partial(jax.jit, static_argnames=("arch", "stacked"))

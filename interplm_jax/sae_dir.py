@@ -28,29 +28,18 @@ from safetensors.numpy import load as load_bytes, save as save_bytes
 
 from interplm_jax.errors import InputError
 from interplm_jax.paths import AnyPath, as_path, mkdir, read_json, write_atomic
+from interplm_jax.sae import ARCHITECTURES
 
 FORMAT = "interplm-jax-sae"
 VERSION = 1
 META_FILE = "sae.json"
 PARAMS_FILE = "params.safetensors"
 
-_BASE = {"W_enc": ("d", "F"), "b_enc": ("F",), "W_dec": ("F", "d"), "scale": ("F",)}
-#: Leaves per architecture and their shapes in terms of d (model width) and F (features); the
-#: layout of ``interplm_jax.sae`` (JumpReLU has a decoder bias that is not subtracted from x).
-SHAPES = {
-    "relu": {"b_pre": ("d",), **_BASE},
-    "topk": {"b_pre": ("d",), **_BASE, "k": (), "threshold": ()},
-    "batchtopk": {"b_pre": ("d",), **_BASE, "k": (), "threshold": ()},
-    "jumprelu": {**_BASE, "b_dec": ("d",), "threshold": ("F",)},
-    "neuron": {"b_pre": ("d",), **_BASE},  # the neuron baseline (interplm_jax.sae.neuron)
-}
-INT_LEAVES = ("k",)
+#: Leaves per architecture and their shapes in terms of d (model width) and F (features), from
+#: each architecture's spec (``interplm_jax.sae``); ``k`` (TopK, BatchTopK) is int32.
+SHAPES = {name: arch.leaf_dims() for name, arch in ARCHITECTURES.items()}
+INT_LEAVES = tuple(sorted({leaf for arch in ARCHITECTURES.values() for leaf in arch.int_leaves()}))
 ARCHS = tuple(SHAPES)
-
-
-def output_bias(params: dict[str, Any]) -> Any:
-    """The bias added by the decoder: ``b_pre`` (relu, topk, batchtopk) or ``b_dec`` (jumprelu)."""
-    return params["b_dec"] if "b_dec" in params else params["b_pre"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +47,8 @@ class SavedSAE:
     """One SAE: its architecture, parameters (NumPy, float32) and hyperparameters.
 
     Attributes:
-      arch: "relu", "topk", "batchtopk" or "jumprelu".
+      arch: an architecture of ``interplm_jax.sae`` ("relu", "topk", "batchtopk", "jumprelu",
+        "neuron").
       params: leaf name -> array (shapes in :data:`SHAPES`; ``k`` int32, the rest float32).
       hparams: training hyperparameters when known (lr, l1, seed, ...).
       meta: provenance: model, layer, sweep and SAE id, normalization set, baseline kind.

@@ -36,7 +36,8 @@ class StudyConfig:
 
     name: str = option("study", "Model label in tables and the report, e.g. esm2_8m.")
     train_fasta: str = option("", "FASTA of the SAE training proteins.")
-    annotations: str = option("", "UniProtKB TSV (with sequences) of the concept-evaluation proteins.")
+    annotations: str = option("", "UniProtKB TSV (with sequences) or Swiss-Prot flat file (.dat) "
+                              "of the concept-evaluation proteins.")
     structures: str | None = option(None, "Directory of AlphaFold models for the spatial analysis (none: skipped).")
     structures_fasta: str | None = option(None, "FASTA of the proteins of --structures.")
     baselines: tuple[str, ...] = option((), "Baselines evaluated beside the SAEs: shuffled, neurons.")

@@ -33,6 +33,30 @@ def checkpoint_steps(sweep_dir: str | os.PathLike) -> list[int]:
                   and (p / "state").is_dir())
 
 
+def metric_rows(path) -> list[dict]:
+    """The rows of a ``metrics.jsonl`` file (path or URL) in file order.
+
+    A torn final line (no newline yet: a run killed, or a disk full, in the middle of writing
+    it) is dropped with a warning; any other bad line is an :class:`InputError` naming it.
+    """
+    text = as_path(path).read_text()
+    lines = text.splitlines()
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            row["sae"], row["step"]  # noqa: B018  (both present)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if n == len(lines) and not text.endswith("\n"):
+                log.warning("%s:%d: dropping a torn last line (%d characters)", path, n, len(line))
+                break
+            raise InputError(f"{path}:{n}: not a metrics line (JSON with 'sae' and 'step')") from None
+        rows.append(row)
+    return rows
+
+
 def read_metrics(sweep_dir: str | os.PathLike) -> dict[str, dict[str, list[float]]]:
     """SAE id -> metric -> values in step order, from the sweep's ``metrics.jsonl`` (one line per
     logged step and SAE; the ``step`` values are a metric like the others)."""
@@ -40,17 +64,10 @@ def read_metrics(sweep_dir: str | os.PathLike) -> dict[str, dict[str, list[float
     if not path.exists():
         raise InputError(f"{path}: not found; is {sweep_dir} a sweep directory (scripts/train.py)?")
     curves: dict[str, dict[str, list[float]]] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            sae, _ = row["sae"], row["step"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise InputError(f"{path}:{n}: not a metrics line (JSON with 'sae' and 'step')") from None
+    for row in metric_rows(path):
         for k, v in row.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                curves.setdefault(sae, {}).setdefault(k, []).append(float(v))
+                curves.setdefault(row["sae"], {}).setdefault(k, []).append(float(v))
     return curves
 
 
@@ -95,12 +112,16 @@ def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
     if (sweep_dir / "config.yaml").is_file():
         config = yaml.safe_load((sweep_dir / "config.yaml").read_text()) or {}
 
-    checkpointer = ocp.PyTreeCheckpointer()
-    tree = checkpointer.metadata(ck_dir / "state").item_metadata
-    leaves = {k: 0 for k in tree["params"]}
-    restore_args = {"params": {k: ocp.RestoreArgs(restore_type=np.ndarray) for k in leaves}}
-    restored = checkpointer.restore(ck_dir / "state", args=ocp.args.PyTreeRestore(
-        item={"params": leaves}, restore_args=restore_args, partial_restore=True))
+    # Through the manager, which reads the step's own metadata (a checkpointer pointed at the
+    # item directory warns "Metadata file does not exist" there); create=False writes nothing.
+    handlers = {"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    with ocp.CheckpointManager(sweep_dir / "checkpoints", item_handlers=handlers,
+                               options=ocp.CheckpointManagerOptions(create=False)) as manager:
+        tree = manager.item_metadata(step)["state"]
+        leaves = {k: 0 for k in tree["params"]}
+        restore_args = {"params": {k: ocp.RestoreArgs(restore_type=np.ndarray) for k in leaves}}
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item={"params": leaves}, restore_args=restore_args, partial_restore=True)))["state"]
     stacked = {k: np.asarray(v) for k, v in restored["params"].items()}
     G = next(iter(stacked.values())).shape[0]
     if G != len(grid):

@@ -4,24 +4,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import click
 
-from interplm_jax.analysis.config import AnalysisConfig
+from interplm_jax.analysis.config import SpatialConfig, UmapConfig
 from interplm_jax.cli import command
-from interplm_jax.config import from_dict, load_yaml, to_dict
-
-
-def _config(path: str | None, section: str, overrides: dict):
-    cfg = load_yaml(AnalysisConfig, path, "analysis") if path else AnalysisConfig()
-    sub = getattr(cfg, section)
-    given = {k: v for k, v in overrides.items() if v is not None}
-    return from_dict(type(sub), {**to_dict(sub), **given}, f"analysis.{section}") if given else sub
-
-
-def _fields(cls) -> str:
-    return "; ".join(f"{f.name} ({f.default})" for f in dataclasses.fields(cls))
+from interplm_jax.config import config_options
 
 
 @click.group()
@@ -35,9 +22,6 @@ def main():
               help="SAE directory (sae.json + params.safetensors).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory (feature_map.tsv, feature_map.png).")
-@click.option("--config", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="YAML with an analysis.umap section; keys: "
-                   + _fields(AnalysisConfig().umap.__class__))
 @click.option("--concepts", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Table (TSV, or .csv) with columns 'feature' and --concept-column: colour the "
                    "map by each feature's best concept.")
@@ -45,16 +29,15 @@ def main():
 @click.option("--spatial", "spatial_table", type=click.Path(dir_okay=False, exists=True),
               default=None, help="A spatial_layer<L>.tsv of this SAE: colour the map by the "
                                  "structural/sequential effect-size ratio.")
-@click.option("--seed", type=int, default=None, help="Override analysis.umap.seed.")
 @click.option("--interplm-dashboard", "dashboard", is_flag=True,
               help="Also write UMAP.csv for InterPLM's dashboard (its column names).")
 @command
-def umap_cmd(sae, out, config, concepts, concept_column, spatial_table, seed, dashboard):
+@config_options(UmapConfig, "analysis.umap")
+def umap_cmd(sae, out, concepts, concept_column, spatial_table, dashboard, cfg):
     """UMAP (cosine, 15 neighbours, min_dist 0.1) of the unit-normalized decoder rows and HDBSCAN
     clusters (min cluster size 5, min samples 3): table (feature, x, y, cluster) and PNG."""
     from interplm_jax.analysis.run import run_umap
 
-    cfg = _config(config, "umap", {"seed": seed})
     paths = run_umap(sae, out, cfg, concepts=concepts, concept_column=concept_column,
                      spatial_table=spatial_table, dashboard=dashboard)
     click.echo("\n".join(str(p) for p in paths.values()))
@@ -72,24 +55,17 @@ def umap_cmd(sae, out, config, concepts, concept_column, spatial_table, seed, da
 @click.option("--fasta", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Sequences of the store's proteins (checked against each structure).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option("--config", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="YAML with an analysis.spatial section; keys: "
-                   + _fields(AnalysisConfig().spatial.__class__))
-@click.option("--seed", type=int, default=None, help="Override analysis.spatial.seed.")
-@click.option("--min-proteins", type=int, default=None,
-              help="Override analysis.spatial.min_proteins.")
 @click.option("--recompute", is_flag=True, help="Ignore pair scores saved by an earlier run.")
 @click.option("--interplm-dashboard", "dashboard", is_flag=True,
               help="Also write Structure_feats.csv for InterPLM's dashboard (its column names).")
 @command
-def spatial_cmd(sae, store, layer, structures, fasta, out, config, seed, min_proteins, recompute,
-                dashboard):
+@config_options(SpatialConfig, "analysis.spatial")
+def spatial_cmd(sae, store, layer, structures, fasta, out, recompute, dashboard, cfg):
     """Per feature: do its activations cluster around its maximum along the sequence
     (|j - pos_max| <= 2) or in 3D (C-alpha within 6 A)? Paired t-tests against permuted
     activations, Cohen's d, Bonferroni over the layer, structural-only flags: table and PNG."""
     from interplm_jax.analysis.run import run_spatial
 
-    cfg = _config(config, "spatial", {"seed": seed, "min_proteins": min_proteins})
     paths = run_spatial(sae, store, layer, structures, fasta, out, cfg,
                         recompute=recompute, dashboard=dashboard)
     click.echo("\n".join(str(p) for p in paths.values()))

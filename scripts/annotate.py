@@ -67,7 +67,7 @@ def main():
 @click.option("--sae", required=True, type=click.Path(exists=True, file_okay=False),
               help="The SAE directory (sae.json + params.safetensors), normalized.")
 @click.option("--metadata", required=True, type=click.Path(dir_okay=False, exists=True),
-              help="UniProtKB TSV of the annotated proteins (Entry, Protein names, Length, "
+              help="UniProtKB TSV or Swiss-Prot flat file (.dat) of the annotated proteins (Entry, Protein names, Length, "
                    "Sequence, feature columns).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory.")
 @click.option("--features", "feature_list", help="Feature indices, e.g. 3,17,40-45 (default: "
@@ -96,7 +96,7 @@ def features(store, layer, sae, metadata, out, feature_list, config_path, model,
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, exists=True),
               help="Run directory of `features`.")
 @click.option("--metadata", type=click.Path(dir_okay=False, exists=True),
-              help="UniProtKB TSV [default: the one `features` used].")
+              help="UniProtKB TSV or flat file [default: the one `features` used].")
 @common
 @command
 def validate(run_dir, metadata, config_path, model, concurrency, cache_dir, prompt_dir, dry_run):

@@ -10,13 +10,12 @@ from pathlib import Path
 import click
 import numpy as np
 
-from interplm_jax.cli import command
-from interplm_jax.concepts.config import config_options, resolve
+from interplm_jax.cli import command, parse_worker
+from interplm_jax.concepts.config import ConceptsConfig
+from interplm_jax.config import config_options
 from interplm_jax.errors import InputError
 
 log = logging.getLogger("evaluate_concepts")
-CONFIG = click.option("--config", "config", default=None, type=click.Path(dir_okay=False),
-                      help="YAML config; its concepts: section gives the defaults of the options below.")
 
 
 @click.group()
@@ -24,7 +23,7 @@ def main():
     """Swiss-Prot concept evaluation of SAE features (and baselines), as in the InterPLM paper.
 
     \b
-    1. labels  UniProt TSV -> per-residue concept labels (labels.npz)
+    1. labels  UniProt TSV or flat file -> per-residue concept labels (labels.npz)
     2. split   sample proteins, valid/test/select split, kept concepts (+ FASTA, + extraction)
     3. f1      TP/FP/domain counts of every (feature, concept, threshold) on one split
                (merge: sum the parts of `f1 --worker I/N`)
@@ -34,22 +33,24 @@ def main():
 
 
 @main.command()
-@click.option("--tsv", required=True, type=click.Path(dir_okay=False), help="UniProtKB TSV (plain or .gz).")
+@click.option("--tsv", "--uniprot", "tsv", required=True, type=click.Path(dir_okay=False),
+              help="UniProtKB TSV, or Swiss-Prot flat file (uniprot_sprot.dat); plain or .gz.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Labels file to write (.npz); a .json summary is written beside it.")
-@CONFIG
-@config_options("min_instances", "max_length", "require_alphafold", "drop_duplicates", "amino_acids",
-                "reference_parsing", "on_malformed")
 @command
-def labels(tsv, out, config, **opts):
-    """Parse a UniProtKB TSV into per-residue concept labels with one domain id per occurrence."""
+@config_options(ConceptsConfig, "concepts", "min_instances", "max_length", "require_alphafold",
+                "drop_duplicates", "amino_acids", "reference_parsing", "on_malformed")
+def labels(tsv, out, cfg):
+    """Parse a UniProtKB TSV or flat file into per-residue concept labels with one domain id per
+    occurrence."""
     from interplm_jax.atomic import atomic_write
     from interplm_jax.concepts.labels import build_labels
+    from interplm_jax.concepts.flatfile import count_entries
     from interplm_jax.concepts.uniprot import ParseReport, read_uniprot_tsv
-    from interplm_jax.progress import progress_bar
+    from interplm_jax.progress import progress_bar, progress_enabled
 
-    cfg = resolve(config, **opts)
     report = ParseReport(tsv)
-    bar = progress_bar(desc="labels", unit="protein")
+    bar = progress_bar(count_entries(tsv) if progress_enabled() else None, desc="labels",
+                       unit="protein")
 
     def rows():
         for row in read_uniprot_tsv(tsv, cfg.on_malformed, report):
@@ -81,11 +82,10 @@ def labels(tsv, out, config, **opts):
 @click.option("--store", default=None, help="Activation store to create or resume (with --model).")
 @click.option("--device", default=None, help="torch device of the extraction.")
 @click.option("--shard-size", default=1000, show_default=True, help="Proteins per store shard.")
-@CONFIG
-@config_options("n_proteins", "seed", "max_length", "valid_fraction", "select_fraction",
-                "min_domains", "min_residues", "count_on")
 @command
-def split(labels_path, out, model, layers, store, device, shard_size, config, **opts):
+@config_options(ConceptsConfig, "concepts", "n_proteins", "seed", "max_length", "valid_fraction",
+                "select_fraction", "min_domains", "min_residues", "count_on")
+def split(labels_path, out, model, layers, store, device, shard_size, cfg):
     """Sample proteins (seeded), split valid/test (+ the select subset of valid) and keep the
     concepts with enough domains or residues; optionally extract their activations."""
     from interplm_jax.concepts.evalset import make_eval_set
@@ -93,7 +93,6 @@ def split(labels_path, out, model, layers, store, device, shard_size, config, **
     from interplm_jax.concepts.report import write_csv
     from interplm_jax.fasta import Protein, write_fasta
 
-    cfg = resolve(config, **opts)
     lab = ConceptLabels.load(labels_path)
     es = make_eval_set(lab, cfg.n_proteins, cfg.seed, cfg.max_length, cfg.valid_fraction,
                        cfg.select_fraction, cfg.min_domains, cfg.min_residues, cfg.count_on)
@@ -117,16 +116,6 @@ def split(labels_path, out, model, layers, store, device, shard_size, config, **
 
         st = extract_to_store(proteins, model, parse_layers(layers), store, shard_size=shard_size, device=device)
         click.echo(st.summary() if st else f"{store}: not complete yet")
-
-
-def _parse_worker(text: str) -> tuple[int, int]:
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise InputError(f"--worker: expected I/N, e.g. 0/4, got {text!r}") from None
-    if not 0 <= i < n:
-        raise InputError(f"--worker: need 0 <= I < N, got {text!r}")
-    return i, n
 
 
 def _features(sae, neurons, neuron_stats, activations):
@@ -160,11 +149,10 @@ def _features(sae, neurons, neuron_stats, activations):
 @click.option("--model-name", default="model", show_default=True, help="Model label in tables and plots (e.g. esm2_8m).")
 @click.option("--kind", default=None, type=click.Choice(["sae", "shuffled", "neurons"]), help="Row kind in the report (default from the SAE's metadata).")
 @click.option("--worker", default="0/1", show_default=True, help="I/N: count the I-th of N parts of the split (sum the parts with `merge`).")
-@CONFIG
-@config_options("thresholds", "activations", "chunk_residues")
 @command
+@config_options(ConceptsConfig, "concepts", "thresholds", "activations", "chunk_residues")
 def f1(labels_path, evalset, store, layer, split_name, sae, neurons, neuron_stats, out, name,
-       model_name, kind, worker, config, **opts):
+       model_name, kind, worker, cfg):
     """Count TP, FP and domains hit for every (feature, kept concept, threshold) on one split."""
     from interplm_jax.concepts.evalset import EvalSet
     from interplm_jax.concepts.labels import ConceptLabels
@@ -173,7 +161,6 @@ def f1(labels_path, evalset, store, layer, split_name, sae, neurons, neuron_stat
     from interplm_jax.concepts.stream import count_split
     from interplm_jax.store import ActivationStore
 
-    cfg = resolve(config, **opts)
     st = ActivationStore.open(store)
     fn, n_features, fid, default_kind = _features(sae, neurons, neuron_stats, cfg.activations)
     n_features = n_features or st.d_model
@@ -183,7 +170,7 @@ def f1(labels_path, evalset, store, layer, split_name, sae, neurons, neuron_stat
     counts = count_split(st, layer, ConceptLabels.load(labels_path), EvalSet.load(evalset), split_name,
                          fn, n_features, cfg.thresholds, cfg.chunk_residues,
                          checkpoint=str(out) + ".partial.npz", meta=meta, features_id=fid,
-                         worker=_parse_worker(worker))
+                         worker=parse_worker(worker))
     counts.save(out)
     table = concept_table(counts)
     write_csv(Path(out).with_suffix(".csv"), table)
@@ -248,17 +235,15 @@ def select(counts, out):
 @click.option("--run", "runs", multiple=True, required=True,
               help="VALID_COUNTS,TEST_COUNTS of one selected SAE or baseline (repeat per layer/model/kind).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for the CSV tables and the PNG.")
-@CONFIG
-@config_options("top_f1", "reference_test")
 @command
-def report(runs, out, config, **opts):
+@config_options(ConceptsConfig, "concepts", "top_f1", "reference_test")
+def report(runs, out, cfg):
     """Held-out report: per concept, the feature chosen on valid and its test F1; pairs with
     valid F1 > top and how many keep test F1 > top; summary.csv and concepts_per_layer.png."""
     from interplm_jax.concepts.f1 import ConceptCounts
     from interplm_jax.concepts.metrics import heldout_report
     from interplm_jax.concepts.report import plot_concepts_per_layer, write_csv
 
-    cfg = resolve(config, **opts)
     out = Path(out)
     summary = []
     for run in runs:
@@ -268,7 +253,8 @@ def report(runs, out, config, **opts):
         valid, test = ConceptCounts.load(parts[0]), ConceptCounts.load(parts[1])
         rep = heldout_report(valid, test, cfg.top_f1, cfg.reference_test)
         m = valid.meta
-        tag = f"{m.get('model', 'model')}_{m.get('kind', 'sae')}_L{m.get('layer')}"
+        # model, kind, layer and the SAE's name: two SAEs of one layer get their own files
+        tag = f"{m.get('model', 'model')}_{m.get('kind', 'sae')}_L{m.get('layer')}_{m.get('name')}"
         write_csv(out / f"per_concept_{tag}.csv", rep.per_concept)
         write_csv(out / f"pairs_{tag}.csv", rep.pairs,
                   ["concept", "feature", "valid_f1", "test_f1", "test_threshold"])

@@ -9,6 +9,7 @@ import click
 
 from interplm_jax.cli import command
 from interplm_jax.errors import InputError
+from interplm_jax.sae import EXPORTABLE_ARCHS
 
 
 @click.command(context_settings={"show_default": True})
@@ -21,7 +22,7 @@ from interplm_jax.errors import InputError
               help="An SAE directory of ours (sae.json + params.safetensors) to export.")
 @click.option("--interplm", "interplm_in", type=click.Path(), default=None,
               help="Import an InterPLM ae.pt / ae_normalized.pt (or its directory).")
-@click.option("--arch", type=click.Choice(["relu", "topk", "batchtopk", "jumprelu"]), default=None,
+@click.option("--arch", type=click.Choice(EXPORTABLE_ARCHS), default=None,
               help="Architecture of --interplm when its keys do not tell (TopK vs BatchTopK).")
 @click.option("--saelens", "saelens_in", type=click.Path(file_okay=False), default=None,
               help="Import a SAELens folder (cfg.json + sae_weights.safetensors).")

@@ -1,20 +1,18 @@
 #!/usr/bin/env python
-"""Loss recovered of SAEs spliced into ESM-2 at their layer, as a table."""
+"""Loss recovered of SAEs spliced into the protein LM (ESM-2, ESM C) at their layer, as a table."""
 
 from __future__ import annotations
 
 import click
 
 from interplm_jax.cli import command
-from interplm_jax.config import field_help
+from interplm_jax.config import config_options
 from interplm_jax.errors import InputError
 from torch_bridge.fidelity import FidelityConfig
 
-DEFAULTS, HELP = FidelityConfig(), field_help(FidelityConfig)
-
 
 @click.command(context_settings={"show_default": True})
-@click.option("--model", required=True, help="ESM-2 hub name or local directory (EsmForMaskedLM).")
+@click.option("--model", required=True, help="Hub name or local directory of an ESM-2 or ESM C masked LM.")
 @click.option("--fasta", required=True, type=click.Path(dir_okay=False), help="Held-out proteins.")
 @click.option("--sweep", type=click.Path(file_okay=False), default=None,
               help="Sweep directory: every SAE of it (or those named with --sae-id).")
@@ -22,23 +20,21 @@ DEFAULTS, HELP = FidelityConfig(), field_help(FidelityConfig)
 @click.option("--sae", "sae_paths", multiple=True, type=click.Path(exists=True),
               help="SAE directory or file (ours, InterPLM, SAELens); repeatable.")
 @click.option("--layer", type=int, default=None, help="Layer L (default: the SAEs' own).")
-@click.option("--max-proteins", type=int, default=DEFAULTS.max_proteins, help=HELP["max_proteins"])
 @click.option("--max-length", default=1022, help="Longest protein accepted (residues).")
-@click.option("--mask-fraction", default=DEFAULTS.mask_fraction, help=HELP["mask_fraction"])
-@click.option("--seed", default=DEFAULTS.seed, help=HELP["seed"])
-@click.option("--batch-size", default=DEFAULTS.batch_size, help=HELP["batch_size"])
+@click.option("--on-invalid", type=click.Choice(["error", "skip"]), default="error",
+              help="Invalid FASTA records (too long, bad characters): stop, or skip and count them.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the table (TSV) here.")
 @click.option("--device", default="cpu", help="torch device.")
 @command
-def main(model, fasta, sweep, sae_ids, sae_paths, layer, max_proteins, max_length, mask_fraction,
-         seed, batch_size, out, device):
-    """CE of ESM-2 with each SAE's reconstruction spliced in at layer L, vs the clean model and
+@config_options(FidelityConfig, "fidelity")
+def main(model, fasta, sweep, sae_ids, sae_paths, layer, max_length, on_invalid, out, device, cfg):
+    """CE of the model with each SAE's reconstruction spliced in at layer L, vs the clean model and
     zero-ablation; loss recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean), one row per SAE."""
     from interplm_jax.atomic import atomic_write
     from interplm_jax.fasta import read_fasta
     from torch_bridge.export import load_any
     from torch_bridge.fidelity import fidelity_table, format_table
-    from torch_bridge.intervene import load_masked_lm
+    from torch_bridge.models import load_masked_lm
     from torch_bridge.sae import TorchSAE
 
     saes = {}
@@ -57,12 +53,12 @@ def main(model, fasta, sweep, sae_ids, sae_paths, layer, max_proteins, max_lengt
         if len(layers) != 1 or None in layers:
             raise InputError(f"the SAEs record layers {sorted(map(str, layers))}: pass --layer")
         layer = layers.pop()
-    proteins, _ = read_fasta(fasta, max_length=max_length)
-    sequences = [p.sequence for p in proteins][:max_proteins]
+    proteins, _ = read_fasta(fasta, max_length=max_length, on_invalid=on_invalid)
+    sequences = [p.sequence for p in proteins][:cfg.max_proteins]
     lm, tokenizer = load_masked_lm(model, device)
     torch_saes = {k: TorchSAE.from_saved(s).to(device) for k, s in saes.items()}
-    rows = fidelity_table(lm, tokenizer, sequences, int(layer), torch_saes, batch_size,
-                          mask_fraction, seed, device)
+    rows = fidelity_table(lm, tokenizer, sequences, int(layer), torch_saes, cfg.batch_size,
+                          cfg.mask_fraction, cfg.seed, device)
     table = format_table(rows)
     click.echo(table, nl=False)
     if out:

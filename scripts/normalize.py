@@ -9,12 +9,10 @@ import click
 import numpy as np
 
 from interplm_jax.cli import command
-from interplm_jax.config import field_help
+from interplm_jax.config import config_options
 from interplm_jax.errors import InputError
 from interplm_jax.normalize import NormalizeConfig
 from interplm_jax.paths import as_path, write_atomic
-
-DEFAULTS, HELP = NormalizeConfig(), field_help(NormalizeConfig)
 
 
 @click.command(context_settings={"show_default": True})
@@ -24,13 +22,11 @@ DEFAULTS, HELP = NormalizeConfig(), field_help(NormalizeConfig)
               help="Normalize every SAE of a sweep (local or gs://) in one pass over the store; writes <sweep>/saes/<id>/.")
 @click.option("--store", required=True, help="Activation store of the normalization proteins.")
 @click.option("--layer", type=int, default=None, help="Store layer (default: the SAE's own).")
-@click.option("--max-proteins", type=int, default=DEFAULTS.max_proteins, help=HELP["max_proteins"])
-@click.option("--seed", default=DEFAULTS.seed, help=HELP["seed"])
-@click.option("--chunk-tokens", default=DEFAULTS.chunk_tokens, help=HELP["chunk_tokens"])
 @click.option("--neurons", is_flag=True,
               help="Build the neuron baseline (identity SAE, min-max scaled) into --sae instead.")
 @command
-def main(sae_dir, sweep, store, layer, max_proteins, seed, chunk_tokens, neurons):
+@config_options(NormalizeConfig, "normalize")
+def main(sae_dir, sweep, store, layer, neurons, cfg):
     """Per-feature maximum activation over the store's proteins -> scale = 1/max (0 for
     features that never fire, reported), written into the SAE with feature_stats/ beside it.
     An InterPLM directory gets ae_normalized.pt (activation_rescale_factor = max), as the
@@ -42,7 +38,8 @@ def main(sae_dir, sweep, store, layer, max_proteins, seed, chunk_tokens, neurons
     if (sae_dir is None) == (sweep is None):
         raise InputError("give one of --sae or --sweep")
     act = ActivationStore.open(store)
-    proteins = nz.sample_proteins(act, max_proteins, seed)
+    proteins = nz.sample_proteins(act, cfg.max_proteins, cfg.seed)
+    chunk_tokens = cfg.chunk_tokens
     if neurons:
         if sweep or layer is None:
             raise InputError("--neurons needs --sae (output directory) and --layer")

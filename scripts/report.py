@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 
 from interplm_jax.cli import command
-from interplm_jax.config import from_dict, load_yaml, to_dict
+from interplm_jax.config import config_options
 from interplm_jax.errors import InputError
+from interplm_jax.report.config import ReportConfig
 
 #: --layer keys -> LayerInputs fields
 KEYS = {"layer": "layer", "sweep": "sweep", "sae": "sae", "selection": "selection_csv",
@@ -62,7 +63,8 @@ def parse_layer(spec: str, selection: str | None):
 @click.option("--selection", type=click.Path(dir_okay=False), default=None,
               help="selection.csv for every --layer without selection=.")
 @click.option("--metadata", type=click.Path(dir_okay=False), default=None,
-              help="UniProtKB TSV (Entry, Protein names, Organism, Length, Sequence) for names.")
+              help="UniProtKB TSV (Entry, Protein names, Organism, Length, Sequence) or Swiss-Prot "
+                   "flat file (.dat) for names.")
 @click.option("--structures", type=click.Path(file_okay=False, exists=True), default=None,
               help="AlphaFold DB / PDB files of the proteins (3-D view of those shown).")
 @click.option("--structure-store", type=click.Path(file_okay=False), default=None,
@@ -74,21 +76,16 @@ def parse_layer(spec: str, selection: str | None):
               help="Concept labels (evaluate_concepts.py labels) for the annotation tracks "
                    "[with --study: the study's].")
 @click.option("--title", default="interplm-jax feature browser", help="Page title.")
-@click.option("--config", type=click.Path(dir_okay=False), default=None,
-              help="YAML config; its report: section (top_proteins, window, top_concepts, ...).")
-@click.option("--top-proteins", type=int, default=None, help="Override report.top_proteins.")
 @command
+@config_options(ReportConfig, "report")
 def main(store, fasta, out, layer_specs, study, selection, metadata, structures, structure_store,
-         structures_fasta, labels, title, config, top_proteins):
+         structures_fasta, labels, title, cfg):
     """Write <out>/index.html: per layer the chosen SAE and the grid's metrics, the clickable
-    UMAP, and per feature its top proteins (activation over the sequence), best concepts,
-    spatial statistics and LLM description; search by concept or feature id."""
-    from interplm_jax.report import ReportConfig, StructureInputs, build_report
+    UMAP, and per feature its top proteins (activation over the sequence, annotation tracks,
+    3-D structure), best concepts, spatial statistics and LLM description; the concept view;
+    search by concept or feature id."""
+    from interplm_jax.report import StructureInputs, build_report
 
-    cfg = load_yaml(ReportConfig, config, "report") if config else ReportConfig()
-    if top_proteins is not None:
-        cfg = from_dict(ReportConfig, {**to_dict(cfg), "top_proteins": top_proteins},
-                        "--top-proteins")
     if bool(layer_specs) == bool(study):
         raise InputError("give either --layer (one or more) or --study")
     if structure_store and not structures_fasta:

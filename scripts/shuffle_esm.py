@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Make the shuffled-weight ESM-2 baseline: every weight and bias tensor's values permuted (seeded)."""
+"""Make the shuffled-weight baseline of a protein LM (ESM-2, ESM C): every weight and bias tensor's values permuted (seeded)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from interplm_jax.cli import command
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--model", required=True, help="ESM-2 hub name or local directory to copy.")
+@click.option("--model", required=True, help="Hub name or local directory (ESM-2 or ESM C) to copy.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="New directory for the shuffled model.")
 @click.option("--seed", default=0, help="Seed of the permutations.")
 @command

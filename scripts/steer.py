@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Clamp an SAE feature inside ESM-2 and show how amino-acid probabilities follow the value."""
+"""Clamp an SAE feature inside the protein LM (ESM-2, ESM C) and show how amino-acid probabilities follow the value."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def _values(text: tuple[str, ...]) -> list[float]:
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--model", required=True, help="ESM-2 hub name or local directory (EsmForMaskedLM).")
+@click.option("--model", required=True, help="Hub name or local directory of an ESM-2 or ESM C masked LM.")
 @click.option("--sae", "sae_path", required=True, type=click.Path(exists=True),
               help="SAE: our directory, an InterPLM ae.pt (or its directory) or a SAELens folder.")
 @click.option("--layer", type=int, default=None, help="Layer L the SAE reads (default: the SAE's own).")
@@ -50,7 +50,7 @@ def main(model, sae_path, layer, feature, values, sequence, positions, amino_aci
     acid for each clamp value, next to the unsteered model."""
     from interplm_jax.atomic import atomic_path, atomic_write
     from torch_bridge.export import load_any
-    from torch_bridge.intervene import load_masked_lm
+    from torch_bridge.models import load_masked_lm
     from torch_bridge.sae import TorchSAE
     from torch_bridge.steering import clamp_sweep, steer
 

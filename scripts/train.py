@@ -3,17 +3,14 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 
 from interplm_jax.cli import command, parse_layers
-from interplm_jax.config import load_yaml
+from interplm_jax.config import config_options
+from interplm_jax.train.config import TrainConfig
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="YAML config; its `train:` section describes the grid and the schedule.")
 @click.option("--store", default=None, help="Activation store (local or gs://); default: train.store.")
 @click.option("--out", default=None,
               help="Output directory; each layer's sweep goes to <out>/layer_<L>; default: train.out.")
@@ -21,15 +18,15 @@ from interplm_jax.config import load_yaml
               help="Continue from the newest checkpoint of each sweep (bit-identical on the CPU).")
 @click.option("--layers", default=None, help="Only these layers, e.g. 1,3 (default: train.layers, else all).")
 @command
-def main(config_path, store, out, resume, layers):
+@config_options(TrainConfig, "train", skip=("store", "out", "layers"))
+def main(store, out, resume, layers, cfg):
     """Train every SAE of the grid together (one compiled, vmapped step; all devices and hosts)
     on each layer in turn; write config.yaml, grid.json, metrics.jsonl and orbax checkpoints."""
-    from interplm_jax.train import TrainConfig
     from interplm_jax.train.run import train_layers
 
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save INFO lines
-    cfg = load_yaml(TrainConfig, config_path, "train")
-    results = train_layers(cfg, store, out, resume, parse_layers(layers) if layers else None)
+    config = click.get_current_context().params.get("config")
+    results = train_layers(cfg, store, out, resume, parse_layers(layers) if layers else None,
+                           where=f"{config}:train" if config else "train options")
     for layer, r in results.items():
         frozen = [row["id"] for row, ok in zip(r.grid, r.ok) if not ok]
         click.echo(f"layer {layer}: {len(r.grid)} SAEs, step {r.step} -> {r.out}"

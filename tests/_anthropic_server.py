@@ -1,18 +1,29 @@
 """A local HTTP server speaking the Anthropic Messages API wire format, for offline tests.
 
 ``POST /v1/messages`` answers with what ``responder(body, n)`` returns: a string (a normal
-message whose single text block is that string) or ``(status, headers, error_type)`` for an
-error response shaped as the API shapes them. The server counts requests, records their
+message whose single text block is that string), ``(status, headers, error_type)`` for an
+error response shaped as the API shapes them, or a :class:`Raw` response sent as it is (a
+malformed answer). The server counts requests, records their
 bodies and headers, and tracks the most requests it held at once (``delay_s`` keeps each open).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
+
+
+@dataclasses.dataclass
+class Raw:
+    """A response sent byte for byte (e.g. an HTML error page with status 200)."""
+
+    body: bytes
+    content_type: str = "application/json"
+    status: int = 200
 
 
 class MessagesServer:
@@ -46,18 +57,22 @@ class MessagesServer:
                         return self._send(404, {}, _error("not_found_error", self.path))
                     time.sleep(server.delay_s)
                     answer = server.responder(body, n)
+                    if isinstance(answer, Raw):
+                        return self._send_bytes(answer.status, {}, answer.body, answer.content_type)
                     if isinstance(answer, tuple):
                         status, headers, kind = answer
                         return self._send(status, headers, _error(kind, f"simulated {status}"))
-                    return self._send(200, {"request-id": f"req_{n}"}, _message(body, answer, n))
+                    return self._send(200, {"request-id": f"req_{n}"}, message(body, answer, n))
                 finally:
                     with server._lock:
                         server.in_flight -= 1
 
             def _send(self, status, headers, payload):
-                data = json.dumps(payload).encode()
+                self._send_bytes(status, headers, json.dumps(payload).encode(), "application/json")
+
+            def _send_bytes(self, status, headers, data, content_type):
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", content_type)
                 self.send_header("content-length", str(len(data)))
                 for k, v in headers.items():
                     self.send_header(k, v)
@@ -82,7 +97,8 @@ class MessagesServer:
         return len(self.requests)
 
 
-def _message(body: dict, text: str, n: int) -> dict:
+def message(body: dict, text: str, n: int) -> dict:
+    """The JSON of a normal answer to request ``body`` (the ``n``-th) with text ``text``."""
     prompt = body["messages"][0]["content"]
     return {"id": f"msg_{n:06d}", "type": "message", "role": "assistant", "model": body["model"],
             "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",

@@ -25,6 +25,20 @@ def tiny_esm(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_esmc(tmp_path_factory) -> Path:
+    """Directory of a tiny ESM C (4 layers, d=32) saved with save_pretrained."""
+    from torch_bridge.tiny_esm import build_tiny_esmc
+
+    return build_tiny_esmc(tmp_path_factory.mktemp("models") / "tiny-esmc")
+
+
+@pytest.fixture(scope="session", params=["esm2", "esmc"])
+def tiny_plm(request) -> Path:
+    """The tiny model of each family in turn (tests that must hold for ESM-2 and ESM C)."""
+    return request.getfixturevalue({"esm2": "tiny_esm", "esmc": "tiny_esmc"}[request.param])
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data``; tests that use it skip when it is absent."""
     if not SHARED_DATA.is_dir():

@@ -16,7 +16,7 @@ from interplm_jax.store import write_store
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", ["demo", "esm2_8m", "esm2_650m"])
+@pytest.mark.parametrize("name", ["demo", "esm2_8m", "esm2_650m", "esmc_300m"])
 def test_configs_have_a_valid_analysis_section(name):
     cfg = load_yaml(AnalysisConfig, REPO / "configs" / f"{name}.yaml", "analysis")
     assert cfg.umap.n_neighbors == 15 and cfg.spatial.radius == 6.0

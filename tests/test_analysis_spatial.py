@@ -261,3 +261,8 @@ def test_interrupted_collection_resumes_to_the_same_result(tmp_path):
     again = spatial.collect_pairs(ids, coords, acts.__getitem__, lambda x: x, checkpoint=ckpt,
                                   checkpoint_key="other", **kw)
     np.testing.assert_array_equal(again.struct_null, whole.struct_null)
+    # a damaged checkpoint: starts over, same result
+    ckpt.write_bytes(ckpt.read_bytes()[:100])
+    again = spatial.collect_pairs(ids, coords, acts.__getitem__, lambda x: x, checkpoint=ckpt,
+                                  checkpoint_key="k", **kw)
+    np.testing.assert_array_equal(again.struct_null, whole.struct_null)

@@ -3,13 +3,14 @@ failures, and the API key kept out of every written file."""
 
 from __future__ import annotations
 
+import collections
 import json
 from pathlib import Path
 
 import anthropic
 import pytest
 
-from _anthropic_server import MessagesServer, overloaded, rate_limited, server_error
+from _anthropic_server import MessagesServer, Raw, message, overloaded, rate_limited, server_error
 from interplm_jax.annotate.config import LLMConfig
 from interplm_jax.annotate.llm import LLM, ParseError, Request, make_client, write_dry_run
 from interplm_jax.errors import InputError
@@ -161,3 +162,51 @@ def test_time_out_is_retried(tmp_path, monkeypatch):
         (o,) = llm_for(srv, tmp_path, monkeypatch, timeout_s=1.0).run(reqs(1), parse_upper)
     assert o.ok and o.value == "late"
     assert srv.count == 2
+
+
+def _without(key: str):
+    """A malformed answer: a normal message JSON without ``key``."""
+    def make(body, n):
+        m = message(body, "ANSWER: x", n)
+        del m[key]
+        return Raw(json.dumps(m).encode())
+    return make
+
+
+MALFORMED_200 = {
+    "bad JSON": lambda body, n: Raw(b'{"id": "msg_1", "type": "mess'),
+    "HTML page": lambda body, n: Raw(b"<html><body>502 Bad Gateway</body></html>", "text/html"),
+    "no usage": _without("usage"),
+    "content null": lambda body, n: Raw(json.dumps({**message(body, "x", n), "content": None}).encode()),
+}
+
+
+@pytest.mark.parametrize("kind", MALFORMED_200)
+def test_a_malformed_200_is_retried_then_a_failed_request_and_the_run_goes_on(kind, tmp_path,
+                                                                             monkeypatch):
+    bad, asked = MALFORMED_200[kind], collections.Counter()
+
+    def responder(body, n):
+        content = body["messages"][0]["content"]
+        asked[content] += 1
+        if content.endswith(" 0"):
+            return bad(body, n)  # always
+        if content.endswith(" 1") and asked[content] <= 2:
+            return bad(body, n)  # twice, then a good answer
+        return "ANSWER: ok"
+
+    with MessagesServer(responder) as srv:
+        llm = llm_for(srv, tmp_path, monkeypatch, max_retries=2)
+        out = llm.run(reqs(3), parse_upper)
+        assert [o.ok for o in out] == [False, True, True]
+        assert out[0].error.startswith("malformed answer (HTTP 200)")
+        assert out[0].error.endswith("after 2 retries")
+        assert asked == {"prompt q 0": 3, "prompt q 1": 3, "prompt q 2": 1}
+        assert llm.usage["failed"] == 1 and llm.usage["requests"] == 2
+
+
+def test_an_error_the_sdk_does_not_retry_does_not_claim_retries(tmp_path, monkeypatch):
+    with MessagesServer(lambda body, n: (400, {}, "invalid_request_error")) as srv:
+        (o,) = llm_for(srv, tmp_path, monkeypatch, max_retries=2).run(reqs(1), parse_upper)
+    assert srv.count == 1 and not o.ok
+    assert o.error.startswith("HTTP 400 (not retried): ") and "retries" not in o.error

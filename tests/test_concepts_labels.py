@@ -123,13 +123,14 @@ def test_overlapping_occurrences_later_one_wins(tmp_path):
     ("Helix", "HELIX abc", "is not 'p' or 's..e'"),
     ("Helix", "TURN 3..4", "entry key 'TURN'"),
     ("Sequence", None, "Length says"),
+    ("Sequence", "AC1EJ", "invalid characters: '1J' (first at residue 3); the model's alphabet is"),
 ])
 def test_malformed_rows_name_accession_and_column(tmp_path, column, cell, problem):
     bad = {**P2, "Entry": "BAD1", "Sequence": "ACDEF"}
     if cell is None:
         bad["Length"] = "7"
     else:
-        bad[column] = cell
+        bad[column] = cell  # (for Sequence: a residue outside the model's alphabet, issue 13)
     path = tsv(tmp_path, [P1, bad, P2])
     with pytest.raises(InputError, match=rf"x.tsv:3: protein 'BAD1', column '{re.escape(column)}'.*{re.escape(problem)}"):
         list(read_uniprot_tsv(path))

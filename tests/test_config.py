@@ -1,13 +1,15 @@
 """YAML configs -> frozen dataclasses: coercion, unknown keys, validation, CLI plumbing."""
 
 import dataclasses
+import re
+from typing import Literal
 
 import click
 import pytest
 from click.testing import CliRunner
 
 from interplm_jax.cli import command, parse_layers
-from interplm_jax.config import field_help, from_dict, load_yaml, option, to_dict
+from interplm_jax.config import config_options, field_help, from_dict, load_yaml, option, to_dict
 from interplm_jax.errors import InputError
 
 
@@ -87,3 +89,65 @@ def test_read_json_names_the_file(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(InputError, match="^not a directory$"):
         read_json(tmp_path / "file" / "sae.json", "not a directory")
+
+
+@dataclasses.dataclass(frozen=True)
+class Opts:
+    steps: int = option(10, "training steps")
+    lr: float = option(1e-3, "learning rate")
+    layers: tuple[int, ...] = option((1, 2), "layers")
+    limit: int | None = option(None, "at most this many")
+    fast: bool = option(False, "go fast")
+    mode: Literal["a", "b"] = option("a", "a mode")
+    inner: Inner = option(default_factory=Inner, help="not a command-line value")
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {self.steps}")
+
+
+@click.command()
+@click.option("--out", default="o")
+@command
+@config_options(Opts, "train", skip=("lr",))
+def opts_cli(out, cfg):
+    click.echo(repr(cfg))
+
+
+def test_config_options_defaults_file_then_command_line(tmp_path):
+    run = lambda *a: CliRunner().invoke(opts_cli, [str(x) for x in a])  # noqa: E731
+    r = run()
+    assert r.exit_code == 0 and r.output.strip() == repr(Opts())
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  steps: 7\n  lr: 0.5\n  limit: 3\n  fast: true\n")
+    r = run("--config", path)
+    assert r.output.strip() == repr(Opts(steps=7, lr=0.5, limit=3, fast=True))
+    r = run("--config", path, "--steps", 9, "--layers", "4, 5", "--limit", "null", "--no-fast",
+            "--mode", "b")
+    assert r.output.strip() == repr(Opts(steps=9, lr=0.5, layers=(4, 5), limit=None, mode="b"))
+    help_ = run("--help").output
+    assert "--steps INTEGER" in help_ and "training steps [default: 10]" in help_
+    assert "--limit INTEGER|null" in help_ and "--layers INTEGER,..." in help_
+    assert "--fast / --no-fast" in help_ and "--lr" not in help_ and "--inner" not in help_
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "0"], "--steps: steps must be >= 1, got 0"),
+    (["--layers", "1,x"], r"--layers\[1\]: 'x' is not an integer"),
+    (["--limit", "many"], "--limit: 'many' is not a valid"),
+    (["--mode", "c"], "'c' is not one of 'a', 'b'"),
+])
+def test_config_options_bad_values_exit_2_naming_the_option(args, message):
+    r = CliRunner().invoke(opts_cli, args)
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert re.search(message, r.output), r.output
+
+
+def test_config_options_file_errors_name_the_section(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  steps: 0\n")
+    r = CliRunner().invoke(opts_cli, ["--config", str(path)])
+    assert r.exit_code == 2 and f"{path}:train: steps must be >= 1" in r.output
+    path.write_text("analysis:\n  umap: {k: x}\n")
+    with pytest.raises(InputError, match=r"c.yaml:analysis.umap.k: 'x' is not an integer"):
+        load_yaml(Inner, path, "analysis.umap")

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from interplm_jax.errors import InputError, StoreError
+from interplm_jax.errors import InputError, LockedError, StoreError
 from interplm_jax.fasta import Protein, write_fasta
 from interplm_jax.store import ActivationStore, StoreWriter
 from torch_bridge import esm as esm_mod
-from torch_bridge.esm import (ResidueTokenizer, extract_to_store, load_esm, token_budget_batches)
+from torch_bridge.esm import ResidueTokenizer, extract_to_store, token_budget_batches
+from torch_bridge.models import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 AA = "ACDEFGHIKLMNPQRSTVWY"
@@ -77,7 +78,7 @@ def test_layer_L_is_the_output_of_block_L_and_the_last_gets_the_final_norm(tiny_
     """DESIGN.md: hidden_states[L] is esm.encoder.layer[L-1]'s output, except that the last
     entry has emb_layer_norm_after applied."""
     _, store = reference
-    model, tok = load_esm(tiny_esm)
+    model, tok, _ = load_model(tiny_esm)
     captured = {}
     for i, block in enumerate(model.encoder.layer):
         block.register_forward_hook(lambda m, a, out, i=i: captured.__setitem__(i + 1, out))
@@ -182,6 +183,18 @@ def test_parallel_workers_build_the_same_store(tiny_esm, proteins, reference, tm
     assert store_bytes(out) == store_bytes(ref_path)
 
 
+def test_a_worker_already_writing_a_store_is_not_run_twice(tiny_esm, proteins, tmp_path):
+    from interplm_jax.lock import locked
+
+    out = tmp_path / "store"
+    with locked(out, ".lock-worker-1-of-2", "extraction worker 1/2"):  # as another process would
+        with pytest.raises(LockedError, match=rf"store: extraction worker 1/2 is already running "
+                                              rf"here \(process {os.getpid()} on "):
+            extract_to_store(proteins[:3], tiny_esm, [1], out, shard_size=7, worker=(1, 2))
+        assert extract_to_store(proteins[:3], tiny_esm, [1], out, shard_size=7, worker=(0, 2))
+    assert not list(out.glob(".lock*"))  # a finished store holds no lock files
+
+
 def test_resume_with_other_weights_or_plan_is_refused(tiny_esm, proteins, reference, tmp_path):
     from torch_bridge.tiny_esm import build_tiny_esm
 
@@ -193,6 +206,31 @@ def test_resume_with_other_weights_or_plan_is_refused(tiny_esm, proteins, refere
         extract_to_store(proteins, tiny_esm, [1, 2], ref_path, shard_size=7)
     with pytest.raises(StoreError, match="existing store has ids_crc32"):
         extract_to_store(proteins[::-1], tiny_esm, [1, 2, 4], ref_path, shard_size=7)
+
+
+def test_same_ids_and_lengths_with_other_residues_is_refused(tiny_esm, proteins, reference):
+    """A FASTA edited in place (same ids, same lengths): refused, never resumed as stale."""
+    ref_path, _ = reference
+    edited = list(proteins)
+    p = edited[9]  # shard 1 of 7-protein shards
+    edited[9] = Protein(p.id, ("A" if p.sequence[0] != "A" else "C") + p.sequence[1:])
+    with pytest.raises(StoreError, match=r"shard 1 \(proteins 7..13, from 'prot7'\) holds other sequences"):
+        extract_to_store(edited, tiny_esm, [1, 2, 4], ref_path, shard_size=7)
+
+
+@pytest.mark.parametrize("size", ["-5", "0"])
+def test_extract_cli_refuses_a_bad_shard_size_and_writes_nothing(tiny_esm, tmp_path, size):
+    from click.testing import CliRunner
+
+    from interplm_jax.cli import load_script
+
+    fasta = tmp_path / "p.fa"
+    fasta.write_text(">a\nMKV\n")
+    r = CliRunner().invoke(load_script(REPO / "scripts" / "extract.py").main, [
+        "--fasta", str(fasta), "--model", str(tiny_esm), "--layers", "1", "--out",
+        str(tmp_path / "s"), "--shard-size", size])
+    assert r.exit_code == 2 and "--shard-size: shard_size, max_tokens and max_length must be positive" in r.output
+    assert not (tmp_path / "s").exists()
 
 
 def test_extract_cli_reports_bad_fasta_with_exit_2(tiny_esm, tmp_path):

@@ -1,4 +1,5 @@
 import gzip
+from pathlib import Path
 
 import pytest
 
@@ -73,6 +74,10 @@ def test_sample_is_seeded_bounded_and_in_file_order():
     assert order == sorted(order)
     with pytest.raises(InputError, match="only"):
         sample_proteins(proteins, 199, max_length=20)
+    with pytest.raises(InputError, match="cannot sample 201 proteins: there are only 200$"):
+        sample_proteins(proteins, 201)  # not "<= None residues"
+    with pytest.raises(InputError, match="cannot sample -1 proteins: the number to draw must be"):
+        sample_proteins(proteins, -1)
 
 
 def test_write_read_round_trip(tmp_path):
@@ -89,3 +94,24 @@ def test_bundled_swissprot_sample(demo_data):
     assert all(len(p.id) >= 6 and "|" not in p.id for p in proteins)
     _, report = read_fasta(demo_data / "swissprot_sample.fasta.gz", on_invalid="skip")
     assert report.counts() == {"too long": 17}
+
+
+def test_sample_script_draws_among_short_proteins_of_a_file_with_long_ones(demo_data, tmp_path):
+    """``fasta.py sample --max-sample-length 1024`` on a FASTA with 17 proteins over 1,022
+    residues: the long ones are not drawn (and not an error), the rest are."""
+    from click.testing import CliRunner
+
+    from interplm_jax.cli import load_script
+
+    cli = load_script(Path(__file__).resolve().parents[1] / "scripts" / "fasta.py").cli
+    out = tmp_path / "s.fasta.gz"
+    fasta = str(demo_data / "swissprot_sample.fasta.gz")
+    res = CliRunner().invoke(cli, ["sample", fasta, "--n", "93", "--max-sample-length", "1024",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    drawn = read_fasta(out, max_length=1024)[0]
+    every = read_fasta(fasta, max_length=100_000)[0]
+    assert [p.id for p in drawn] == [p.id for p in every if len(p.sequence) <= 1024]
+    res = CliRunner().invoke(cli, ["sample", fasta, "--n", "94", "--max-sample-length", "1024",
+                                   "--out", str(out)])
+    assert res.exit_code == 2 and "only 93 have <= 1024 residues" in res.output

@@ -1,4 +1,4 @@
-"""The tiny ESM-2 fixture and the shuffled-weight baseline."""
+"""The tiny ESM-2 fixture and the shuffled-weight baseline (ESM C: tests/test_families.py)."""
 
 import json
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from interplm_jax.errors import InputError
-from torch_bridge.esm import load_esm, weights_sha256
+from torch_bridge.esm import weights_sha256
+from torch_bridge.models import load_model
 from torch_bridge.shuffled import permutation_for, save_shuffled_esm
 from torch_bridge.tiny_esm import ESM2_VOCAB, build_tiny_esm
 
@@ -27,8 +28,12 @@ def test_tiny_esm_is_reproducible(tmp_path, tiny_esm):
     assert weights_sha256(load_esm(other)[0]) != weights_sha256(load_esm(tiny_esm)[0])
 
 
+def load_esm(path):
+    return load_model(path)[:2]
+
+
 def test_loading_a_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises(InputError, match="cannot load ESM-2 model"):
+    with pytest.raises(InputError, match="cannot load a model config from .*nothing-here"):
         load_esm(tmp_path / "nothing-here")
 
 

@@ -232,6 +232,16 @@ def test_bad_inputs_name_the_file(study, tmp_path):
     assert r.exit_code == 2 and "missing ['sweep']" in r.output
 
 
+def test_a_title_with_template_markers_stays_text():
+    from interplm_jax.report.build import render_html
+
+    data = {"title": "study __DATA__ <b>__TITLE__</b>", "layers": []}
+    page = render_html(data)
+    assert "<title>study __DATA__ &lt;b&gt;__TITLE__&lt;/b&gt;</title>" in page
+    blob = re.search(r'<script type="application/json" id="data">(.*?)</script>', page).group(1)
+    assert json.loads(blob) == data
+
+
 # ---------------------------------------------------------------- the page in Chromium
 
 @pytest.fixture(scope="session")

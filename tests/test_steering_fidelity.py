@@ -1,4 +1,4 @@
-"""Steering and fidelity inside the tiny ESM-2 (through nnsight), checked directly."""
+"""Steering and fidelity inside the tiny ESM-2 and ESM C (through nnsight), checked directly."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from _saes import random_sae
 from interplm_jax.errors import InputError
 from interplm_jax.sae_dir import SavedSAE
 from torch_bridge.fidelity import fidelity_table, loss_recovered, pct_loss_recovered
-from torch_bridge.intervene import clean_forward, load_masked_lm, tokenize
+from torch_bridge.intervene import clean_forward, tokenize
+from torch_bridge.models import load_masked_lm
 from torch_bridge.sae import TorchSAE
 from torch_bridge.steering import Clamp, clamp_sweep, steer
 
@@ -19,8 +20,8 @@ PROTEINS = [SEQ, "MSLEQKKGADIISKILQIQNSIGKTTSPSTLKTKLSEISRKEQENARIQSKLSDLQKKKIDI
 
 
 @pytest.fixture(scope="module")
-def lm_tok(tiny_esm):
-    return load_masked_lm(tiny_esm)
+def lm_tok(tiny_plm):
+    return load_masked_lm(tiny_plm)
 
 
 def _sae_for(lm, arch="relu", seed=0) -> SavedSAE:
@@ -122,8 +123,11 @@ def _zero_sae(d: int) -> TorchSAE:
 def _ce_reference(lm, tok, seqs, layer, recon_fn):
     """Per-protein CE over residues with a forward hook splice (no nnsight), mean over proteins."""
     out = []
-    target = lm.esm.encoder.layer[layer - 1] if layer < len(lm.esm.encoder.layer) \
-        else lm.esm.encoder.emb_layer_norm_after
+    if lm.config.model_type == "esm":
+        blocks, final_norm = lm.esm.encoder.layer, lm.esm.encoder.emb_layer_norm_after
+    else:
+        blocks, final_norm = lm.esmc.layers, lm.esmc.norm
+    target = blocks[layer - 1] if layer < len(blocks) else final_norm
     handle = target.register_forward_hook(lambda m, a, o: recon_fn(o)) if recon_fn else None
     try:
         for s in seqs:

@@ -165,6 +165,14 @@ def test_steer_and_fidelity_cli(tmp_path, tiny_esm):
     assert lines[0].startswith("sae_id\tce_clean") and len(lines) == 3
     # the same SAE through both formats gives the same CE
     assert lines[1].split("\t")[1:5] == lines[2].split("\t")[1:5]
+    # a protein over --max-length: the message names the option that skips it, and it works
+    fasta.write_text(fasta.read_text() + ">long\n" + "A" * 30 + "\n")
+    args = ["--model", tiny_esm, "--fasta", fasta, "--sae", tmp_path / "sae", "--max-length", 20]
+    r = CliRunner().invoke(_script("fidelity"), [str(a) for a in args])
+    assert r.exit_code == 2 and "'long': too long" in r.output and "--on-invalid skip" in r.output
+    r = _run("fidelity", args + ["--on-invalid", "skip", "--out", tmp_path / "f3.tsv"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "f3.tsv").read_text().splitlines()[1].split("\t")[-1] == "3"
 
 
 def test_read_sweep_takes_scale_of_sweep_normalized_saes(tmp_path):
@@ -181,7 +189,7 @@ def test_read_sweep_takes_scale_of_sweep_normalized_saes(tmp_path):
     np.testing.assert_array_equal(got["sae001"].params["scale"], np.ones(24, np.float32))
 
 
-@pytest.mark.parametrize("name", ["esm2_8m", "esm2_650m", "demo"])
+@pytest.mark.parametrize("name", ["esm2_8m", "esm2_650m", "esmc_300m", "demo"])
 def test_config_sections_load(name):
     from interplm_jax.config import load_yaml
     from interplm_jax.normalize import NormalizeConfig

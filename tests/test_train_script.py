@@ -64,3 +64,36 @@ def test_train_script_rejects_bad_config(store, tmp_path):
     res = CliRunner().invoke(script("train"), ["--config", str(cfg), "--store", store.url,
                                                "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "layer(s) [3] not in the store" in res.output
+
+
+@pytest.mark.parametrize("body, message", [
+    ("grad_clip: -1", "grad_clip=-1.0: must be > 0"),
+    ("grad_clip: 0", "grad_clip=0.0: must be > 0"),
+    ("hparams: {l1: -0.1}", "hparams: l1=-0.1 must be >= 0"),
+    ("grid: {l1: [0.1, -1]}", "grid.l1[1]: l1=-1 must be >= 0"),
+    ("grid: {lr: [.nan]}", "grid.lr[0]: lr=nan is not finite"),
+    ("dead_tokens: -5", "dead_tokens=-5: must be > 0"),
+    ("resample_steps: 0", "resample_steps=0: must be > 0"),
+    ("seed: -1", "seed=-1: must be >= 0"),
+    ("hparams: {seed: -3}", "hparams: seed=-3 must be >= 0"),
+    ("warmup_steps: -1", "warmup_steps must be >= 0"),
+    ("warmup_steps: 5\n  decay_start: 3", "decay_start (3) must be > warmup_steps"),
+    ("sparsity_warmup_steps: -2", "sparsity warmup steps must be >= 0"),
+    ("steps: 0", "steps=0: must be > 0"),
+    ("steps: 1.0e+12", "steps=1000000000000: must be <= 2147483647"),
+    ("arch: topk\n  hparams: {k: 0}", "hparams: k=0 must be in [1, F]"),
+    ("arch: topk\n  grid: {k: [4, 33]}", "grid.k[1]: k=33 must be in [1, F] (F = 32)"),
+    ("arch: batchtopk\n  hparams: {threshold_beta: 1.5}", "threshold_beta=1.5 must be in [0, 1]"),
+    ("arch: jumprelu\n  grid: {bandwidth: [0.001, 0]}", "grid.bandwidth[1]: bandwidth=0 must be > 0"),
+    ("arch: jumprelu\n  hparams: {target_l0: -1}", "target_l0=-1 must be > 0"),
+])
+def test_every_bad_train_option_exits_2_naming_file_and_key(store, tmp_path, body, message):
+    """Issue 13 item 4: refused before anything is written, with the config file and the key."""
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(f"train:\n  steps: 30\n  batch_size: 64\n  expansion: 2\n  {body}\n")
+    out = tmp_path / "o"
+    res = CliRunner().invoke(script("train"), ["--config", str(cfg), "--store", store.url,
+                                               "--out", str(out)])
+    assert res.exit_code == 2, res.output
+    assert f"{cfg}:train" in res.output and message in res.output, res.output
+    assert "Traceback" not in res.output and not out.exists()

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from train_streams import ArrayStream, factory, toy_activations
 
-from interplm_jax.errors import InputError
+from interplm_jax.errors import InputError, LockedError
 from interplm_jax.train import TrainConfig, train_sweep
 from interplm_jax.train.checkpoint import CheckpointMismatch
 
@@ -61,16 +61,16 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_is_bit_identical(data, uninterrupted, tmp_path):
-    cfg = config(mesh_sae=1, mesh_data=1)
-    out = tmp_path / "resumed"
+def dying(data, at: int = 7):
+    """A stream factory whose stream dies while fetching batch ``at`` (0-based): with ``at=7``
+    during step 8, after the checkpoint of step 4 (8 is not yet written)."""
 
-    def dying(host_index, host_count, position):
+    def make(host_index, host_count, position):
         stream = ArrayStream(data, B, 0, host_index, host_count, position)
 
         def batches():
             for i, batch in enumerate(stream):
-                if i == 7:  # dies during step 8, after the checkpoint of step 4 ... 8 is not yet
+                if i == at:
                     raise Interrupt
                 yield batch
 
@@ -84,8 +84,14 @@ def test_resume_is_bit_identical(data, uninterrupted, tmp_path):
 
         return S()
 
+    return make
+
+
+def test_resume_is_bit_identical(data, uninterrupted, tmp_path):
+    cfg = config(mesh_sae=1, mesh_data=1)
+    out = tmp_path / "resumed"
     with pytest.raises(Interrupt):
-        train_sweep(cfg, dying, D, out, layer=3)
+        train_sweep(cfg, dying(data), D, out, layer=3)
     with pytest.raises(InputError, match="pass --resume"):
         train_sweep(cfg, factory(data, B), D, out, layer=3)
     resumed = train_sweep(cfg, factory(data, B), D, out, layer=3, resume=True)
@@ -99,6 +105,48 @@ def test_resume_is_bit_identical(data, uninterrupted, tmp_path):
 def _same_metric_steps(a: Path, b: Path) -> bool:
     steps = lambda p: [json.loads(x)["step"] for x in (p / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     return steps(a) == steps(b)
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(data, uninterrupted, tmp_path):
+    """A kill or a full disk in the middle of a metrics line must not stop every later resume."""
+    cfg = config(mesh_sae=1, mesh_data=1)
+    out = tmp_path / "torn"
+    with pytest.raises(Interrupt):
+        train_sweep(cfg, dying(data), D, out, layer=3)
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write('{"step": 8, "tokens": 256, "sae": "sae0')  # torn
+    train_sweep(cfg, factory(data, B), D, out, layer=3, resume=True)
+    assert _same_metric_steps(out, uninterrupted.out)
+    # A bad line that is not the last one is not a torn write: named, not dropped.
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text("\n".join([lines[0], "{oops", *lines[1:]]) + "\n")
+    with pytest.raises(InputError, match=r"metrics.jsonl:2: not a metrics line"):
+        train_sweep(cfg, factory(data, B), D, out, layer=3, resume=True)
+
+
+HOLD_LOCK = """import sys, time
+from interplm_jax.lock import locked
+with locked(sys.argv[1], ".lock", "training"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_run_on_one_sweep_directory_is_refused_naming_the_first(data, tmp_path):
+    """Two `train --resume` on one directory would both write metrics.jsonl and checkpoints."""
+    cfg, out = config(mesh_sae=1, mesh_data=1), tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], env=env,
+                              stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b"held\n"
+        with pytest.raises(LockedError, match=rf"sweep: training is already running here "
+                                              rf"\(process {holder.pid} on .*lock file .*sweep/.lock"):
+            train_sweep(cfg, factory(data, B), D, out, layer=3, resume=True)
+    finally:
+        holder.kill()  # a lock dies with its holder, even by SIGKILL
+        holder.wait()
+    assert train_sweep(cfg, factory(data, B), D, out, layer=3, resume=True).step == STEPS
 
 
 def test_checkpoint_of_another_grid_is_refused(data, uninterrupted):

@@ -1,7 +1,7 @@
-"""ESM-2 through HuggingFace transformers: loading, and extraction of hidden states into a store.
+"""Extraction of protein LM hidden states (ESM-2, ESM C: torch_bridge/models.py) into a store.
 
-``hidden_states[L]`` is the residual stream after layer ``L`` (``0`` = embeddings; HF applies
-the final ``emb_layer_norm_after`` to the last entry). We keep the residue rows only: no
+``hidden_states[L]`` is the residual stream after layer ``L`` (``0`` = embeddings; transformers
+applies the model's final norm to the last entry). We keep the residue rows only: no
 ``<cls>``, ``<eos>`` or padding rows.
 
 Batches are formed within each shard by sorted length under a token budget (padded tokens per
@@ -16,7 +16,7 @@ import hashlib
 import logging
 import os
 import time
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
@@ -24,8 +24,11 @@ import torch
 from interplm_jax.config import option
 from interplm_jax.errors import InputError
 from interplm_jax.fasta import DEFAULT_MAX_LENGTH, Protein
+from interplm_jax.lock import locked
+from interplm_jax.paths import as_path
 from interplm_jax.progress import progress_bar
 from interplm_jax.store import ActivationStore, Shard, StoreWriter
+from torch_bridge.models import Family, load_model
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +38,14 @@ log = logging.getLogger(__name__)
 class ExtractConfig:
     """The ``extract:`` section of a study config (also the defaults of scripts/extract.py)."""
 
-    model: str = option("facebook/esm2_t6_8M_UR50D", "ESM-2 hub name or local directory.")
+    model: str = option("facebook/esm2_t6_8M_UR50D",
+                        "Hub name or local directory of an ESM-2 or ESM C checkpoint.")
     layers: tuple[int, ...] = option((1, 2, 3, 4, 5, 6), "Layers stored: hidden_states[L], 0 = embeddings.")
     max_length: int = option(DEFAULT_MAX_LENGTH, "Longest protein accepted (residues).")
-    on_invalid: str = option("error", "Invalid FASTA records: 'error' (stop and report) or 'skip' (count).")
+    on_invalid: Literal["error", "skip"] = option("error", "Invalid FASTA records: 'error' (stop and report) or 'skip' (count).")
     shard_size: int = option(1000, "Proteins per shard: unit of resumption and of the training shuffle.")
     max_tokens: int = option(8192, "Token budget of one forward batch (padded tokens).")
-    store_dtype: str = option("float32", "Stored dtype: float32 or bfloat16.")
+    store_dtype: Literal["float32", "bfloat16"] = option("float32", "Stored dtype: float32 or bfloat16.")
 
     def __post_init__(self):
         if self.on_invalid not in ("error", "skip"):
@@ -55,34 +59,13 @@ class ExtractConfig:
 DEFAULT_MAX_TOKENS = ExtractConfig.max_tokens
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    """``device`` if given, else CUDA when available, else CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def load_esm(name_or_path: str | os.PathLike, device: str | None = None,
-             dtype: torch.dtype = torch.float32):
-    """Load an ESM-2 ``EsmModel`` (no pooler) and its tokenizer, by hub name or local path.
-
-    Returns:
-      ``(model, tokenizer)``; the model is in eval mode on ``device``.
-    """
-    from transformers import AutoTokenizer, EsmModel
-    from transformers.utils import logging as hf_logging
-
-    name = os.fspath(name_or_path)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the unused lm_head of EsmForMaskedLM checkpoints is expected
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = EsmModel.from_pretrained(name, add_pooling_layer=False, dtype=dtype)
-    except OSError as e:
-        raise InputError(f"cannot load ESM-2 model {name!r}: {e}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    return model.to(pick_device(device)).eval(), tokenizer
+def model_identity(name: str, model, family: Family) -> dict:
+    """What a store manifest records of the model (``manifest["model"]``)."""
+    n = model.config.num_hidden_layers
+    return {"name": name, "model_family": family.name, "weights_sha256": weights_sha256(model),
+            "n_layers": n, "hidden_size": model.config.hidden_size,
+            "layer_semantics": (f"hidden_states[L] of {family.base_class}: 0 = embeddings, L = output of "
+                       f"block L, {n} = after the final norm ({family.module_path(n, n)})")}
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -179,17 +162,6 @@ def embed_shard(model, tokens: ResidueTokenizer, proteins: Sequence[Protein], la
     return out
 
 
-def parse_worker(text: str) -> tuple[int, int]:
-    """``"3/8"`` -> ``(3, 8)``: worker 3 of 8 (0-based)."""
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise InputError(f"--worker: expected I/N such as 0/4, got {text!r}") from None
-    if not (n >= 1 and 0 <= i < n):
-        raise InputError(f"--worker: need 0 <= I < N, got {text!r}")
-    return i, n
-
-
 def extract_to_store(proteins: Sequence[Protein], model: str | os.PathLike, layers: Sequence[int],
                      out: str | os.PathLike, shard_size: int = 1000,
                      max_tokens: int = DEFAULT_MAX_TOKENS, worker: tuple[int, int] = (0, 1),
@@ -199,20 +171,29 @@ def extract_to_store(proteins: Sequence[Protein], model: str | os.PathLike, laye
 
     Resumable: shards already marked complete are skipped. With ``worker=(i, n)`` only shards
     ``s`` with ``s % n == i`` are done here, so ``n`` processes can fill one store together.
+    Each worker holds a lock in a local store while it writes: a second process with the same
+    ``worker`` stops with a :class:`LockedError` naming the first.
 
     Returns:
       The opened store if it is complete after this call, else ``None`` (other workers pending).
     """
+    i, n = worker
+    with locked(as_path(out), f".lock-worker-{i}-of-{n}", f"extraction worker {i}/{n}"):
+        return _extract_to_store(proteins, model, layers, out, shard_size, max_tokens, worker,
+                                 device, store_dtype, model_dtype)
+
+
+def _extract_to_store(proteins, model, layers, out, shard_size, max_tokens, worker, device,
+                      store_dtype, model_dtype) -> ActivationStore | None:
     if not proteins:
         raise InputError("no proteins to extract")
-    esm, tokenizer = load_esm(model, device, model_dtype)
+    esm, tokenizer, family = load_model(model, device=device, dtype=model_dtype)
     layers = sorted(set(int(L) for L in layers))
     validate_layers(layers, esm.config.num_hidden_layers, os.fspath(model))
-    identity = {"name": os.fspath(model), "weights_sha256": weights_sha256(esm),
-                "n_layers": esm.config.num_hidden_layers, "hidden_size": esm.config.hidden_size}
+    identity = model_identity(os.fspath(model), esm, family)
     writer = StoreWriter.open(out, [p.id for p in proteins], [len(p.sequence) for p in proteins],
                               layers, esm.config.hidden_size, identity, shard_size=shard_size,
-                              dtype=store_dtype)
+                              dtype=store_dtype, sequences=[p.sequence for p in proteins])
     pending: list[Shard] = writer.pending_shards(*worker)
     tokens = ResidueTokenizer(tokenizer)
     log.info("extracting layers %s of %s: %d shard(s) to do (worker %d/%d), device %s", layers,

@@ -1,7 +1,11 @@
 """Our SAEs to and from the formats torch users load: InterPLM's ``ae.pt`` and SAELens's folder.
 
-InterPLM (``interplm.sae.dictionary``), per architecture, as ``nn.Linear`` stores weights
-(``encoder.weight`` (F, d), ``decoder.weight`` (d, F)):
+Where each leaf goes is the architecture's spec (``interplm_jax.sae.<arch>.SPEC``: its
+``interplm`` and ``saelens`` tables of :class:`~interplm_jax.sae.TorchLeaf`); this module has one
+code path per format that follows those tables. For the four SAEs:
+
+InterPLM (``interplm.sae.dictionary``), as ``nn.Linear`` stores weights (``encoder.weight``
+(F, d), ``decoder.weight`` (d, F)):
 
     relu       bias (d) = b_pre, encoder.weight = W_enc.T, encoder.bias = b_enc,
                decoder.weight = W_dec.T
@@ -26,7 +30,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -34,9 +38,12 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save as save_bytes
 
+from interplm_jax import sae as sae_arch
 from interplm_jax.atomic import atomic_path, atomic_write
-from interplm_jax.paths import read_json
 from interplm_jax.errors import InputError
+from interplm_jax.normalize import scale_from_max
+from interplm_jax.paths import read_json
+from interplm_jax.sae import Architecture, TorchLeaf
 from interplm_jax.sae_dir import SavedSAE, check_params
 
 log = logging.getLogger(__name__)
@@ -44,42 +51,81 @@ log = logging.getLogger(__name__)
 SAELENS_WEIGHTS = "sae_weights.safetensors"
 SAELENS_CFG = "cfg.json"
 SAELENS_SCALE = "interplm_feature_scale.safetensors"
-SAELENS_ARCH = {"relu": "standard", "topk": "topk", "batchtopk": "jumprelu", "jumprelu": "jumprelu"}
+#: How each format names the sizes d and F in messages.
+INTERPLM_DIMS = {"d": "d", "F": "F"}
+SAELENS_DIMS = {"d": "d_in", "F": "d_sae"}
 
 
-def rescale_factor(scale: np.ndarray) -> np.ndarray:
-    """InterPLM's ``activation_rescale_factor`` = 1 / scale, 0 where scale is 0."""
-    out = np.zeros_like(scale)
-    np.divide(1.0, scale, out=out, where=scale != 0)
-    return out
+# ----------------------------------------------------------------------------- both formats
+def _exportable(sae: SavedSAE) -> tuple[Architecture, dict[str, np.ndarray]]:
+    """(spec, checked parameters) of an SAE that torch formats can hold (not the neuron baseline)."""
+    spec = sae_arch.get(sae.arch)
+    if spec.interplm is None or spec.saelens is None:
+        raise InputError(f"the {spec.title} is not an SAE that the InterPLM and SAELens formats "
+                         "have a place for (use its SAE directory)")
+    return spec, check_params(sae.arch, sae.params)
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    """A torch tensor of ``a`` (its dtype: float32 or int32), C-contiguous."""
+    return torch.from_numpy(np.array(a, order="C"))
+
+
+def _stored(leaf: TorchLeaf, value: np.ndarray, F: int) -> np.ndarray:
+    """Our leaf's value as the format stores it."""
+    if leaf.how == "T":
+        return value.T
+    if leaf.how == "reciprocal":
+        return scale_from_max(value)
+    if leaf.how == "broadcast":
+        return np.broadcast_to(value, (F,))
+    return value
+
+
+def _ours(leaf: TorchLeaf, stored: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`_stored` (a ``broadcast`` leaf is never read back)."""
+    if leaf.how == "T":
+        return stored.T
+    if leaf.how == "reciprocal":
+        return scale_from_max(stored)
+    return stored
+
+
+def _read_leaves(spec: Architecture, leaves: Mapping[str, TorchLeaf], sd: Mapping[str, Any],
+                 dims: dict[str, int], names: dict[str, str], where: str) -> dict[str, np.ndarray]:
+    """Our leaves from the tensors ``sd`` of a file, following a format's table ``leaves``."""
+    params = {}
+    for name, leaf in leaves.items():
+        sym = spec.leaf_dims()[name]
+        if leaf.how == "T":
+            sym = sym[::-1]
+        shape = tuple(dims[s] for s in sym)
+        if leaf.key is None or (leaf.key not in sd and leaf.default is not None):
+            params[name] = np.full(shape, leaf.default, np.float32)
+            continue
+        text = "(" + ", ".join(names[s] for s in sym) + ("," if len(sym) == 1 else "") + ")"
+        params[name] = _ours(leaf, _take(sd, leaf.key, shape, text if sym else "() (a scalar)", where))
+    return params
+
+
+def _take(sd: Mapping[str, Any], key: str, shape: tuple, sym: str, where: str) -> np.ndarray:
+    if key not in sd:
+        raise InputError(f"{where}: missing key {key!r} (expected shape {shape} = {sym}); "
+                         f"keys present: {sorted(sd)}")
+    arr = sd[key].detach().to(torch.float32).cpu().numpy()
+    if arr.shape != shape:
+        raise InputError(f"{where}: key {key!r} has shape {tuple(arr.shape)}; "
+                         f"expected {shape} = {sym}")
+    return arr
 
 
 # ----------------------------------------------------------------------------- InterPLM
-def _exportable(sae: SavedSAE) -> dict[str, np.ndarray]:
-    """The checked parameters of an SAE that torch formats can hold (not the neuron baseline)."""
-    if sae.arch == "neuron":
-        raise InputError("the neuron baseline is not an SAE: InterPLM and SAELens formats have "
-                         "no place for it (use its SAE directory)")
-    return check_params(sae.arch, sae.params)
-
-
 def interplm_state_dict(sae: SavedSAE) -> dict[str, torch.Tensor]:
     """The state dict InterPLM's class for ``sae.arch`` loads (see the module docstring)."""
-    p = _exportable(sae)
-    t = lambda a: torch.from_numpy(np.array(a, dtype=np.float32, order="C"))  # noqa: E731
-    sd = {"encoder.weight": t(p["W_enc"].T), "encoder.bias": t(p["b_enc"]),
-          "decoder.weight": t(p["W_dec"].T),
-          "activation_rescale_factor": t(rescale_factor(p["scale"])),
-          "normalize_to_sqrt_d": torch.tensor(False)}
-    if sae.arch == "relu":
-        sd["bias"] = t(p["b_pre"])
-    elif sae.arch in ("topk", "batchtopk"):
-        sd["b_dec"] = t(p["b_pre"])
-        sd["k"] = torch.tensor(int(p["k"]), dtype=torch.int32)
-        sd["threshold"] = torch.tensor(float(p["threshold"]), dtype=torch.float32)
-    else:  # jumprelu
-        sd["decoder.bias"] = t(p["b_dec"])
-        sd["threshold"] = t(p["threshold"])
+    spec, p = _exportable(sae)
+    sd = {leaf.key: _tensor(_stored(leaf, p[name], sae.n_features))
+          for name, leaf in spec.interplm.leaves.items() if leaf.key is not None}
+    sd["normalize_to_sqrt_d"] = torch.tensor(False)
     return sd
 
 
@@ -87,24 +133,17 @@ def interplm_config(sae: SavedSAE, save_dir: str | os.PathLike) -> dict[str, Any
     """The ``config.yaml`` contents InterPLM's ``load_sae`` needs to pick the class.
 
     Its ``TrainingRunConfig.from_yaml`` picks the trainer by a unique key (``l1_penalty``:
-    ReLU, ``bandwidth``: JumpReLU, ``auxk_alpha``: BatchTopK, else ``k``: TopK), so TopK's
-    section deliberately leaves ``auxk_alpha`` out.
+    ReLU, ``bandwidth``: JumpReLU, ``auxk_alpha``: BatchTopK, else ``k``: TopK): each spec's
+    ``interplm.trainer_cfg`` lists the keys its class needs (TopK's leaves ``auxk_alpha`` out).
     """
+    spec, p = _exportable(sae)
     d, F = sae.d_model, sae.n_features
     hp = sae.hparams
     trainer: dict[str, Any] = {"activation_dim": d, "dictionary_size": F,
                                "expansion_factor": F / d, "lr": hp.get("lr"),
                                "steps": hp.get("steps")}
-    if sae.arch == "relu":
-        trainer["l1_penalty"] = hp.get("l1")
-    elif sae.arch == "topk":
-        trainer["k"] = int(sae.params["k"])
-        trainer["lr"] = hp.get("lr", 0.0)  # its __post_init__ would derive one otherwise
-    elif sae.arch == "batchtopk":
-        trainer["k"] = int(sae.params["k"])
-        trainer["auxk_alpha"] = hp.get("auxk_alpha", 1 / 32)
-    else:
-        trainer["bandwidth"] = hp.get("bandwidth", 0.001)
+    for key, name, unknown in spec.interplm.trainer_cfg:
+        trainer[key] = p[name].item() if name in p else hp.get(name, unknown)
     return {
         "dataloader_cfg": {"plm_embd_dir": str(sae.meta.get("store", "")),
                            "batch_size": int(hp.get("batch_size", 2048)),
@@ -150,35 +189,45 @@ def safe_torch_load(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _arch_from_config(config_path: Path) -> str | None:
-    """topk / batchtopk from the reference's config.yaml beside ``ae.pt`` (their keys are equal)."""
+def _arch_from_config(config_path: Path, candidates: list[str]) -> str | None:
+    """One of ``candidates`` (architectures with the same state-dict keys: TopK, BatchTopK) from
+    the reference's config.yaml beside ``ae.pt``, or None."""
     if not config_path.is_file():
         return None
     try:
-        text = config_path.read_text()
-        trainer = (yaml.safe_load(text) or {}).get("trainer_cfg", {})
+        trainer = (yaml.safe_load(config_path.read_text()) or {}).get("trainer_cfg", {})
     except yaml.YAMLError:
         return None
     if not isinstance(trainer, dict):
         return None
-    if "dead_feature_threshold" in trainer or trainer.get("trainer_name") == "BatchTopKTrainer":
-        return "batchtopk"
-    if trainer.get("trainer_name") == "TopKTrainer" or ("k" in trainer and "auxk_alpha" not in trainer):
-        return "topk"
-    if "auxk_alpha" in trainer:
-        return "batchtopk"
-    return None
+    for name in candidates:
+        if trainer.get("trainer_name") == sae_arch.get(name).interplm.trainer:
+            return name
+    # the reference's own rule (TrainingRunConfig.from_yaml): auxk_alpha -> BatchTopK, else k ->
+    # TopK; a full BatchTopKTrainerConfig (with auxk_alpha) also has dead_feature_threshold
+    if "dead_feature_threshold" in trainer or "auxk_alpha" in trainer:
+        return "batchtopk" if "batchtopk" in candidates else None
+    return "topk" if "k" in trainer and "topk" in candidates else None
 
 
-def _take(sd: dict[str, torch.Tensor], key: str, shape: tuple, sym: str, where: str) -> np.ndarray:
-    if key not in sd:
-        raise InputError(f"{where}: missing key {key!r} (expected shape {shape} = {sym}); "
-                         f"keys present: {sorted(sd)}")
-    arr = sd[key].detach().to(torch.float32).cpu().numpy()
-    if arr.shape != shape:
-        raise InputError(f"{where}: key {key!r} has shape {tuple(arr.shape)}; "
-                         f"expected {shape} = {sym}")
-    return arr
+def _interplm_arch(sd: Mapping[str, Any], config_path: Path, where: str) -> str:
+    """The architecture whose InterPLM keys ``sd`` holds (TopK vs BatchTopK from config.yaml)."""
+    required = {name: {leaf.key for leaf in sae_arch.get(name).interplm.leaves.values()
+                       if leaf.key is not None and leaf.default is None}
+                for name in sae_arch.EXPORTABLE_ARCHS}
+    present = [name for name, keys in required.items() if keys <= set(sd)]
+    if not present:  # the closest one, so that reading it names the missing keys
+        return min(required, key=lambda name: len(required[name] - set(sd)))
+    most = max(len(required[name]) for name in present)
+    candidates = [name for name in present if len(required[name]) == most]
+    if len(candidates) == 1:
+        return candidates[0]
+    arch = _arch_from_config(config_path, candidates)
+    if arch is None:
+        titles = " or ".join(sae_arch.get(name).title.replace(" SAE", "") for name in candidates)
+        raise InputError(f"{where}: a {titles} SAE (their keys are the same); pass arch= one of "
+                         f"{candidates}, or keep the reference's config.yaml beside it")
+    return arch
 
 
 def read_interplm(path: str | os.PathLike, arch: str | None = None) -> SavedSAE:
@@ -200,48 +249,26 @@ def read_interplm(path: str | os.PathLike, arch: str | None = None) -> SavedSAE:
         raise InputError(f"{where}: normalize_to_sqrt_d=True SAEs (inputs rescaled to norm "
                          "sqrt(d) per token) are not supported")
     if arch is None:
-        if "decoder.bias" in sd and "bias" not in sd:
-            arch = "jumprelu"
-        elif "b_dec" in sd:
-            arch = _arch_from_config(path.parent / "config.yaml")
-            if arch is None:
-                raise InputError(f"{where}: a TopK or BatchTopK SAE (their keys are the same); "
-                                 "pass arch='topk' or 'batchtopk', or keep the reference's "
-                                 "config.yaml beside it")
-        else:
-            arch = "relu"
-    if "encoder.weight" not in sd or sd["encoder.weight"].ndim != 2:
-        raise InputError(f"{where}: missing key 'encoder.weight' of shape (F, d); "
-                         f"keys present: {sorted(sd)}")
-    F, d = sd["encoder.weight"].shape
-    W_enc = _take(sd, "encoder.weight", (F, d), "(F, d)", where).T
-    b_enc = _take(sd, "encoder.bias", (F,), "(F,)", where)
-    W_dec = _take(sd, "decoder.weight", (d, F), "(d, F)", where).T
-    factor = (_take(sd, "activation_rescale_factor", (F,), "(F,)", where)
-              if "activation_rescale_factor" in sd else np.ones(F, np.float32))
-    params = {"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "scale": rescale_factor(factor)}
-    if arch == "relu":
-        params["b_pre"] = _take(sd, "bias", (d,), "(d,)", where)
-    elif arch in ("topk", "batchtopk"):
-        params["b_pre"] = _take(sd, "b_dec", (d,), "(d,)", where)
-        params["threshold"] = _take(sd, "threshold", (), "() (a scalar)", where)
-        params["k"] = _take(sd, "k", (), "() (an integer)", where).astype(np.int32)
-    elif arch == "jumprelu":
-        params["b_dec"] = _take(sd, "decoder.bias", (d,), "(d,)", where)
-        params["threshold"] = _take(sd, "threshold", (F,), "(F,)", where)
-    else:
-        raise InputError(f"{where}: unknown architecture {arch!r}")
+        arch = _interplm_arch(sd, path.parent / "config.yaml", where)
+    spec = sae_arch.get(arch)
+    if spec.interplm is None:
+        raise InputError(f"{where}: the {spec.title} has no InterPLM format")
+    enc = spec.interplm.leaves["W_enc"].key
+    if enc not in sd or sd[enc].ndim != 2:
+        raise InputError(f"{where}: missing key {enc!r} of shape (F, d); keys present: {sorted(sd)}")
+    F, d = sd[enc].shape
+    params = _read_leaves(spec, spec.interplm.leaves, sd, {"d": d, "F": F}, INTERPLM_DIMS, where)
     params = check_params(arch, params, where)
     return SavedSAE(arch, params, {}, {"source": str(path), "source_format": "interplm"})
 
 
 # ----------------------------------------------------------------------------- SAELens
-def _fold(sae: SavedSAE) -> dict[str, np.ndarray]:
+def _fold(spec: Architecture, p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Weights whose raw features are our normalized ones (ReLU is positively homogeneous)."""
-    if sae.arch == "topk":
-        raise InputError("fold_scale is not possible for a topk SAE (rescaling features changes "
-                         "which k are largest); export it unfolded")
-    p = {k: v.copy() for k, v in sae.params.items()}
+    if not spec.saelens.foldable:
+        raise InputError(f"fold_scale is not possible for a {spec.name} SAE (rescaling its "
+                         "features changes which of them are kept); export it unfolded")
+    p = {k: v.copy() for k, v in p.items()}
     s = p["scale"]
     live = s > 0
     p["W_enc"] = np.where(live, p["W_enc"] * s, 0.0).astype(np.float32)
@@ -257,16 +284,13 @@ def _fold(sae: SavedSAE) -> dict[str, np.ndarray]:
 def write_saelens(sae: SavedSAE, out_dir: str | os.PathLike, fold_scale: bool = False) -> Path:
     """Write ``sae_weights.safetensors`` + ``cfg.json`` (+ the scale file) into ``out_dir``."""
     out_dir = Path(out_dir)
-    _exportable(sae)
-    p = _fold(sae) if fold_scale else sae.params
-    t = lambda a: torch.from_numpy(np.array(a, dtype=np.float32, order="C"))  # noqa: E731
-    weights = {"W_enc": t(p["W_enc"]), "b_enc": t(p["b_enc"]), "W_dec": t(p["W_dec"]),
-               "b_dec": t(p["b_dec"] if sae.arch == "jumprelu" else p["b_pre"])}
-    if sae.arch in ("jumprelu", "batchtopk"):
-        weights["threshold"] = t(np.broadcast_to(p["threshold"], (sae.n_features,)))
+    spec, p = _exportable(sae)
+    fmt = spec.saelens
+    if fold_scale:
+        p = _fold(spec, p)
     cfg: dict[str, Any] = {
-        "architecture": SAELENS_ARCH[sae.arch], "d_in": sae.d_model, "d_sae": sae.n_features,
-        "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": sae.arch != "jumprelu",
+        "architecture": fmt.architecture, "d_in": sae.d_model, "d_sae": sae.n_features,
+        "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": spec.out_bias == "b_pre",
         "normalize_activations": "none", "reshape_activations": "none",
         "meta": {"model_name": sae.meta.get("model"),
                  "hook_name": (f"esm.encoder.layer.{int(sae.meta['layer']) - 1}"
@@ -274,13 +298,18 @@ def write_saelens(sae: SavedSAE, out_dir: str | os.PathLike, fold_scale: bool = 
                  "hook_layer": sae.meta.get("layer"), "model_class_name": "EsmForMaskedLM",
                  "prepend_bos": True},
     }
-    if sae.arch == "topk":
-        cfg["k"] = int(sae.params["k"])
+    weights = {}
+    for name, leaf in fmt.leaves.items():
+        if leaf.how == "cfg":
+            cfg[leaf.key] = p[name].item()
+        elif leaf.key is not None:
+            weights[leaf.key] = _tensor(_stored(leaf, p[name], sae.n_features).astype(np.float32))
+    if fmt.architecture == "topk":
         cfg["rescale_acts_by_decoder_norm"] = False
     atomic_write(out_dir / SAELENS_WEIGHTS, save_bytes(weights))
     scale_file = out_dir / SAELENS_SCALE
     if not fold_scale and not np.all(sae.params["scale"] == 1):
-        atomic_write(scale_file, save_bytes({"scale": t(sae.params["scale"])}))
+        atomic_write(scale_file, save_bytes({"scale": _tensor(p["scale"])}))
     elif scale_file.exists():
         scale_file.unlink()
     atomic_write(out_dir / SAELENS_CFG, json.dumps(cfg, indent=2) + "\n")
@@ -311,34 +340,27 @@ def read_saelens(folder: str | os.PathLike) -> SavedSAE:
                          "is not supported (fold it into the weights first)")
     if cfg.get("rescale_acts_by_decoder_norm"):
         raise InputError(f"{cfg_path}: rescale_acts_by_decoder_norm=true is not supported")
-    arch = {"standard": "relu", "topk": "topk", "jumprelu": "jumprelu"}.get(kind)
-    if arch is None:
+    readable = {a.saelens.architecture: a for a in sae_arch.ARCHITECTURES.values()
+                if a.saelens is not None and a.saelens.reads_back}
+    if kind not in readable:
         raise InputError(f"{cfg_path}: architecture {kind!r} is not supported "
-                         "(standard, topk, jumprelu)")
-    where = str(w_path)
+                         f"({', '.join(readable)})")
+    spec, where = readable[kind], str(w_path)
     d, F = int(cfg["d_in"]), int(cfg["d_sae"])
-    params = {"W_enc": _take(sd, "W_enc", (d, F), "(d_in, d_sae)", where),
-              "b_enc": _take(sd, "b_enc", (F,), "(d_sae,)", where),
-              "W_dec": _take(sd, "W_dec", (F, d), "(d_sae, d_in)", where)}
-    b_dec = _take(sd, "b_dec", (d,), "(d_in,)", where)
+    leaves = {name: leaf for name, leaf in spec.saelens.leaves.items() if leaf.how != "cfg"}
+    params = _read_leaves(spec, leaves, sd, {"d": d, "F": F}, SAELENS_DIMS, where)
+    for name, leaf in spec.saelens.leaves.items():
+        if leaf.how == "cfg":  # SAELens 6 keeps k in cfg.json; older ones in activation_fn_kwargs
+            value = cfg.get(leaf.key, (cfg.get("activation_fn_kwargs") or {}).get(leaf.key))
+            if value is None:
+                raise InputError(f"{cfg_path}: a {kind} SAE without {leaf.key}")
+            params[name] = np.array(int(value), np.int32)
+    # b_dec is subtracted from x (SAELens apply_b_dec_to_input) or not, and ours is (b_pre) or
+    # not (b_dec): rewrite b_enc so that the function is the same, (x - b) W + c = x W + (c - b W)
     subtracts = bool(cfg.get("apply_b_dec_to_input", True))
-    # rewrite b_enc so that the same function has our convention (relu/topk subtract b_pre from
-    # x, jumprelu does not): (x - b) W + c = x W + (c - b W)
-    if arch == "jumprelu":
-        params["b_dec"] = b_dec
-        if subtracts:
-            params["b_enc"] = params["b_enc"] - b_dec @ params["W_enc"]
-        params["threshold"] = _take(sd, "threshold", (F,), "(d_sae,)", where)
-    else:
-        params["b_pre"] = b_dec
-        if not subtracts:
-            params["b_enc"] = params["b_enc"] + b_dec @ params["W_enc"]
-    if arch == "topk":
-        k = cfg.get("k", (cfg.get("activation_fn_kwargs") or {}).get("k"))
-        if k is None:
-            raise InputError(f"{cfg_path}: a topk SAE without k")
-        params["k"] = np.array(int(k), np.int32)
-        params["threshold"] = np.array(-1.0, np.float32)
+    if subtracts != (spec.out_bias == "b_pre"):
+        shift = params[spec.out_bias] @ params["W_enc"]
+        params["b_enc"] = params["b_enc"] + (shift if not subtracts else -shift)
     scale = np.ones(F, np.float32)
     if (folder / SAELENS_SCALE).is_file():
         scale = _take(load_file(str(folder / SAELENS_SCALE)), "scale", (F,), "(d_sae,)",
@@ -348,7 +370,7 @@ def read_saelens(folder: str | os.PathLike) -> SavedSAE:
     out_meta = {"source": str(folder), "source_format": "saelens",
                 "model": meta.get("model_name", cfg.get("model_name")),
                 "layer": meta.get("hook_layer", cfg.get("hook_layer"))}
-    return SavedSAE(arch, check_params(arch, params, where), {}, out_meta)
+    return SavedSAE(spec.name, check_params(spec.name, params, where), {}, out_meta)
 
 
 def load_any(path: str | os.PathLike, arch: str | None = None) -> SavedSAE:

@@ -1,4 +1,4 @@
-"""Loss recovered: ESM-2's cross-entropy with an SAE's reconstruction spliced in at layer L.
+"""Loss recovered: the protein LM's cross-entropy with an SAE's reconstruction spliced in at layer L.
 
 Computed as the reference's ``train/fidelity.py``: each protein is tokenized
 ``<cls> seq <eos>`` (padded in batches); the whole hidden state ``hidden_states[L]`` (every
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from interplm_jax.config import option
 from interplm_jax.progress import progress_bar
-from torch_bridge.intervene import clean_forward, logits_with_edit, tokenize, wrap
+from torch_bridge.intervene import check_sae, clean_forward, logits_with_edit, tokenize, wrap
 from torch_bridge.sae import TorchSAE
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def fidelity_table(lm, tokenizer, sequences: list[str], layer: int,
     """Fidelity of each SAE in ``saes`` at ``layer`` on ``sequences`` (clean/zero run once).
 
     Args:
-      lm, tokenizer: an ``EsmForMaskedLM`` and its tokenizer.
+      lm, tokenizer: a masked LM (``EsmForMaskedLM``, ``EsmcForMaskedLM``) and its tokenizer.
       sequences: held-out protein sequences.
       saes: SAE id -> SAE (all of width d_model of ``lm``).
       mask_fraction: 0 scores every residue of unmasked input (the reference); > 0 masks that
@@ -120,6 +120,8 @@ def fidelity_table(lm, tokenizer, sequences: list[str], layer: int,
     if not 0.0 <= mask_fraction < 1.0:
         raise ValueError(f"mask_fraction must be in [0, 1), got {mask_fraction}")
     nn_model = wrap(lm)
+    for sae in saes.values():
+        check_sae(nn_model, layer, sae)
     rng = np.random.default_rng(seed)
     ce: dict[str, list[np.ndarray]] = {"clean": [], "zero": [], **{k: [] for k in saes}}
     bar = progress_bar(total=len(sequences), desc=f"fidelity L{layer}", unit="protein")

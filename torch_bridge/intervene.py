@@ -1,38 +1,27 @@
-"""Replace ESM-2's hidden state after layer L inside a forward pass, through nnsight.
+"""Replace a protein LM's hidden state after layer L inside a forward pass, through nnsight.
 
-``hidden_states[L]`` of HF ESM-2 (L >= 1) is the output of ``esm.encoder.layer[L-1]``, except
-for L = n_layers, where HF returns it after the final ``emb_layer_norm_after``; there we patch
-that norm's output, as the reference does (``interplm.sae.intervention``). nnsight 0.8 serves
-ESM's own ``output`` submodules as ``.E_output``, so ``.output`` is the module's output here.
+``hidden_states[L]`` (L >= 1) is the output of block L, except for L = n_layers, where
+transformers returns it after the model's final norm; there we patch that norm's output, as the
+reference does for ESM-2 (``interplm.sae.intervention``). The module of each layer comes from
+the model's family (``torch_bridge.models.Family.module_path``: ESM-2 and ESM C). nnsight 0.8
+serves ESM-2's own ``output`` submodules as ``.E_output``, so ``.output`` is the module's output.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Callable
 
 import torch
 
 from interplm_jax.errors import InputError
+from torch_bridge.models import family_of_config, submodule
 
 Edit = Callable[[torch.Tensor], torch.Tensor]
 
 
-def load_masked_lm(model: str | os.PathLike, device: str = "cpu"):
-    """``EsmForMaskedLM`` (eval mode) and its tokenizer from a hub name or a local directory."""
-    from transformers import AutoTokenizer, EsmForMaskedLM
-
-    try:
-        lm = EsmForMaskedLM.from_pretrained(str(model)).eval().to(device)
-        tokenizer = AutoTokenizer.from_pretrained(str(model))
-    except OSError as e:
-        raise InputError(f"{model}: cannot load an ESM-2 masked LM: {e}") from None
-    return lm, tokenizer
-
-
 def wrap(lm) -> "NNsight":
-    """The nnsight wrapper of an ``EsmForMaskedLM`` (its ``.E_output`` notices silenced)."""
+    """The nnsight wrapper of a masked LM (ESM-2's ``.E_output`` notices silenced)."""
     from nnsight import NNsight
 
     with warnings.catch_warnings():
@@ -41,22 +30,32 @@ def wrap(lm) -> "NNsight":
 
 
 def n_layers(nn_model) -> int:
-    return len(nn_model.esm.encoder.layer)
+    return nn_model.config.num_hidden_layers
 
 
 def check_layer(nn_model, layer: int) -> None:
     n = n_layers(nn_model)
     if not 1 <= layer <= n:
-        raise InputError(f"layer {layer} is out of range: this ESM-2 has layers 1..{n}")
+        name = family_of_config(nn_model.config).name
+        raise InputError(f"layer {layer} is out of range: this {name} model has layers 1..{n}")
+
+
+def check_sae(nn_model, layer: int, sae) -> None:
+    """``layer`` exists and ``sae`` (a :class:`~torch_bridge.sae.TorchSAE`) reads vectors of the
+    model's width; :class:`InputError` otherwise."""
+    check_layer(nn_model, layer)
+    d, d_sae = nn_model.config.hidden_size, int(sae.W_enc.shape[0])
+    if d_sae != d:
+        name = family_of_config(nn_model.config).name
+        raise InputError(f"the SAE reads vectors of width {d_sae}, but this {name} model's layers "
+                         f"have width {d}: an SAE of another model?")
 
 
 def patch_point(nn_model, layer: int):
     """The nnsight envoy whose ``.output`` is ``hidden_states[layer]``."""
     check_layer(nn_model, layer)
-    encoder = nn_model.esm.encoder
-    if layer == n_layers(nn_model):
-        return encoder.emb_layer_norm_after
-    return encoder.layer[layer - 1]
+    family = family_of_config(nn_model.config)
+    return submodule(nn_model, family.module_path(layer, n_layers(nn_model)))
 
 
 @torch.inference_mode()

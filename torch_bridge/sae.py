@@ -6,13 +6,14 @@ The formulas are those of ``interplm_jax.sae`` (DESIGN.md section 2), in raw uni
             (jumprelu: x W_enc + b_enc; its decoder bias b_dec is not subtracted from x)
     relu      f = ReLU(pre)
     topk      f = ReLU(pre) with all but the k largest of each token set to 0
-    batchtopk f = ReLU(pre) * (ReLU(pre) > threshold)      (inference rule: a scalar threshold)
+    batchtopk f = ReLU(pre) * (pre > threshold)            (inference rule: a scalar threshold)
     jumprelu  f = ReLU(pre) * (pre > threshold)            (threshold: one per feature)
     decode    x_hat = f W_dec + b_pre   (jumprelu: + b_dec)
 
 ``scale`` (the normalization factors) only changes the units in which features are reported:
 ``encode`` returns f * scale; reconstructions always use raw features, as the reference's
-``forward`` does, so normalizing an SAE never changes what it reconstructs.
+``forward`` does, so normalizing an SAE never changes what it reconstructs. Which rule applies
+comes from the architecture's spec (``inference``, ``clip``, ``out_bias``: ``interplm_jax.sae``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from interplm_jax import sae as sae_arch
 from interplm_jax.sae_dir import SavedSAE, check_params
 
 
@@ -31,6 +33,7 @@ class TorchSAE(nn.Module):
         super().__init__()
         params = check_params(arch, params)
         self.arch = arch
+        self.spec = sae_arch.get(arch)
         self.k = int(params.pop("k")) if "k" in params else None
         for name, value in params.items():
             self.register_buffer(name, torch.from_numpy(value))
@@ -41,7 +44,8 @@ class TorchSAE(nn.Module):
 
     @property
     def out_bias(self) -> torch.Tensor:
-        return self.b_dec if self.arch == "jumprelu" else self.b_pre
+        """The bias the decoder adds: b_pre (also subtracted from x) or b_dec (jumprelu)."""
+        return getattr(self, self.spec.out_bias)
 
     @property
     def n_features(self) -> int:
@@ -49,28 +53,29 @@ class TorchSAE(nn.Module):
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
         """(x - b_pre) W_enc + b_enc (jumprelu: x W_enc + b_enc). x: (..., d) -> (..., F)."""
-        if self.arch == "jumprelu":
-            return x @ self.W_enc + self.b_enc
-        return (x - self.b_pre) @ self.W_enc + self.b_enc
+        if self.spec.out_bias == "b_pre":
+            x = x - self.b_pre
+        return x @ self.W_enc + self.b_enc
 
     def encode_raw(self, x: torch.Tensor) -> torch.Tensor:
         """Features before normalization. x: (..., d) -> (..., F)."""
         pre = self.pre_activations(x)
         f = torch.relu(pre)
-        if self.arch == "topk":
+        rule = self.spec.inference
+        if rule == "topk":
             top = torch.topk(f, self.k, dim=-1)
             f = torch.zeros_like(f).scatter_(-1, top.indices, top.values)
-        elif self.arch == "batchtopk":
-            f = f * (f > self.threshold)
-        elif self.arch == "jumprelu":
+        elif rule == "threshold":  # (equal to f * (f > threshold): f = pre wherever f > 0)
             f = f * (pre > self.threshold)
+        elif rule != "relu":
+            raise ValueError(f"{self.arch}: no torch rule for inference {rule!r}")
         return f
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized features f * scale (equal to raw ones until the SAE is normalized);
         the neuron baseline is clipped to [0, 1] (DESIGN.md Q8)."""
         f = self.encode_raw(x) * self.scale
-        return f.clamp(max=1.0) if self.arch == "neuron" else f
+        return f if self.spec.clip is None else f.clamp(max=self.spec.clip)
 
     def decode_raw(self, f_raw: torch.Tensor) -> torch.Tensor:
         """x_hat = f W_dec + b_pre (or b_dec) from raw features. f_raw: (..., F) -> (..., d)."""

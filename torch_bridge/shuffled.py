@@ -1,4 +1,4 @@
-"""The shuffled-weight ESM-2 baseline (DESIGN.md Q6).
+"""The shuffled-weight baseline (DESIGN.md Q6), for any supported family (ESM-2, ESM C).
 
 Every parameter tensor of the model (each weight and bias: embeddings, attention and MLP
 projections, layer norms, the language-model head) independently has its values permuted by a
@@ -10,7 +10,6 @@ parameter and are permuted once, so they stay tied.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import zlib
@@ -19,9 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interplm_jax.atomic import atomic_dir
-from interplm_jax.errors import InputError
-from torch_bridge.intervene import load_masked_lm
+from torch_bridge.models import load_masked_lm, new_model_dir, save_variant
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +41,15 @@ def shuffle_parameters(model: torch.nn.Module, seed: int) -> list[str]:
 
 
 def save_shuffled_esm(source: str | os.PathLike, out: str | os.PathLike, seed: int = 0) -> Path:
-    """Load ESM-2 (hub name or local path), shuffle its weights, save model + tokenizer to ``out``.
+    """Load a masked LM (hub name or local path), shuffle its weights, save it to ``out``.
 
-    ``out`` then loads with ``from_pretrained`` like any ESM-2, so the same extraction, training
+    ``out`` then loads with ``from_pretrained`` like its source, so the same extraction, training
     and evaluation run on it. ``out/shuffle.json`` records the source, seed and tensors shuffled.
     """
-    out = Path(out)
-    if out.exists():
-        raise InputError(f"{out}: already exists; choose a new directory for the shuffled model")
+    out = new_model_dir(out)  # refuse an existing directory before loading a (possibly large) model
     model, tokenizer = load_masked_lm(source)
     names = shuffle_parameters(model, seed)
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "shuffle.json").write_text(json.dumps(
-            {"source": os.fspath(source), "seed": seed, "shuffled_tensors": names}, indent=1) + "\n")
+    save_variant(model, tokenizer, out, "shuffle.json",
+                 {"source": os.fspath(source), "seed": seed, "shuffled_tensors": names})
     log.info("saved shuffled-weight copy of %s (seed %d, %d tensors) to %s", source, seed, len(names), out)
     return out

@@ -1,4 +1,4 @@
-"""Steer ESM-2 by clamping SAE features inside its forward pass (nnsight on ``EsmForMaskedLM``).
+"""Steer a protein LM by clamping SAE features inside its forward pass (nnsight on its masked LM).
 
 At layer L, with h = hidden_states[L] (T, d): f = encode(h), err = h - decode(f); the chosen
 features are clamped to chosen values at chosen positions, giving f', and the model continues
@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from interplm_jax.errors import InputError
-from torch_bridge.intervene import logits_with_edit, tokenize, wrap
+from interplm_jax.fasta import alphabet_problem
+from torch_bridge.intervene import check_sae, logits_with_edit, tokenize, wrap
 from torch_bridge.sae import TorchSAE
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
@@ -79,6 +80,9 @@ def _clamp_edit(sae: TorchSAE, clamps: Sequence[Sequence[Clamp]], units: str, le
 def _check(sae: TorchSAE, sequence: str, conditions: Mapping[str, Sequence[Clamp]], units: str):
     if units not in ("normalized", "raw"):
         raise InputError(f"units must be 'normalized' or 'raw', got {units!r}")
+    bad = alphabet_problem(sequence) if sequence else "empty"
+    if bad:  # the tokenizer would take them as <unk>, silently
+        raise InputError(f"sequence {sequence[:30]!r}: {bad}")
     for name, cond in conditions.items():
         for cl in cond:
             if not 0 <= cl.feature < sae.n_features:
@@ -99,7 +103,7 @@ def steer(lm, tokenizer, sae: TorchSAE, layer: int, sequence: str,
     """Run ``sequence`` once per steering condition; return probabilities per residue.
 
     Args:
-      lm, tokenizer: an ``EsmForMaskedLM`` and its tokenizer.
+      lm, tokenizer: a masked LM (``EsmForMaskedLM``, ``EsmcForMaskedLM``) and its tokenizer.
       sae: the SAE for ``layer`` (width d_model of ``lm``).
       conditions: name -> clamps (an empty list = the unsteered model).
       units: "normalized" (default) or "raw" clamp values.
@@ -107,6 +111,7 @@ def steer(lm, tokenizer, sae: TorchSAE, layer: int, sequence: str,
     """
     _check(sae, sequence, conditions, units)
     nn_model = nn_model or wrap(lm)
+    check_sae(nn_model, layer, sae)
     names = tuple(conditions)
     ids, attn = tokenize(tokenizer, [sequence])
     probs = []
@@ -116,7 +121,8 @@ def steer(lm, tokenizer, sae: TorchSAE, layer: int, sequence: str,
         logits = logits_with_edit(nn_model, ids.expand(len(chunk), -1),
                                   attn.expand(len(chunk), -1), layer, edit)
         probs.append(torch.softmax(logits[:, 1:len(sequence) + 1].float(), dim=-1).numpy())
-    vocab = tuple(tokenizer.convert_ids_to_tokens(list(range(lm.config.vocab_size))))
+    tokens = tokenizer.convert_ids_to_tokens(list(range(lm.config.vocab_size)))
+    vocab = tuple(t if t is not None else f"<unused{i}>" for i, t in enumerate(tokens))  # ESM C pads to 64
     return SteeringResult(sequence, names, np.concatenate(probs), vocab)
 
 

@@ -1,9 +1,10 @@
-"""A tiny ESM-2 built locally, for tests and the demo (nothing is downloaded).
+"""A tiny ESM-2 and a tiny ESM C built locally, for tests and the demo (nothing is downloaded).
 
-It has the real ESM-2 architecture (rotary embeddings, pre-LayerNorm blocks, the final
-``emb_layer_norm_after``), the real 33-token ESM-2 vocabulary and tokenizer files, random
-weights (seeded), and is saved with ``save_pretrained`` so that it loads through exactly the
-``from_pretrained`` path a hub name such as ``facebook/esm2_t6_8M_UR50D`` takes.
+Each has its family's real architecture (ESM-2: rotary embeddings, pre-LayerNorm blocks, the
+final ``emb_layer_norm_after``; ESM C: QK-LayerNorm attention, SwiGLU MLPs, residual scaling,
+the final ``norm``), the family's real vocabulary and tokenizer files, random weights (seeded),
+and is saved with ``save_pretrained`` so that it loads through exactly the ``from_pretrained``
+path a hub name such as ``facebook/esm2_t6_8M_UR50D`` or ``biohub/ESMC-300M`` takes.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ def build_tiny_esm(path: str | os.PathLike, num_layers: int = 4, hidden_size: in
     Returns:
       ``path``, loadable with ``EsmModel.from_pretrained`` / ``AutoTokenizer.from_pretrained``.
     """
-    import torch
     from transformers import EsmConfig, EsmForMaskedLM, EsmTokenizer
 
     path = Path(path)
@@ -50,12 +50,40 @@ def build_tiny_esm(path: str | os.PathLike, num_layers: int = 4, hidden_size: in
             pad_token_id=ESM2_VOCAB.index("<pad>"), mask_token_id=ESM2_VOCAB.index("<mask>"),
             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
         )
-        torch.manual_seed(seed)
-        model = EsmForMaskedLM(config).eval()
-        with torch.no_grad():  # non-trivial LayerNorm parameters, so a wrong layer shows up
-            for name, p in model.named_parameters():
-                if "LayerNorm" in name or "layer_norm" in name:
-                    p.add_(0.1 * torch.randn_like(p))
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        _save_random(lambda: EsmForMaskedLM(config), tokenizer, tmp, seed)
     return path
+
+
+def build_tiny_esmc(path: str | os.PathLike, num_layers: int = 4, hidden_size: int = 32,
+                    num_heads: int = 4, seed: int = 0, overwrite: bool = False) -> Path:
+    """Build, save and return the directory of a tiny ``EsmcForMaskedLM`` and its tokenizer.
+
+    Arguments as :func:`build_tiny_esm`; the MLP's intermediate size is 3 x hidden (ESM C's
+    SwiGLU ratio is about 8/3), the vocabulary ESM C's 33 tokens in a 64-row embedding.
+    """
+    from transformers import EsmcConfig, EsmcForMaskedLM, EsmcTokenizer
+
+    path = Path(path)
+    if (path / "config.json").exists() and not overwrite:
+        return path
+    with atomic_dir(path) as tmp:
+        config = EsmcConfig(vocab_size=64, hidden_size=hidden_size, num_hidden_layers=num_layers,
+                            num_attention_heads=num_heads, intermediate_size=3 * hidden_size,
+                            max_position_embeddings=2048)
+        _save_random(lambda: EsmcForMaskedLM(config), EsmcTokenizer(), tmp, seed)
+    return path
+
+
+def _save_random(make_model, tokenizer, out: Path, seed: int) -> None:
+    """``make_model()`` under ``torch.manual_seed(seed)``, its LayerNorm parameters made
+    non-trivial (so a wrong layer or a skipped norm shows up in tests), saved with its tokenizer."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = make_model()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name.lower():
+                p.add_(0.1 * torch.randn_like(p))
+    model.eval().save_pretrained(out)
+    tokenizer.save_pretrained(out)

@@ -26,6 +26,7 @@ from interplm_jax.analysis.tables import (feature_column, write_dashboard_struct
                                           write_dashboard_umap, write_tsv)
 from interplm_jax.atomic import atomic_path
 from interplm_jax.errors import InputError
+from interplm_jax.resume import load_npz
 from interplm_jax.sae.features import feature_function
 from interplm_jax.sae_dir import load_sae
 
@@ -132,11 +133,10 @@ def run_spatial(sae: str | os.PathLike, store_path: str | os.PathLike, layer: in
                           n_permutations=cfg.n_permutations, seed=cfg.seed), sort_keys=True)
     pairs_path = out / f"spatial_layer{layer}_pairs.npz"
     pairs = None
-    if pairs_path.is_file() and not recompute:
-        with np.load(pairs_path) as z:
-            if str(z["key"]) == key:
-                pairs = spatial.PairScores(**{f: z[f] for f in spatial.FIELDS})
-                log.info("reusing %s (%d pairs)", pairs_path, len(pairs))
+    z = None if recompute else load_npz(pairs_path)
+    if z is not None and str(z.get("key")) == key and set(spatial.FIELDS) <= set(z):
+        pairs = spatial.PairScores(**{f: z[f] for f in spatial.FIELDS})
+        log.info("reusing %s (%d pairs)", pairs_path, len(pairs))
     if pairs is None:
         partial = out / f"spatial_layer{layer}_pairs.partial.npz"
         if recompute:

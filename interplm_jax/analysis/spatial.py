@@ -22,12 +22,12 @@ import logging
 import os
 import time
 import zlib
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from interplm_jax.errors import InputError
+from interplm_jax.resume import load_npz
 
 log = logging.getLogger(__name__)
 
@@ -266,13 +266,13 @@ def _save_checkpoint(path, key: str, pairs: PairScores, done: int) -> None:
 
 
 def _resume(path, key: str) -> tuple[list[PairScores], int]:
-    if path is None or not Path(path).is_file():
+    z = load_npz(path)
+    if z is None:
         return [], 0
-    with np.load(path) as z:
-        if str(z["key"]) != key:
-            log.warning("%s: checkpoint of other inputs, starting over", path)
-            return [], 0
-        pairs = PairScores(**{f: z[f] for f in FIELDS})
-        done = int(z["done"])
+    if str(z.get("key")) != key or not {"done", *FIELDS} <= set(z):
+        log.warning("%s: checkpoint of other inputs, starting over", path)
+        return [], 0
+    pairs = PairScores(**{f: z[f] for f in FIELDS})
+    done = int(z["done"])
     log.info("spatial scores: resuming after %d batches (%d pairs) from %s", done, len(pairs), path)
     return [pairs], done

@@ -7,6 +7,8 @@
 * The on-disk cache is keyed by the SHA-256 of the request body (model, max_tokens,
   system, messages). An answer is cached only once it parsed, so a rerun pays
   nothing twice for good answers and asks again where the last answer was unusable.
+* An HTTP 200 that is no message (bad JSON, an HTML page, no ``usage``, ``content: null``) is
+  retried here like a server error (``max_retries`` times, with backoff).
 * A request whose answer cannot be parsed, or that fails past its retries, becomes a failed
   :class:`Outcome`; the run goes on. Failures that would hit every request (bad key,
   no permission, unknown model) stop the run with an :class:`~interplm_jax.errors.InputError`.
@@ -22,6 +24,7 @@ import logging
 import math
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -37,6 +40,26 @@ API_KEY_ENV = "ANTHROPIC_API_KEY"
 
 class ParseError(InterPLMError):
     """Claude's answer does not follow the requested format."""
+
+
+class MalformedAnswer(InterPLMError):
+    """An HTTP 200 whose body is not a Messages API message (no content list, no usage)."""
+
+
+def _answer(msg) -> tuple[str, int, int]:
+    """(text, input tokens, output tokens) of a message, or :class:`MalformedAnswer`."""
+    if not hasattr(msg, "content"):  # the SDK hands back a non-JSON body as it came
+        raise MalformedAnswer(f"not a message: {_short(str(msg), 80)!r}")
+    if not isinstance(msg.content, list):
+        raise MalformedAnswer(f"content is {type(msg.content).__name__}, not a list of blocks")
+    usage = getattr(msg, "usage", None)
+    n_in, n_out = getattr(usage, "input_tokens", None), getattr(usage, "output_tokens", None)
+    if not (isinstance(n_in, int) and isinstance(n_out, int)):
+        raise MalformedAnswer("no token usage")
+    texts = [getattr(b, "text", None) for b in msg.content if getattr(b, "type", "") == "text"]
+    if not all(isinstance(t, str) for t in texts):
+        raise MalformedAnswer("a text block without text")
+    return "".join(texts), n_in, n_out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,21 +152,29 @@ class LLM:
     def _call(self, req: Request, parse: Callable[[str], Any]) -> Outcome:
         import anthropic
 
-        try:
-            msg = self.client.messages.create(**self.body(req))
-        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as e:
-            raise InputError(f"the Anthropic API refused the key in {API_KEY_ENV} "
-                             f"(HTTP {e.status_code})") from None
-        except anthropic.NotFoundError as e:
-            raise InputError(f"the Anthropic API does not know model {self.cfg.model!r} "
-                             f"(HTTP {e.status_code}); set annotate.llm.model") from None
-        except anthropic.APIStatusError as e:
-            return self._failed(req, f"HTTP {e.status_code} after {self.cfg.max_retries} "
-                                     f"retries: {_short(e.message)}")
-        except (anthropic.APITimeoutError, anthropic.APIConnectionError) as e:
-            return self._failed(req, f"{type(e).__name__} after {self.cfg.max_retries} retries")
-        text = "".join(b.text for b in msg.content if getattr(b, "type", "") == "text")
-        n_in, n_out = msg.usage.input_tokens, msg.usage.output_tokens
+        for attempt in range(1 + self.cfg.max_retries):
+            try:
+                msg = self.client.messages.create(**self.body(req))
+                text, n_in, n_out = _answer(msg)
+                break
+            except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as e:
+                raise InputError(f"the Anthropic API refused the key in {API_KEY_ENV} "
+                                 f"(HTTP {e.status_code})") from None
+            except anthropic.NotFoundError as e:
+                raise InputError(f"the Anthropic API does not know model {self.cfg.model!r} "
+                                 f"(HTTP {e.status_code}); set annotate.llm.model") from None
+            except anthropic.APIStatusError as e:
+                return self._failed(req, f"HTTP {e.status_code}{self._retries(e)}: "
+                                         f"{_short(e.message)}")
+            except (anthropic.APITimeoutError, anthropic.APIConnectionError) as e:
+                return self._failed(req, f"{type(e).__name__} after {self.cfg.max_retries} retries")
+            except (json.JSONDecodeError, anthropic.APIResponseValidationError, MalformedAnswer) as e:
+                # An HTTP 200 the SDK does not retry (a proxy's HTML page, a cut body): we do.
+                why = f"malformed answer (HTTP 200): {_short(str(e), 120)}"
+                if attempt == self.cfg.max_retries:
+                    return self._failed(req, f"{why}, after {self.cfg.max_retries} retries")
+                log.info("%s: %s; asking again", req.label, why)
+                time.sleep(min(0.25 * 2 ** attempt, 8.0))
         with self._lock:
             self.usage["requests"] += 1
             self.usage["input_tokens"] += n_in
@@ -158,6 +189,14 @@ class LLM:
         self._store(req, text, {"id": msg.id, "model": msg.model, "stop_reason": msg.stop_reason,
                                 "input_tokens": n_in, "output_tokens": n_out})
         return Outcome(req.label, True, value, text, "", False, n_in, n_out)
+
+    def _retries(self, e) -> str:
+        """How an HTTP error was retried, as the SDK does it: 408, 409, 429 and 5xx (or what
+        the ``x-should-retry`` header says) ``max_retries`` times, others not at all."""
+        hint = e.response.headers.get("x-should-retry")
+        retried = hint == "true" if hint in ("true", "false") else (
+            e.status_code in (408, 409, 429) or e.status_code >= 500)
+        return f" after {self.cfg.max_retries} retries" if retried else " (not retried)"
 
     def _failed(self, req: Request, why: str, text: str = "", n_in: int = 0,
                 n_out: int = 0) -> Outcome:

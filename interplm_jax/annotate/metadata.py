@@ -1,4 +1,5 @@
-"""Protein metadata for prompts, read from a UniProtKB TSV (the columns of data/demo).
+"""Protein metadata for prompts, read from a UniProtKB TSV (the columns of data/demo) or a
+Swiss-Prot flat file (read as the TSV of its entries: concepts/flatfile.py).
 
 Each protein contributes its name, organism, length, sequence and a compact summary of its
 UniProt feature annotations (``Domain: Protein kinase (21-273); Binding site: ATP (27-35)``).
@@ -6,13 +7,11 @@ UniProt feature annotations (``Domain: Protein kinase (21-273); Binding site: AT
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import gzip
-import io
 import re
 from pathlib import Path
 
+from interplm_jax.concepts.flatfile import open_uniprot_table
 from interplm_jax.errors import InputError
 
 REQUIRED = ("Entry", "Protein names", "Length", "Sequence")
@@ -60,26 +59,18 @@ def summarise_annotations(row: dict[str, str], max_chars: int = 600) -> str:
     return text if len(text) <= max_chars else text[: max_chars - 3].rstrip() + "..."
 
 
-def _open(path: Path) -> io.TextIOBase:
-    with open(path, "rb") as f:
-        gz = f.read(2) == b"\x1f\x8b"
-    return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8") if gz else open(
-        path, encoding="utf-8", newline="")
-
-
 def read_uniprot_tsv(path: str | Path, max_annotation_chars: int = 600) -> dict[str, ProteinInfo]:
-    """Accession -> :class:`ProteinInfo` from a UniProtKB TSV (plain or gzip)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: metadata file not found")
-    csv.field_size_limit(1 << 30)
+    """Accession -> :class:`ProteinInfo` from a UniProtKB TSV or flat file (plain or gzip)."""
     out: dict[str, ProteinInfo] = {}
-    with _open(path) as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+    with open_uniprot_table(path) as (header, rows):
+        missing = [c for c in REQUIRED if c not in header]
         if missing:
-            raise InputError(f"{path}: missing column(s) {missing}; found {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
+            raise InputError(f"{path}: missing column(s) {missing}; found {header}")
+        for line, cells in rows:
+            if len(cells) != len(header):
+                raise InputError(f"{path}, line {line}: {len(cells)} fields, the header has "
+                                 f"{len(header)}")
+            row = dict(zip(header, cells))
             acc = row["Entry"].strip()
             if not acc:
                 raise InputError(f"{path}, line {line}: empty Entry")

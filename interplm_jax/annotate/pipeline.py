@@ -32,6 +32,7 @@ from interplm_jax.annotate.validate import (VALIDATION_COLUMNS, plot_histogram, 
 from interplm_jax.atomic import atomic_path, atomic_write
 from interplm_jax.config import to_dict
 from interplm_jax.errors import InputError
+from interplm_jax.resume import load_npz
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,11 @@ def _max_acts(out: Path, store, layer: int, encode, features: np.ndarray,
     was computed for the same proteins and features (a resumed run skips the store pass)."""
     path = out / "max_acts.npz"
     ids = np.asarray(store.protein_ids)
-    if path.is_file():
-        with np.load(path) as z:
-            if np.array_equal(z["features"], features) and np.array_equal(z["protein_ids"], ids):
-                log.info("reusing %s", path)
-                return z["max_acts"]
+    z = load_npz(path)
+    if z is not None and {"features", "protein_ids", "max_acts"} <= set(z) \
+            and np.array_equal(z["features"], features) and np.array_equal(z["protein_ids"], ids):
+        log.info("reusing %s", path)
+        return z["max_acts"]
     m = acts_mod.protein_max_activations(store, layer, encode, batch_rows)
     with atomic_path(path) as tmp:
         np.savez(tmp, max_acts=m, features=features, protein_ids=ids)

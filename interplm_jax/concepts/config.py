@@ -1,14 +1,11 @@
-"""The ``concepts:`` section of a run config (defaults are the paper's), and click options
-made from it so that a default is written once."""
+"""The ``concepts:`` section of a run config (defaults are the paper's)."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Literal, Optional
 
-import click
-
-from interplm_jax.config import from_dict, load_yaml, option
+from interplm_jax.config import option
 from interplm_jax.concepts.f1 import DEFAULT_THRESHOLDS, check_thresholds
 
 
@@ -42,40 +39,3 @@ class ConceptsConfig:
             raise ValueError("min_instances must be >= 1")
         if self.chunk_residues < 1:
             raise ValueError("chunk_residues must be >= 1")
-
-
-def load_config(path: str | None) -> ConceptsConfig:
-    """The ``concepts:`` section of ``path`` (defaults when ``path`` is None)."""
-    return load_yaml(ConceptsConfig, path, "concepts") if path else ConceptsConfig()
-
-
-def config_options(*names: str):
-    """Click options for the named fields: ``--name`` (``--flag/--no-flag`` for booleans),
-    default None so that an unset option keeps the config file's value."""
-    fields = {f.name: f for f in dataclasses.fields(ConceptsConfig)}
-
-    def deco(fn):
-        for name in reversed(names):
-            f = fields[name]
-            flag = "--" + name.replace("_", "-")
-            help_ = f"{f.metadata['help']} [config default: {f.default}]"
-            if f.type in ("bool", bool):
-                fn = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_)(fn)
-            elif name == "thresholds":
-                fn = click.option(flag, name, default=None, help=help_ + " Comma-separated.")(fn)
-            else:
-                fn = click.option(flag, name, default=None, help=help_)(fn)
-        return fn
-    return deco
-
-
-def resolve(config_path: str | None, **overrides) -> ConceptsConfig:
-    """Config file values, then the options given on the command line."""
-    cfg = load_config(config_path)
-    given = {k: v for k, v in overrides.items() if v is not None}
-    if isinstance(given.get("thresholds"), str):
-        given["thresholds"] = [float(x) for x in given["thresholds"].split(",") if x.strip()]
-    if given.get("n_proteins") in ("all", "null", "none"):
-        given["n_proteins"] = None
-    data = {**dataclasses.asdict(cfg), **given}
-    return from_dict(ConceptsConfig, data, "concepts options")

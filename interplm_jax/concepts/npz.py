@@ -11,6 +11,7 @@ import numpy as np
 
 from interplm_jax.atomic import atomic_write
 from interplm_jax.errors import InputError
+from interplm_jax.resume import NPZ_ERRORS, npz_problem
 
 
 def save_npz(path: str | os.PathLike, fmt: str, **arrays) -> Path:
@@ -27,8 +28,8 @@ def open_npz(path: str | os.PathLike, fmt: str, what: str, hint: str):
     (spaces of ``what`` hyphenated there, e.g. "concept-counts")."""
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: cannot read {what} ({e})") from None
+    except NPZ_ERRORS as e:
+        raise InputError(f"{path}: cannot read {what} ({npz_problem(e)})") from None
     if "format" not in z or str(z["format"]) != fmt:
         z.close()
         raise InputError(f"{path}: not a {what.replace(' ', '-')} file ({hint})")

@@ -10,7 +10,6 @@ With ``checkpoint`` the accumulator and the chunk cursor are saved every
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import io
 import json
@@ -28,19 +27,12 @@ from interplm_jax.concepts.f1 import DEFAULT_THRESHOLDS, ConceptCounts, CountAcc
 from interplm_jax.concepts.labels import ConceptLabels, is_per_residue, protein_chunks
 from interplm_jax.errors import InputError, StoreError
 from interplm_jax.progress import progress_bar
+from interplm_jax.resume import load_npz
+from interplm_jax.store import prefetch
 
 log = logging.getLogger(__name__)
 
 Features = Callable[[np.ndarray], np.ndarray]
-
-
-def _read_rows(store, layer: int, store_idx: np.ndarray) -> np.ndarray:
-    """Rows of proteins ``store_idx`` (increasing), concatenated, read as contiguous runs."""
-    breaks = np.flatnonzero(np.diff(store_idx) != 1) + 1
-    parts = []
-    for run in np.split(store_idx, breaks):
-        parts.append(store.rows(layer, int(store.offsets[run[0]]), int(store.offsets[run[-1] + 1])))
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
 
 def _fingerprint(**parts) -> str:
@@ -96,14 +88,14 @@ def count_split(store, layer: int, labels: ConceptLabels, eval_set: EvalSet, spl
                       store=getattr(store, "url", ""), features=features_id, F=n_features,
                       worker=list(worker))
     start = 0
-    if checkpoint is not None and Path(checkpoint).exists():
-        with np.load(checkpoint, allow_pickle=False) as z:
-            if str(z["fingerprint"]) == fingerprint:
-                acc.load_state({k: z[k] for k in z.files})
-                start = int(z["next_chunk"])
-                log.info("resuming from %s at chunk %d of %d", checkpoint, start, len(chunks))
-            else:
-                log.warning("%s belongs to another run; starting over", checkpoint)
+    state = load_npz(checkpoint)
+    if state is not None:
+        if str(state.get("fingerprint")) == fingerprint:
+            acc.load_state(state)
+            start = int(state["next_chunk"])
+            log.info("resuming from %s at chunk %d of %d", checkpoint, start, len(chunks))
+        else:
+            log.warning("%s belongs to another run; starting over", checkpoint)
 
     def save(next_chunk: int) -> None:
         buf = io.BytesIO()
@@ -113,12 +105,9 @@ def count_split(store, layer: int, labels: ConceptLabels, eval_set: EvalSet, spl
     bar = progress_bar(total=int(sum(lengths[c].sum() for c in chunks)), desc=f"F1 {split}", unit="res")
     bar.update(int(sum(lengths[c].sum() for c in chunks[:start])))
     last_save = time.monotonic()
-    with bar, concurrent.futures.ThreadPoolExecutor(1) as pool:
-        read = lambda i: _read_rows(store, layer, store_idx[chunks[i]])  # noqa: E731
-        pending = pool.submit(read, start) if start < len(chunks) else None
-        for i in range(start, len(chunks)):
-            x = pending.result()
-            pending = pool.submit(read, i + 1) if i + 1 < len(chunks) else None
+    with bar:
+        reads = prefetch(lambda i: store.protein_rows(layer, store_idx[chunks[i]]), range(start, len(chunks)))
+        for i, x in enumerate(reads, start):
             acts = np.asarray(features(x))
             if acts.shape != (x.shape[0], n_features):
                 raise InputError(f"features returned shape {acts.shape}, expected ({x.shape[0]}, {n_features})")

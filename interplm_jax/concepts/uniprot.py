@@ -1,5 +1,8 @@
 """UniProtKB TSV rows -> annotation occurrences (positions, values), with malformed rows reported.
 
+A Swiss-Prot flat file (``uniprot_sprot.dat.gz``) is read as the TSV of its entries
+(concepts/flatfile.py), so it gives the same occurrences.
+
 Columns are recognised by the UniProt website's display names (``Entry``, ``Active site``,
 ``Domain [FT]``, ... as the REST API's ``format=tsv`` writes them) or by the REST field names
 (``accession``, ``ft_act_site``, ``ft_domain``, ...). A feature cell is a list of entries::
@@ -15,17 +18,15 @@ outside ``1..Length``, makes the row malformed: it is reported with its accessio
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import gzip
-import io
 import os
 import re
-import sys
 from pathlib import Path
 from typing import Iterator, Literal
 
+from interplm_jax.concepts.flatfile import open_uniprot_table
 from interplm_jax.errors import InputError
+from interplm_jax.fasta import ESM_ALPHABET, alphabet_problem
 
 Kind = Literal["categorical", "binary", "paired"]
 
@@ -192,14 +193,6 @@ def parse_cell(text: str, column: Column, column_index: int, length: int,
     return out
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
 def _header_index(header: list[str], names: tuple[str, ...]) -> int | None:
     for n in names:
         if n in header:
@@ -209,7 +202,7 @@ def _header_index(header: list[str], names: tuple[str, ...]) -> int | None:
 
 def read_uniprot_tsv(path: str | os.PathLike, on_malformed: Literal["error", "skip"] = "error",
                      report: ParseReport | None = None) -> Iterator[UniProtRow]:
-    """Yield the rows of a UniProtKB TSV (plain or gzip) as :class:`UniProtRow`.
+    """Yield the rows of a UniProtKB TSV or flat file (plain or gzip) as :class:`UniProtRow`.
 
     Args:
       on_malformed: ``error`` raises :class:`InputError` at the first malformed row (with its
@@ -219,20 +212,13 @@ def read_uniprot_tsv(path: str | os.PathLike, on_malformed: Literal["error", "sk
     if on_malformed not in ("error", "skip"):
         raise InputError(f"on_malformed must be 'error' or 'skip', got {on_malformed!r}")
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: UniProt TSV not found")
     report = report if report is not None else ParseReport(str(path))
-    csv.field_size_limit(sys.maxsize)
-    with _open_text(path) as f:
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise InputError(f"{path}: empty file") from None
+    with open_uniprot_table(path) as (header, reader):
         base = {k: _header_index(header, names) for k, names in BASE_COLUMNS.items()}
         for k in ("accession", "length", "sequence"):
             if base[k] is None:
-                raise InputError(f"{path}: no {' or '.join(BASE_COLUMNS[k])!s} column in the header")
+                raise InputError(f"{path}: no {' or '.join(BASE_COLUMNS[k])!s} column in the header "
+                                 "(expected a UniProtKB TSV export or a Swiss-Prot flat file)")
         cols: list[tuple[int, int]] = []  # (index in COLUMNS, index in row)
         for ci, col in enumerate(COLUMNS):
             j = _header_index(header, (col.name, col.field))
@@ -240,9 +226,7 @@ def read_uniprot_tsv(path: str | os.PathLike, on_malformed: Literal["error", "sk
                 report.missing_columns.append(col.name)
             else:
                 cols.append((ci, j))
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
+        for line, row in reader:
             report.n_rows += 1
             acc = row[base["accession"]] if len(row) > base["accession"] else "?"
             try:
@@ -268,6 +252,10 @@ def _parse_row(row: list[str], header: list[str], base: dict, cols: list[tuple[i
         raise MalformedRow(header[base["length"]], f"length {row[base['length']]!r} is not an integer") from None
     if not seq or len(seq) != length:
         raise MalformedRow(header[base["sequence"]], f"sequence has {len(seq)} residues, Length says {length}")
+    bad = alphabet_problem(seq)
+    if bad:  # caught here, not stages later when the model meets it
+        raise MalformedRow(header[base["sequence"]], f"{bad}; the model's alphabet is "
+                                                     f"{''.join(sorted(ESM_ALPHABET))}")
     occs: list[Occurrence] = []
     for ci, j in cols:
         cell = row[j].strip()

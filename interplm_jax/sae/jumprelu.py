@@ -17,10 +17,20 @@ import jax.numpy as jnp
 from jax import Array
 
 from interplm_jax.sae._common import matmul, torch_kaiming_uniform, unit_rows
+from interplm_jax.sae._spec import (
+    INTERPLM_COMMON, SAELENS_COMMON, Architecture, HParam, InterPLM, Optimizer, SAELens, TorchLeaf,
+)
 from interplm_jax.sae._types import LossAux, LossOutput, Params, StepContext, nonzero_counts
 
 TRAINABLE = ("W_enc", "b_enc", "W_dec", "b_dec", "threshold")
-HPARAMS = ("sparsity_penalty", "target_l0", "bandwidth")
+BANDWIDTH = HParam("bandwidth", 0.001, "Width of the straight-through rectangle kernel.",
+                   minimum=0.0, exclusive=True)
+HYPER = (
+    HParam("sparsity_penalty", 1.0, "Coefficient c of the L0 penalty.", minimum=0.0),
+    HParam("target_l0", 20.0, "The L0 the penalty aims at.", minimum=0.0, exclusive=True),
+    BANDWIDTH,
+)
+HPARAMS = tuple(h.name for h in HYPER)
 
 
 def init(key: Array, d: int, F: int, threshold: float = 0.001) -> Params:
@@ -109,3 +119,23 @@ def loss(params: Params, x: Array, hp: dict[str, Array], ctx: StepContext) -> Lo
     sparsity = hp["sparsity_penalty"] * (l0 / hp["target_l0"] - 1.0) ** 2 * ctx.sparsity_scale
     total = recon + sparsity
     return total, LossAux(x_hat, f, nonzero_counts(f), {"recon": recon, "sparsity": sparsity, "l0_ste": l0})
+
+
+SPEC = Architecture(
+    name="jumprelu",
+    title="JumpReLU SAE",
+    init=init,
+    encode=encode,
+    decode=decode,
+    loss=loss,
+    trainable=TRAINABLE,
+    hyper=HYPER,
+    optimizer=Optimizer(adam_b1=0.0),
+    sparsity_warmup_steps=2000,  # the reference JumpReLU trainer's default
+    inference="threshold",
+    interplm=InterPLM({**INTERPLM_COMMON, "b_dec": TorchLeaf("decoder.bias"),
+                       "threshold": TorchLeaf("threshold")},
+                      "JumpReLUTrainer", (("bandwidth", "bandwidth", BANDWIDTH.default),)),
+    saelens=SAELens("jumprelu", {**SAELENS_COMMON, "b_dec": TorchLeaf("b_dec"),
+                                 "threshold": TorchLeaf("threshold")}),
+)

@@ -12,7 +12,11 @@ import jax.numpy as jnp
 from jax import Array
 
 from interplm_jax.sae import relu
+from interplm_jax.sae._spec import Architecture
 from interplm_jax.sae._types import Params
+
+CLIP = 1.0
+"""Inference values are clipped to at most this (the top of the normalization set's range)."""
 
 
 def init(key: Array, d: int, F: int) -> Params:
@@ -26,4 +30,17 @@ def init(key: Array, d: int, F: int) -> Params:
 
 def encode(params: Params, x: Array) -> Array:
     """f = min(ReLU(x - b_pre) * scale, 1) per neuron. x: (B, d) -> (B, d)."""
-    return jnp.minimum(relu.encode(params, x), 1.0)
+    return jnp.minimum(relu.encode(params, x), CLIP)
+
+
+SPEC = Architecture(
+    name="neuron",
+    title="neuron baseline",
+    init=init,
+    encode=encode,
+    decode=relu.decode,
+    loss=None,  # never trained (and never exported to torch formats: it is not an SAE)
+    trainable=(),
+    clip=CLIP,
+    square=True,
+)

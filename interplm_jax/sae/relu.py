@@ -18,11 +18,12 @@ import jax.numpy as jnp
 from jax import Array
 
 from interplm_jax.sae._common import matmul, torch_linear_uniform, unit_rows
+from interplm_jax.sae._spec import (
+    INTERPLM_COMMON, SAELENS_COMMON, Architecture, HParam, InterPLM, Optimizer, SAELens, TorchLeaf,
+)
 from interplm_jax.sae._types import LossAux, LossOutput, Params, StepContext, nonzero_counts
 
-NAME = "relu"
 TRAINABLE = ("b_pre", "W_enc", "b_enc", "W_dec")
-HPARAMS = ("l1",)
 
 
 def init(key: Array, d: int, F: int) -> Params:
@@ -123,3 +124,21 @@ def _loss_parts_bwd(dtype, res, cotangents):
 
 
 _loss_parts.defvjp(_loss_parts_fwd, _loss_parts_bwd)
+
+
+SPEC = Architecture(
+    name="relu",
+    title="ReLU SAE",
+    init=init,
+    encode=encode,
+    decode=decode,
+    loss=loss,
+    trainable=TRAINABLE,
+    hyper=(HParam("l1", 0.1, "L1 penalty coefficient (after its warmup).", minimum=0.0),),
+    # the reference's ConstrainedAdam: clip, then project with exact unit rows
+    optimizer=Optimizer(project_eps=0.0, renorm_eps=0.0, clip_first=True),
+    resamples=True,
+    interplm=InterPLM({**INTERPLM_COMMON, "b_pre": TorchLeaf("bias")}, "ReLUTrainer",
+                      (("l1_penalty", "l1", None),)),
+    saelens=SAELens("standard", {**SAELENS_COMMON, "b_pre": TorchLeaf("b_dec")}),
+)

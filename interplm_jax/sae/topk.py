@@ -21,13 +21,31 @@ from jax import Array
 
 from interplm_jax.sae import sparse
 from interplm_jax.sae._common import kth_largest, matmul, torch_linear_uniform, unit_rows
+from interplm_jax.sae._spec import (
+    INTERPLM_COMMON, SAELENS_COMMON, Architecture, HParam, InterPLM, SAELens, TorchLeaf,
+)
 from interplm_jax.sae._types import LossAux, LossOutput, Params, StepContext, nonzero_counts
 
 TRAINABLE = ("b_pre", "W_enc", "b_enc", "W_dec")
-HPARAMS = ("k", "auxk_alpha", "threshold_beta", "threshold_start_step")
+#: TopK's hyperparameters (BatchTopK's too), with the reference trainers' defaults.
+K = HParam("k", 10, "Features kept per token (BatchTopK: on average per token).",
+           integer=True, minimum=1, maximum="F", init=True)
+AUXK_ALPHA = HParam("auxk_alpha", 1 / 32, "Weight of the AuxK loss on dead features.", minimum=0.0)
+HYPER = (
+    K,
+    AUXK_ALPHA,
+    HParam("threshold_beta", 0.999, "EMA factor of the inference threshold.",
+           minimum=0.0, maximum=1.0),
+    HParam("threshold_start_step", 1000, "Step after which the inference threshold is updated.",
+           integer=True, minimum=0),
+)
+HPARAMS = tuple(h.name for h in HYPER)
+#: InterPLM's TopKSAE / BatchTopKSAE state dict (b_dec is our b_pre; it is subtracted from x).
+INTERPLM_LEAVES = {**INTERPLM_COMMON, "b_pre": TorchLeaf("b_dec"), "k": TorchLeaf("k"),
+                   "threshold": TorchLeaf("threshold")}
 
 
-def init(key: Array, d: int, F: int, k: int = 10) -> Params:
+def init(key: Array, d: int, F: int, k: int = K.default) -> Params:
     """Initialise as the reference: W_dec rows = torch ``nn.Linear(F, d)`` default weights scaled
     to unit norm (norm + float32 eps), W_enc = W_dec^T, biases 0, threshold -1."""
     w = torch_linear_uniform(key, F, (F, d))
@@ -198,3 +216,22 @@ def update_buffers_batchtopk(params: Params, aux: LossAux, hp, ctx: StepContext)
     """Threshold <- EMA of the smallest positive kept activation of the batch (0 if none)."""
     smallest = jnp.min(jnp.where(aux.f > 0, aux.f, jnp.inf))
     return _ema_threshold(params, jnp.where(jnp.isfinite(smallest), smallest, 0.0), hp, ctx)
+
+
+SPEC = Architecture(
+    name="topk",
+    title="TopK SAE",
+    init=init,
+    encode=encode_topk,
+    decode=decode,
+    loss=loss_topk,
+    trainable=TRAINABLE,
+    hyper=HYPER,
+    update_buffers=update_buffers_topk,
+    inference="topk",
+    # (no auxk_alpha in its config: the reference's load_sae would take it for BatchTopK)
+    interplm=InterPLM(INTERPLM_LEAVES, "TopKTrainer", (("k", "k", None), ("lr", "lr", 0.0))),
+    # SAELens's topk has no threshold (ours is -1 until the EMA starts) and k in cfg.json
+    saelens=SAELens("topk", {**SAELENS_COMMON, "b_pre": TorchLeaf("b_dec"), "k": TorchLeaf("k", "cfg"),
+                             "threshold": TorchLeaf(None, default=-1.0)}, foldable=False),
+)

@@ -12,22 +12,17 @@ import numpy as np
 from interplm_jax import sae
 from interplm_jax.config import option
 from interplm_jax.errors import InputError
+from interplm_jax.sae._spec import INT32_MAX, check_number
+from interplm_jax.train.schedules import lr_factor, sparsity_factor
 
-# Values every hyperparameter takes unless the grid or ``hparams`` says otherwise
-# (the reference trainers' defaults).
+#: Hyperparameter -> its value unless the grid or ``hparams`` says otherwise, over every
+#: architecture (each written once, in its architecture's spec: ``interplm_jax.sae``).
 HPARAM_DEFAULTS: dict[str, float] = {
-    "lr": 1e-4,
-    "seed": 0,
-    "l1": 0.1,
-    "k": 32,
-    "auxk_alpha": 1 / 32,
-    "threshold_beta": 0.999,
-    "threshold_start_step": 1000,
-    "sparsity_penalty": 1.0,
-    "target_l0": 20.0,
-    "bandwidth": 0.001,
-}
-INT_HPARAMS = ("seed", "k", "threshold_start_step")
+    h.name: h.default for arch in sae.ARCHITECTURES.values() for h in arch.all_hparams}
+INT_HPARAMS = tuple(sorted({h.name for arch in sae.ARCHITECTURES.values()
+                            for h in arch.all_hparams if h.integer}))
+ArchName = Literal[sae.TRAINABLE_ARCHS]
+"""The architectures the trainer trains (from the registry)."""
 
 
 @dataclass(frozen=True)
@@ -36,8 +31,7 @@ class TrainConfig:
 
     store: str | None = option(None, "Activation store to train on (scripts: --store overrides).")
     out: str | None = option(None, "Output directory, one sweep per layer in <out>/layer_<L> (--out).")
-    arch: Literal["relu", "topk", "batchtopk", "jumprelu"] = option(
-        "relu", "SAE architecture (one per sweep).")
+    arch: ArchName = option("relu", "SAE architecture (one per sweep).")
     layers: tuple[int, ...] = option((), "Layers of the store to train (one sweep each); empty: all.")
     expansion: int = option(32, "Dictionary size as a multiple of d_model (when d_sae is 0).")
     d_sae: int = option(0, "Dictionary size F; 0 means expansion * d_model.")
@@ -50,8 +44,8 @@ class TrainConfig:
     sparsity_warmup_steps: int | None = option(
         None, "Steps of the L1/sparsity warmup; default int(5% of steps) (JumpReLU: 2000); 0: none.")
     resample_steps: int | None = option(
-        None, "ReLU only: every this many steps, resample features dead for half as long.")
-    grad_clip: float | None = option(1.0, "Global gradient-norm clip; null: no clipping.")
+        None, "ReLU only: every this many steps (> 0), resample features dead for half as long.")
+    grad_clip: float | None = option(1.0, "Global gradient-norm clip (> 0); null: no clipping.")
     dead_tokens: int = option(
         10_000_000, "A feature is dead after this many tokens without firing (metrics, AuxK).")
     grid: dict = option(
@@ -75,15 +69,29 @@ class TrainConfig:
         "mask", "A non-finite loss: `mask` freezes that SAE and goes on, `stop` ends the run.")
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0; got {getattr(self, name)}")
-        if self.d_sae < 0 or self.expansion <= 0:
-            raise ValueError("d_sae must be >= 0 and expansion > 0")
+        """Check every option (and the grid) before anything is written."""
+        for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints",
+                     "dead_tokens", "expansion"):
+            _require(getattr(self, name) > 0, name, getattr(self, name), "> 0")
+        for name in ("d_sae", "seed", "mesh_sae", "mesh_data"):
+            _require(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
+        # the step counter and the stream seed are int32 on the device
+        _require(self.steps <= INT32_MAX, "steps", self.steps, f"<= {INT32_MAX} (int32 steps)")
+        _require(self.seed <= INT32_MAX, "seed", self.seed, f"<= {INT32_MAX}")
+        _require(self.grad_clip is None or (math.isfinite(self.grad_clip) and self.grad_clip > 0),
+                 "grad_clip", self.grad_clip, "> 0, or null for no clipping")
         if self.grid and self.grid_list:
             raise ValueError("give either `grid` (a product) or `grid_list` (explicit rows), not both")
-        if self.resample_steps is not None and self.arch != "relu":
-            raise ValueError("resample_steps applies to the relu architecture only")
+        if self.resample_steps is not None:
+            if not sae.get(self.arch).resamples:
+                which = " / ".join(a for a in sae.TRAINABLE_ARCHS if sae.get(a).resamples)
+                raise ValueError(f"resample_steps applies to the {which} architecture only")
+            _require(self.resample_steps > 0, "resample_steps", self.resample_steps,
+                     "> 0, or null for no resampling")
+        warmup, decay, sparsity = self.schedule_steps()
+        lr_factor(self.steps, warmup, decay)  # each raises ValueError naming the bad option
+        sparsity_factor(sparsity)
+        build_grid(self, where="", F=self.d_sae or None)
 
     def dict_size(self, d_model: int) -> int:
         """F for inputs of width d_model."""
@@ -98,74 +106,58 @@ class TrainConfig:
             decay = None if self.decay_start < 0 else self.decay_start
         if self.sparsity_warmup_steps is not None:
             sparsity = self.sparsity_warmup_steps
-        elif self.arch == "jumprelu":
-            sparsity = 2000
+        elif sae.get(self.arch).sparsity_warmup_steps is not None:
+            sparsity = sae.get(self.arch).sparsity_warmup_steps
         else:
             sparsity = int(self.steps * 0.05)
         return warmup, decay, sparsity
 
 
-def build_grid(cfg: TrainConfig, where: str = "train") -> list[dict[str, Any]]:
+def _require(ok: bool, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{name}={value!r}: must be {allowed}")
+
+
+def build_grid(cfg: TrainConfig, where: str = "train", F: int | None = None) -> list[dict[str, Any]]:
     """Rows of the grid: one dict per SAE with id, arch and every hyperparameter it uses.
 
     ``grid`` (a product, keys in the order written) or ``grid_list`` (explicit rows); the other
-    hyperparameters come from ``hparams`` or the defaults. Unknown names are refused.
+    hyperparameters come from ``hparams`` or the architecture's defaults. Unknown names and
+    values outside a hyperparameter's range (``F``: the dictionary size, when known, bounds
+    TopK's k) are refused, named where they are written.
     """
     arch = sae.get(cfg.arch)
-    allowed = ("lr", "seed") + arch.hparams
-    base = {name: HPARAM_DEFAULTS[name] for name in allowed}
-    _check_names(cfg.hparams, allowed, f"{where}.hparams", cfg.arch)
-    base.update(cfg.hparams)
+    spec = {h.name: h for h in arch.all_hparams}
+
+    def at(key: str) -> str:
+        return f"{where}.{key}" if where else key
+
+    def known(mapping: dict, key: str) -> dict:
+        if not isinstance(mapping, dict):
+            raise InputError(f"{at(key)}: expected a mapping, got {mapping!r}")
+        unknown = sorted(set(mapping) - set(spec))
+        if unknown:
+            raise InputError(f"{at(key)}: unknown hyperparameter(s) {unknown} for arch "
+                             f"{cfg.arch!r}; known: {list(spec)}")
+        return mapping
+
+    def checked(mapping: dict, key: str) -> dict:
+        return {n: check_number(spec[n], v, at(key), F) for n, v in known(mapping, key).items()}
+
+    base = {h.name: h.default for h in arch.all_hparams}
+    base.update(checked(cfg.hparams, "hparams"))
     if cfg.grid_list:
-        rows = []
-        for i, row in enumerate(cfg.grid_list):
-            if not isinstance(row, dict):
-                raise InputError(f"{where}.grid_list[{i}]: expected a mapping, got {row!r}")
-            _check_names(row, allowed, f"{where}.grid_list[{i}]", cfg.arch)
-            rows.append({**base, **row})
+        rows = [{**base, **checked(row, f"grid_list[{i}]")} for i, row in enumerate(cfg.grid_list)]
     else:
-        _check_names(cfg.grid, allowed, f"{where}.grid", cfg.arch)
-        names = list(cfg.grid)
         values = []
-        for name in names:
-            v = cfg.grid[name]
+        for name, v in known(cfg.grid, "grid").items():
             v = list(v) if isinstance(v, (list, tuple)) else [v]
             if not v:
-                raise InputError(f"{where}.grid.{name}: empty list of values")
-            values.append(v)
-        rows = [{**base, **dict(zip(names, combo))} for combo in itertools.product(*values)]
-    out = []
-    for i, row in enumerate(rows):
-        clean = {"id": f"sae{i:03d}", "arch": cfg.arch}
-        for name in allowed:
-            clean[name] = _number(row[name], name, f"{where} row {i}")
-        out.append(clean)
-    return out
-
-
-def _check_names(mapping: dict, allowed: tuple[str, ...], where: str, arch: str) -> None:
-    if not isinstance(mapping, dict):
-        raise InputError(f"{where}: expected a mapping, got {mapping!r}")
-    unknown = sorted(set(mapping) - set(allowed))
-    if unknown:
-        raise InputError(f"{where}: unknown hyperparameter(s) {unknown} for arch {arch!r}; "
-                         f"known: {list(allowed)}")
-
-
-def _number(value: Any, name: str, where: str) -> float | int:
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: {name}={value!r} is not a number") from None
-    if not math.isfinite(x):
-        raise InputError(f"{where}: {name}={value!r} is not finite")
-    if name in INT_HPARAMS:
-        if x != int(x):
-            raise InputError(f"{where}: {name}={value!r} is not an integer")
-        return int(x)
-    if name in ("lr", "bandwidth", "target_l0") and x <= 0:
-        raise InputError(f"{where}: {name}={value!r} must be > 0")
-    return x
+                raise InputError(f"{at('grid')}.{name}: empty list of values")
+            values.append([checked({name: x}, f"grid.{name}[{j}]")[name] for j, x in enumerate(v)])
+        rows = [{**base, **dict(zip(cfg.grid, combo))} for combo in itertools.product(*values)]
+    return [{"id": f"sae{i:03d}", "arch": cfg.arch, **{n: row[n] for n in spec}}
+            for i, row in enumerate(rows)]
 
 
 def grid_arrays(rows: list[dict[str, Any]], names: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -9,7 +9,7 @@ from interplm_jax.data import TokenStream
 from interplm_jax.errors import InputError
 from interplm_jax.paths import AnyPath, as_path, display
 from interplm_jax.store import ActivationStore
-from interplm_jax.train.config import TrainConfig
+from interplm_jax.train.config import TrainConfig, build_grid
 from interplm_jax.train.sharding import maybe_initialize_distributed
 from interplm_jax.train.sweep import SweepResult, train_sweep
 
@@ -22,12 +22,15 @@ def sweep_dir(out: str | Path, layer: int) -> AnyPath:
 
 
 def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | Path | None = None,
-                 resume: bool = False, layers: tuple[int, ...] | None = None) -> dict[int, SweepResult]:
+                 resume: bool = False, layers: tuple[int, ...] | None = None,
+                 where: str = "train") -> dict[int, SweepResult]:
     """Train the grid of ``cfg`` on each chosen layer of the store, one after the other.
 
     ``store``/``out`` default to the config's; ``layers`` to the config's, then all the store's.
     A layer whose sweep already finished is skipped with ``resume`` (its final checkpoint is
     read back). Joins the other hosts first when launched on several (jax.distributed).
+    Options that depend on the store (TopK's k <= F) are checked before anything is written;
+    ``where`` names the config section in those messages (e.g. ``config.yaml:train``).
     """
     maybe_initialize_distributed()
     store = store or cfg.store
@@ -41,6 +44,7 @@ def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | P
     missing = [layer for layer in chosen if layer not in acts.layers]
     if missing:
         raise InputError(f"{store}: layer(s) {missing} not in the store (layers {list(acts.layers)})")
+    build_grid(cfg, where, F=cfg.dict_size(acts.d_model))
     results = {}
     for layer in chosen:
         def make_stream(host_index, host_count, position, layer=layer):

@@ -72,8 +72,7 @@ def init_one(spec: StepSpec, d: int, F: int, hp: dict[str, Array]):
     """(params, opt_state, key) of one SAE from its hyperparameters (``seed`` picks the init)."""
     key = jax.random.PRNGKey(hp["seed"])
     init_key, run_key = jax.random.split(key)
-    kwargs = {"k": hp["k"]} if "k" in spec.arch.hparams else {}
-    params = spec.arch.init(init_key, d, F, **kwargs)
+    params = spec.arch.init(init_key, d, F, **spec.arch.init_kwargs(hp))
     train, _ = split_params(spec.arch, params)
     opt_state = spec.optimizer(hp["lr"]).init(train)
     return params, opt_state, run_key

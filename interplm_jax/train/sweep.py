@@ -6,6 +6,7 @@ Sweep directory (DESIGN.md section 2)::
     grid.json        one row per SAE: id, arch, lr, seed and the architecture's hyperparameters
     metrics.jsonl    one line per (logged step, SAE)
     checkpoints/     orbax checkpoints of the whole train state (+ stream position, grid)
+    .lock            while a run trains here (:mod:`interplm_jax.lock`)
 
 ``out`` may be a local directory or a ``gs://`` URL (see :mod:`interplm_jax.paths`): the small
 files are written whole (atomically), checkpoints by orbax, and on an object store metrics.jsonl
@@ -15,6 +16,7 @@ files are appended to at every log).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -32,8 +34,10 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from interplm_jax import sae
 from interplm_jax.errors import InputError, InterPLMError
+from interplm_jax.lock import locked
 from interplm_jax.paths import AnyPath, append_text, as_path, write_atomic
 from interplm_jax.progress import progress_bar
+from interplm_jax.sweep_saes import metric_rows
 from interplm_jax.train import sharding as sh
 from interplm_jax.train.checkpoint import Checkpoints, abstract_like
 from interplm_jax.train.config import INT_HPARAMS, TrainConfig, build_grid, grid_arrays, resolved
@@ -103,6 +107,9 @@ def train_sweep(
 ) -> SweepResult:
     """Train the grid of ``cfg`` on the stream's batches; write the sweep directory ``out``.
 
+    Process 0 holds a lock on a local ``out`` while it trains: a second run on the same
+    directory stops with a :class:`LockedError` naming the first.
+
     Args:
       cfg: the train config.
       make_stream: builds this host's token stream (see :data:`StreamFactory`).
@@ -113,10 +120,20 @@ def train_sweep(
       extra_config: more entries for config.yaml (e.g. the store path).
     """
     out = as_path(out)
-    grid = build_grid(cfg)
+    # TopK's k is checked against F here, before anything (the lock included) is written
+    grid = build_grid(cfg, F=cfg.dict_size(d_model))
+    lock = locked(out, ".lock", "training") if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+        return _train_sweep(cfg, grid, make_stream, d_model, out, layer, resume, extra_config)
+
+
+def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory, d_model: int,
+                 out: AnyPath, layer: int | None, resume: bool,
+                 extra_config: dict | None) -> SweepResult:
+    F = cfg.dict_size(d_model)
     spec = make_spec(cfg, grid)
     arch = spec.arch
-    G, F, B = len(grid), cfg.dict_size(d_model), cfg.batch_size
+    G, B = len(grid), cfg.batch_size
     hp_host = grid_arrays(grid, ("lr", "seed") + arch.hparams)
 
     sae_n, data_n = sh.mesh_shape(jax.device_count(), G, B, cfg.mesh_sae, cfg.mesh_data)
@@ -244,11 +261,12 @@ class _MetricsFile:
 
 
 def _truncate_metrics(path: AnyPath, step: int) -> None:
-    """Drop metric lines after ``step`` (written after the checkpoint we resume from)."""
+    """Drop metric lines after ``step`` (written after the checkpoint we resume from), and a
+    torn last line."""
     if jax.process_index() != 0 or not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-    write_atomic(path, "".join(ln + "\n" for ln in keep))
+    keep = [row for row in metric_rows(path) if row["step"] <= step]
+    write_atomic(path, "".join(json.dumps(row) + "\n" for row in keep))
 
 
 def _check_finite(cfg: TrainConfig, grid, ok: np.ndarray, bad: np.ndarray, warned: set[int]) -> None:

@@ -60,16 +60,18 @@ def sae_optimizer(
     """The reference trainer's update for ``arch``, as one optax chain.
 
     ReLU: clip(global norm) -> project decoder gradient -> Adam -> lr -> renormalise decoder.
-    TopK, BatchTopK, JumpReLU: project -> clip -> Adam -> lr -> renormalise.
+    TopK, BatchTopK, JumpReLU: project -> clip -> Adam -> lr -> renormalise (the order, eps
+    values and Adam's b1 are the architecture's ``optimizer`` settings).
     Adam as torch's defaults (b2 0.999, eps 1e-8; b1 0.9, JumpReLU 0.0). ``lr`` may be a traced
     scalar (one per SAE of a vmapped grid); the step size at count s is lr * lr_schedule(s).
     """
+    opt = arch.optimizer
     clip = optax.clip_by_global_norm(grad_clip) if grad_clip else optax.identity()
-    project = project_decoder_gradient(arch.project_eps)
-    head = (clip, project) if arch.clip_first else (project, clip)
+    project = project_decoder_gradient(opt.project_eps)
+    head = (clip, project) if opt.clip_first else (project, clip)
     return optax.chain(
         *head,
-        optax.scale_by_adam(b1=arch.adam_b1, b2=0.999, eps=1e-8),
+        optax.scale_by_adam(b1=opt.adam_b1, b2=0.999, eps=1e-8),
         optax.scale_by_learning_rate(lambda count: lr * lr_schedule(count)),
-        renormalize_decoder(arch.renorm_eps),
+        renormalize_decoder(opt.renorm_eps),
     )

@@ -1,0 +1,16 @@
+"""The protein SAE bench: every SAE of every grid measured on the held-out proteins.
+
+- :mod:`~interplm_jax.bench.grid`: one pass over a split for G stacked SAEs: reconstruction
+  statistics (L0, FVE, dead and dense fractions) and concept counts per SAE.
+- :mod:`~interplm_jax.bench.table`: ``bench.csv`` rows and the Pareto plots.
+- :mod:`~interplm_jax.bench.guards`: small-study warnings.
+
+Loss recovered comes from ``torch_bridge/fidelity.py`` (``scripts/fidelity.py``); the
+pipeline's ``bench`` stage runs it and ``scripts/bench.py`` joins its table in.
+"""
+
+from interplm_jax.bench.grid import DENSE_FRACTION, GridFeatures, GridMeasure, ReconStats, measure_grid, stack_saes
+from interplm_jax.bench.table import METRICS, grid_rows, plot_all, read_table, write_table
+
+__all__ = ["DENSE_FRACTION", "METRICS", "GridFeatures", "GridMeasure", "ReconStats", "grid_rows",
+           "measure_grid", "plot_all", "read_table", "stack_saes", "write_table"]
