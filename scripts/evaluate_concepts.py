@@ -82,10 +82,13 @@ def labels(tsv, out, cfg):
 @click.option("--store", default=None, help="Activation store to create or resume (with --model).")
 @click.option("--device", default=None, help="torch device of the extraction.")
 @click.option("--shard-size", default=1000, show_default=True, help="Proteins per store shard.")
+@click.option("--prefer-structures", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Directory of AlphaFold DB / PDB files: sample the proteins that have one "
+                   "first (so that the feature browser can show them in 3-D).")
 @command
 @config_options(ConceptsConfig, "concepts", "n_proteins", "seed", "max_length", "valid_fraction",
                 "select_fraction", "min_domains", "min_residues", "count_on")
-def split(labels_path, out, model, layers, store, device, shard_size, cfg):
+def split(labels_path, out, model, layers, store, device, shard_size, prefer_structures, cfg):
     """Sample proteins (seeded), split valid/test (+ the select subset of valid) and keep the
     concepts with enough domains or residues; optionally extract their activations."""
     from interplm_jax.concepts.evalset import make_eval_set
@@ -94,8 +97,13 @@ def split(labels_path, out, model, layers, store, device, shard_size, cfg):
     from interplm_jax.fasta import Protein, write_fasta
 
     lab = ConceptLabels.load(labels_path)
+    prefer = ()
+    if prefer_structures:
+        from interplm_jax.analysis.structures import index_directory
+        prefer = frozenset(index_directory(prefer_structures))
     es = make_eval_set(lab, cfg.n_proteins, cfg.seed, cfg.max_length, cfg.valid_fraction,
-                       cfg.select_fraction, cfg.min_domains, cfg.min_residues, cfg.count_on)
+                       cfg.select_fraction, cfg.min_domains, cfg.min_residues, cfg.count_on,
+                       prefer=prefer)
     out = Path(out)
     es.save(out / "evalset.json")
     ids = sorted(set(es.valid) | set(es.test), key=lambda i: int(lab.indices([i])[0]))

@@ -138,8 +138,9 @@ def stage_evalset(s: Study) -> dict:
     c = s.out.concepts
     run_script("evaluate_concepts", "labels", "--tsv", s.study.annotations, "--out", c / "labels.npz",
                "--config", s.config)
+    prefer = ["--prefer-structures", s.study.structures] if s.study.structures else []
     run_script("evaluate_concepts", "split", "--labels", c / "labels.npz", "--out", c / "set",
-               "--config", s.config)
+               "--config", s.config, *prefer)
     info = {v: _extract(s, c / "set" / "proteins.fasta", v, s.out.eval_store(v)).summary()
             for v in s.variants}
     if s.study.structures:
@@ -209,7 +210,11 @@ def stage_analysis(s: Study) -> dict:
                        "--layer", L, "--structures", s.study.structures, "--fasta",
                        s.study.structures_fasta, "--out", a, "--config", s.config)
             spatial = ["--spatial", a / f"spatial_layer{L}.tsv"]
-        run_script("analyze", "umap", "--sae", chosen[L], "--out", a, "--config", s.config, *spatial)
+        # the map coloured by concept too: the (feature, concept) pairs of the concept report
+        pairs = s.out.concepts / "report" / f"pairs_{s.study.name}_sae_L{L}.csv"
+        concepts = ["--concepts", pairs] if pairs.is_file() else []
+        run_script("analyze", "umap", "--sae", chosen[L], "--out", a, "--config", s.config,
+                   *spatial, *concepts)
     return {}
 
 

@@ -65,14 +65,14 @@ def parse_layer(spec: str, selection: str | None):
 @click.option("--metadata", type=click.Path(dir_okay=False), default=None,
               help="UniProtKB TSV (Entry, Protein names, Organism, Length, Sequence) or Swiss-Prot "
                    "flat file (.dat) for names.")
-@click.option("--structures", type=click.Path(file_okay=False, exists=True), default=None,
+@click.option("--structures", type=click.Path(file_okay=False), default=None,
               help="AlphaFold DB / PDB files of the proteins (3-D view of those shown).")
 @click.option("--structure-store", type=click.Path(file_okay=False), default=None,
               help="Activation store of proteins with structures: each feature also shows its "
                    "strongest of them in 3-D [with --study and --structures: the study's].")
-@click.option("--structures-fasta", type=click.Path(dir_okay=False, exists=True), default=None,
+@click.option("--structures-fasta", type=click.Path(dir_okay=False), default=None,
               help="Sequences of the --structure-store proteins.")
-@click.option("--labels", type=click.Path(dir_okay=False, exists=True), default=None,
+@click.option("--labels", type=click.Path(dir_okay=False), default=None,
               help="Concept labels (evaluate_concepts.py labels) for the annotation tracks "
                    "[with --study: the study's].")
 @click.option("--title", default="interplm-jax feature browser", help="Page title.")

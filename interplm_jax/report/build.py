@@ -3,7 +3,8 @@
 :func:`build_report` takes explicit paths (:class:`LayerInputs` per layer), so that it does not
 depend on how a pipeline names its directories; :func:`report_data` is the embedded data
 (``docs/report.md`` describes its format) and :func:`render_html` puts it into the template
-shipped with this package (``template.html``: inline CSS and vanilla JS, no network).
+shipped with this package (``page.html`` + ``browser.html``, ``style.css``, the ``*.js``
+files and the vendored viewer: all inline, no network).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "interplm-jax-report"
 VERSION = 2
-#: Files of this package inlined into the page (``template.html`` holds the markers).
+#: Scripts of this package inlined into the study page (``page.html`` holds the markers).
 SCRIPTS = ("util.js", "viewer.js", "concept_view.js", "feature.js", "page.js")
 VIEWER = "vendor/3Dmol-min.js"
 #: Baselines whose concept counts the concept view shows beside the SAE's.
@@ -256,19 +257,20 @@ def _packed(data: bytes) -> str:
     return base64.b64encode(gzip.compress(data, 9, mtime=0)).decode("ascii")
 
 
-def render_html(data: dict, template: str = "template.html",
-                scripts: Sequence[str] = SCRIPTS) -> str:
-    """A page: ``template`` (of this package) with ``scripts`` and the vendored viewer inlined,
-    and the data as gzip + base64 JSON (decoded by the page; :func:`page_data` reads it back)."""
+def render_html(data: dict, body: str = "browser.html", scripts: Sequence[str] = SCRIPTS) -> str:
+    """A page: ``page.html`` (of this package) with ``body``, the CSS, ``scripts`` and the
+    vendored viewer inlined, and the data as gzip + base64 JSON (decoded by the page;
+    :func:`page_data` reads it back)."""
     here = resources.files("interplm_jax.report")
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    shell = here.joinpath("page.html").read_text("utf-8")
+    shell = shell.replace("__BODY__", here.joinpath(body).read_text("utf-8"), 1)
     parts = {"__TITLE__": html.escape(data["title"]),
              "__STYLE__": here.joinpath("style.css").read_text("utf-8"),
              "__SCRIPTS__": "\n".join(here.joinpath(f).read_text("utf-8") for f in scripts),
              "__VIEWER__": _packed(here.joinpath(VIEWER).read_bytes()),
              "__DATA__": _packed(payload.encode("utf-8"))}
-    return re.sub("|".join(parts), lambda m: parts[m.group(0)],
-                  here.joinpath(template).read_text("utf-8"))
+    return re.sub("|".join(parts), lambda m: parts[m.group(0)], shell)  # one pass
 
 
 def page_data(page: str) -> dict:

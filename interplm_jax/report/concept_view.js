@@ -38,6 +38,13 @@ function showConcept(name, push) {
   box.append(el("h3", {id: "conceptname", text: niceConcept(name)}));
   const by = L.concepts.by_concept || {}, cols = ["feature", "F1", "precision", "recall", "threshold"]
     .concat(L.concepts.has_test ? ["test F1"] : []);
+  const bestOf = (kind) => (by[kind] && by[kind][String(c)] || [])[0];
+  box.append(el("div", {class: "stats", id: "conceptsummary"}, "best F1: ",
+    ...["sae", "neurons", "shuffled"].filter((k) => by[k]).map((k) => {
+      const r = bestOf(k);
+      return el("span", {}, `${KIND_NAMES[k]} `, el("b", {text: r ? fmt(r[1]) : "\u2013"}),
+        r && L.concepts.has_test ? ` (test ${fmt(r[5])})` : "");
+    })));
   const wrap = el("div", {class: "sidebyside"});
   for (const kind of ["sae", "neurons", "shuffled"]) {
     if (!by[kind]) continue;

@@ -94,7 +94,7 @@ def write_explain(out: Path, data: dict, proteins: Sequence[Explained]) -> tuple
     from interplm_jax.report.build import render_html
 
     title = f"{', '.join(p['id'] for p in data['proteins'])}: SAE features (layer {data['layer']})"
-    page = render_html({**data, "title": title}, template="explain.html",
+    page = render_html({**data, "title": title}, body="explain.html",
                        scripts=("util.js", "viewer.js", "explain.js"))
     json.dumps(data, allow_nan=False)  # fails before anything is written
     tsv = atomic_write(Path(out) / "activations.tsv", tsv_text(proteins))
