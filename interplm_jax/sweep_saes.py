@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from interplm_jax.errors import InputError
+from interplm_jax.input_transform import fold, read_transform
 from interplm_jax.paths import as_path, read_json
 from interplm_jax.sae_dir import META_FILE, SavedSAE, check_params, load_sae
 
@@ -33,7 +34,7 @@ def checkpoint_steps(sweep_dir: str | os.PathLike) -> list[int]:
                   and (p / "state").is_dir())
 
 
-def metric_rows(path) -> list[dict]:
+def metric_rows(path: str | os.PathLike) -> list[dict]:
     """The rows of a ``metrics.jsonl`` file (path or URL) in file order.
 
     A torn final line (no newline yet: a run killed, or a disk full, in the middle of writing
@@ -79,9 +80,18 @@ def read_grid(sweep_dir: str | os.PathLike) -> list[dict]:
     return grid
 
 
+#: Settings of the sweep's config.yaml kept with each SAE read from it (its training provenance,
+#: which the InterPLM export writes into its config.yaml).
+TRAINING = ("batch_size", "steps", "warmup_steps", "decay_start", "sparsity_warmup_steps",
+            "resample_steps", "grad_clip")
+
+
 def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
                step: int | None = None) -> dict[str, SavedSAE]:
     """SAE id -> SAE for the chosen ids (default: all) at ``step`` (default: the newest).
+
+    A sweep trained on centred/scaled inputs (``input_transform.json``) gives SAEs with the
+    transform folded in: they take raw activations (:mod:`interplm_jax.input_transform`).
 
     Raises:
       InputError for a directory without grid.json or checkpoints, an unknown id (the known
@@ -128,17 +138,21 @@ def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
         raise InputError(f"{ck_dir}: {G} SAEs in the checkpoint, {len(grid)} rows in grid.json")
     arch = meta.get("arch") or grid[0].get("arch")
     layer = meta.get("layer", config.get("layer"))
+    transform = read_transform(sweep_dir)
     out = {}
     for sae_id in wanted:
         g = known.index(sae_id)
         row = grid[g]
         params = check_params(row.get("arch", arch), {k: v[g] for k, v in stacked.items()},
                               f"{ck_dir} (SAE {sae_id})")
+        if transform is not None:  # trained on centred/scaled inputs: take raw ones
+            params = fold(row.get("arch", arch), params, transform)
         sae = SavedSAE(row.get("arch", arch), params,
                        {k: v for k, v in row.items() if k not in ("id", "arch")},
                        {"sweep": str(sweep_dir), "id": sae_id, "step": step,
                         "layer": layer, "model": config.get("model"),
-                        "store": config.get("store")})
+                        "store": config.get("store"),
+                        "train": {k: config[k] for k in TRAINING if k in config}})
         saved_dir = sweep_dir / "saes" / sae_id
         if (saved_dir / META_FILE).is_file():
             saved = load_sae(saved_dir)

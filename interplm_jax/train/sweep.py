@@ -17,6 +17,7 @@ files are appended to at every log).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -34,6 +35,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from interplm_jax import sae
 from interplm_jax.errors import InputError, InterPLMError
+from interplm_jax.input_transform import InputTransform, record_transform
 from interplm_jax.lock import locked
 from interplm_jax.paths import AnyPath, append_text, as_path, write_atomic
 from interplm_jax.progress import progress_bar
@@ -75,6 +77,8 @@ class SweepResult:
     ok: np.ndarray
     """(G,) bool: False for SAEs frozen after a non-finite loss."""
     step: int
+    preflight: list[str] = dataclasses.field(default_factory=list)
+    """The preflight's warnings (``interplm_jax.train.run.preflight``)."""
 
 
 def make_spec(cfg: TrainConfig, grid: list[dict]) -> StepSpec:
@@ -86,7 +90,7 @@ def make_spec(cfg: TrainConfig, grid: list[dict]) -> StepSpec:
         warmup_steps=warmup, decay_start=decay, sparsity_warmup_steps=sparsity,
         resample_steps=cfg.resample_steps, grad_clip=cfg.grad_clip,
         dead_tokens=cfg.dead_tokens, k_max=k_max, matmul_dtype=cfg.matmul_dtype,
-        decoder=cfg.decoder)
+        decoder=cfg.decoder, sparse_capacity=cfg.sparse_capacity)
 
 
 def to_host(tree):
@@ -104,6 +108,7 @@ def train_sweep(
     layer: int | None = None,
     resume: bool = False,
     extra_config: dict | None = None,
+    input_transform: InputTransform | None = None,
 ) -> SweepResult:
     """Train the grid of ``cfg`` on the stream's batches; write the sweep directory ``out``.
 
@@ -118,18 +123,21 @@ def train_sweep(
       layer: recorded in the metadata (a checkpoint of another layer is refused).
       resume: continue from the newest checkpoint in ``out`` (bit-identical on the CPU).
       extra_config: more entries for config.yaml (e.g. the store path).
+      input_transform: applied to every batch (centring/scaling), recorded in the sweep
+        directory and folded into the SAEs read back (:mod:`interplm_jax.input_transform`).
     """
     out = as_path(out)
     # TopK's k is checked against F here, before anything (the lock included) is written
     grid = build_grid(cfg, F=cfg.dict_size(d_model))
     lock = locked(out, ".lock", "training") if jax.process_index() == 0 else contextlib.nullcontext()
     with lock:
-        return _train_sweep(cfg, grid, make_stream, d_model, out, layer, resume, extra_config)
+        return _train_sweep(cfg, grid, make_stream, d_model, out, layer, resume, extra_config,
+                            input_transform)
 
 
 def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory, d_model: int,
                  out: AnyPath, layer: int | None, resume: bool,
-                 extra_config: dict | None) -> SweepResult:
+                 extra_config: dict | None, transform: InputTransform | None) -> SweepResult:
     F = cfg.dict_size(d_model)
     spec = make_spec(cfg, grid)
     arch = spec.arch
@@ -162,6 +170,8 @@ def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory,
         state, found = ckpts.restore(latest, abstract_like(abstract, shardings), meta)
         position = found["stream_position"]
         log.info("resuming %s at step %d", out, latest)
+        if jax.process_index() == 0:
+            record_transform(out, transform, resuming=True)
         _truncate_metrics(out / "metrics.jsonl", latest)
     else:
         if resume:
@@ -173,6 +183,7 @@ def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory,
             write_atomic(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
             write_atomic(out / "grid.json", json.dumps(grid, indent=1) + "\n")
             write_atomic(out / "metrics.jsonl", "")
+            record_transform(out, transform, resuming=False)
 
     start = int(to_host(state.step))
     stream = make_stream(host_index, host_count, position)
@@ -184,6 +195,8 @@ def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory,
     try:
         for step in range(start, cfg.steps):
             local = np.asarray(next(batches), np.float32)
+            if transform is not None:
+                local = transform(local)
             if local.shape != (B // host_count, d_model):
                 raise InputError(f"stream gave a batch of shape {local.shape}; expected "
                                  f"{(B // host_count, d_model)} (batch_size / hosts, d_model)")
