@@ -58,7 +58,8 @@ def study_names(study: Path, layer: int, sae_dir: Path, n_features: int, feature
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--model", required=True, help="ESM-2 hub name or local directory (the SAE's model).")
+@click.option("--model", required=True,
+              help="Protein LM (ESM-2, ESM C) hub name or local directory: the SAE's model.")
 @click.option("--sequence", multiple=True, help="A protein sequence (one-letter codes; repeat).")
 @click.option("--id", "ids", multiple=True, help="Names of the --sequence proteins (default query...).")
 @click.option("--fasta", type=click.Path(dir_okay=False, exists=True), default=None,
@@ -74,7 +75,7 @@ def study_names(study: Path, layer: int, sae_dir: Path, n_features: int, feature
 @click.option("--per-residue", default=3, help="Strongest features shown per residue.")
 @click.option("--top", default=20, help="Strongest features of the protein listed.")
 @click.option("--max-length", default=1022, help="Longest sequence accepted (ESM-2: 1022).")
-@click.option("--device", default="cpu", help="torch device for ESM-2.")
+@click.option("--device", default="cpu", help="torch device of the model.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory: index.html and activations.tsv.")
 @command
@@ -88,7 +89,8 @@ def main(model, sequence, ids, fasta, study, sae_path, layer, structure, per_res
     from interplm_jax.report.structures import backbone_of
     from interplm_jax.sae.features import feature_function
     from interplm_jax.sae_dir import load_sae
-    from torch_bridge.esm import ResidueTokenizer, embed_batch, load_esm, validate_layers
+    from torch_bridge.esm import ResidueTokenizer, embed_batch, validate_layers
+    from torch_bridge.models import load_model
 
     proteins = read_sequences(sequence, ids, fasta, max_length)
     if bool(study) == bool(sae_path):
@@ -106,7 +108,7 @@ def main(model, sequence, ids, fasta, study, sae_path, layer, structure, per_res
     layer = layer if layer is not None else saved.meta.get("layer")
     if layer is None:
         raise InputError(f"{sae_path}: the SAE does not record its layer: pass --layer")
-    esm, tokenizer = load_esm(model, device)
+    esm, tokenizer, _ = load_model(model, device=device)
     validate_layers([layer], esm.config.num_hidden_layers, str(model))
     if esm.config.hidden_size != saved.d_model:
         raise InputError(f"{sae_path}: SAE width {saved.d_model} != {model} hidden size "

@@ -39,8 +39,8 @@ VERSION = 2
 #: Scripts of this package inlined into the study page (``page.html`` holds the markers).
 SCRIPTS = ("util.js", "viewer.js", "concept_view.js", "feature.js", "page.js")
 VIEWER = "vendor/3Dmol-min.js"
-#: Baselines whose concept counts the concept view shows beside the SAE's.
-BASELINE_KINDS = ("neurons", "shuffled")
+#: Window size that keeps every protein whole (the structure view colours every residue).
+WHOLE = 1 << 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,10 +159,6 @@ def _layer_data(li: LayerInputs, store, fasta: Path, cfg: ReportConfig, proteins
         described = inputs.descriptions(Path(li.annotations))
         out["descriptions"] = {str(k): v for k, v in described.items()}
     return out
-
-
-#: Window size that keeps every protein whole (the structure view colours every residue).
-WHOLE = 1 << 30
 
 
 def _by_concept(li: LayerInputs, names: list[str], top: int) -> dict:
