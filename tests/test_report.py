@@ -159,15 +159,26 @@ def test_feature_examples_on_a_synthetic_store(tmp_path, arch):
     feats = feature_function(arch, params)
     per_protein = [feats(a) for a in acts]
     maxima = np.stack([a.max(axis=0) for a in per_protein])
-    ex = feature_examples(store, 1, arch, params, n_top=4, window_size=32, batch_rows=500)
+    ex = feature_examples(store, 1, arch, params, n_top=4, window_size=32, batch_rows=500,
+                          profile_top=2, profile_bins=16)
     _assert_live(ex.features, maxima.max(axis=0))
     assert 3 not in ex.features
     for k, f in enumerate(ex.features):
+        n_long = 0
         for e in ex.examples[k]:
             a = per_protein[e.protein][:, f]
             assert e.max_act == pytest.approx(a.max(), rel=1e-5, abs=1e-6)
             np.testing.assert_allclose(dequantise(e.q, ex.feature_max[k]), a[e.start:e.start + len(e.q)],
                                        atol=ex.feature_max[k] / 510 + 1e-5)
+            # the first two proteins longer than the window: 16 maxima of equal runs of residues
+            if len(a) > 32 and n_long < 2:
+                n_long += 1
+                edges = (np.arange(17) * len(a)) // 16  # run b: floor(b n / 16) .. floor((b + 1) n / 16)
+                np.testing.assert_allclose(dequantise(e.profile, ex.feature_max[k]),
+                                           [a[edges[b]:edges[b + 1]].max() for b in range(16)],
+                                           atol=ex.feature_max[k] / 510 + 1e-5)
+            else:
+                assert e.profile is None
         got = [e.protein for e in ex.examples[k]]
         np.testing.assert_allclose(maxima[got, f], np.sort(maxima[:, f])[::-1][:len(got)], rtol=1e-5)
 
@@ -318,6 +329,7 @@ def _strips(pg) -> list[dict]:
         id: e.dataset.protein,
         pos: [...e.querySelectorAll('span[data-pos]')].map(s => +s.dataset.pos),
         act: [...e.querySelectorAll('span[data-pos]')].map(s => +s.dataset.act),
+        profile: [...e.querySelectorAll('svg.profile rect[data-bin]')].map(r => +r.dataset.act),
         letters: [...e.querySelectorAll('span[data-pos]')].map(s => s.textContent).join('')}))""")
 
 
@@ -341,6 +353,16 @@ def _check_feature(pg, study, reference, layer: int, f: int, sequences: dict):
         assert len(pos) == min(96, len(a)) and int(np.argmax(a)) in pos
         np.testing.assert_allclose(s["act"], a[pos], atol=scale / 2 + 1e-5)
         assert s["letters"] == "".join(sequences[s["id"]][i] for i in pos)
+        # the whole-sequence profile of the strongest 3 proteins longer than the window: the
+        # maxima of equal runs of residues
+        rank = [k for k, t in enumerate(shown) if len(sequences[t["id"]]) > 96]
+        if s in [shown[k] for k in rank[:3]]:
+            B = min(120, len(a))
+            edges = (np.arange(B + 1) * len(a)) // B
+            np.testing.assert_allclose(s["profile"], [a[edges[b]:edges[b + 1]].max() for b in range(B)],
+                                       atol=scale / 2 + 1e-5)
+        else:
+            assert s["profile"] == []
 
 
 def _best_f1(counts_path: Path, concept: str, f: int) -> float:

@@ -130,7 +130,8 @@ def _layer_data(li: LayerInputs, store, fasta: Path, cfg: ReportConfig, proteins
             log.warning("layer %d: %s selected %s, but the report shows %s", li.layer,
                         li.selection_csv, chosen, name)
     ex = feature_examples(store, li.layer, sae.arch, sae.params, cfg.top_proteins, cfg.window,
-                          cfg.batch_rows, hist_bins=cfg.hist_bins)
+                          cfg.batch_rows, hist_bins=cfg.hist_bins, profile_top=cfg.profile_proteins,
+                          profile_bins=cfg.profile_bins)
     out = {"layer": li.layer, "sae": name, "arch": sae.arch, "n_features": sae.n_features,
            "normalized": "normalized_on" in sae.meta,
            "grid": inputs.grid_table(Path(li.sweep), name, li.selection_csv, li.layer),
@@ -177,14 +178,16 @@ def _by_concept(li: LayerInputs, names: list[str], top: int) -> dict:
 
 def _features_json(ex: FeatureExamples, store, fasta: Path, proteins: _Proteins) -> dict:
     """Live features: ids, max, frequency, histogram, and per feature its examples as
-    ``[protein row, max activation, window start, base64 uint8 activations]``."""
+    ``[protein row, max activation, window start, base64 uint8 activations(, base64 uint8
+    whole-sequence profile)]``."""
     lengths = store.lengths()
     tops = []
     for examples in ex.examples:
         rows = []
         for e in examples:
             row = proteins.add(store.protein_ids[e.protein], Path(fasta), int(lengths[e.protein]))
-            rows.append([row, inputs._round(e.max_act), e.start, b64(e.q)])
+            rows.append([row, inputs._round(e.max_act), e.start, b64(e.q)]
+                        + ([b64(e.profile)] if e.profile is not None else []))
         tops.append(rows)
     out = {"ids": ex.features.tolist(), "max": inputs._round(ex.feature_max.tolist()),
            "freq": inputs._round(ex.frequency.tolist(), 3), "top": tops,

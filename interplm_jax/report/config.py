@@ -27,6 +27,10 @@ class ReportConfig:
     label_min_f1: float = option(0.5, "A feature is labelled with its best concept only when "
                                       "that concept's F1 is above this (else 'no concept').")
     hist_bins: int = option(20, "Bins of the histogram of proteins by maximum activation.")
+    profile_proteins: int = option(3, "Per feature, the strongest proteins longer than the "
+                                      "window that also get a whole-sequence profile (0: none).")
+    profile_bins: int = option(120, "Points of a whole-sequence profile (each the maximum of "
+                                    "its run of residues).")
 
     def __post_init__(self):
         if self.top_proteins < 1:
@@ -35,7 +39,9 @@ class ReportConfig:
             raise ValueError(f"window must be >= 8 residues, got {self.window}")
         if self.top_concepts < 0:
             raise ValueError(f"top_concepts must be >= 0, got {self.top_concepts}")
-        if self.top_structures < 0 or self.concept_features < 1 or self.hist_bins < 1:
-            raise ValueError("top_structures must be >= 0, concept_features and hist_bins >= 1")
+        if min(self.top_structures, self.profile_proteins) < 0:
+            raise ValueError("top_structures and profile_proteins must be >= 0")
+        if min(self.concept_features, self.hist_bins, self.profile_bins) < 1:
+            raise ValueError("concept_features, hist_bins and profile_bins must be >= 1")
         if self.batch_rows < 1:
             raise ValueError(f"batch_rows must be >= 1, got {self.batch_rows}")

@@ -144,7 +144,31 @@ function proteinBlock(e, fmax, tracks) {
     b.addEventListener("click", () => focusStructure(row));
     head.append(link(alphafoldURL(id), "AlphaFold DB"), b);
   }
-  return el("div", {class: e.whole ? "protein whole" : "protein", "data-protein": id, "data-row": String(row)}, head, strip);
+  const block = el("div", {class: e.whole ? "protein whole" : "protein", "data-protein": id, "data-row": String(row)}, head, strip);
+  if (e.ex[4]) block.append(profileView(decode(e.ex[4]), seq.length, start, q.length, e.scale, fmax));
+  return block;
+}
+// the whole sequence, max-pooled into bins (folded): bars coloured and sized by activation,
+// the window shown above outlined
+function profileView(p, n, start, width, scale, fmax) {
+  const W = 600, H = 40, svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H + 12}`); svg.setAttribute("class", "profile");
+  const add = (tag, attrs, text) => {
+    const e = document.createElementNS(svg.namespaceURI, tag);
+    Object.entries(attrs).forEach(([a, v]) => e.setAttribute(a, v));
+    if (text !== undefined) e.textContent = text;
+    svg.append(e); return e;
+  };
+  add("rect", {x: (start / n) * W, y: 0, width: (width / n) * W, height: H, fill: "#fff4d6", stroke: "#e0c080"});
+  p.forEach((v, b) => {
+    const a = (v * scale) / 255, h = Math.max(1, (H * a) / fmax), lo = Math.floor((b * n) / p.length), hi = Math.floor(((b + 1) * n) / p.length);
+    add("rect", {x: (lo / n) * W, y: H - h, width: Math.max(1, ((hi - lo) / n) * W - 0.3), height: h, fill: heat(a / fmax),
+      "data-bin": String(b), "data-act": a.toPrecision(6)}).append(Object.assign(document.createElementNS(svg.namespaceURI, "title"),
+      {textContent: `residues ${lo + 1}\u2013${hi}: max ${a.toFixed(4)}`}));
+  });
+  add("text", {x: 0, y: H + 11, "font-size": 10, fill: "#667085"}, "1");
+  add("text", {x: W, y: H + 11, "font-size": 10, fill: "#667085", "text-anchor": "end"}, String(n));
+  return el("details", {class: "wholeseq"}, el("summary", {text: `activation over the whole sequence (${n} aa; the window above outlined)`}), svg);
 }
 
 function structureSection(f, examples, fmax, wantRow) {
