@@ -244,13 +244,12 @@ def test_bad_inputs_name_the_file(study, tmp_path):
 
 
 def test_a_title_with_template_markers_stays_text():
-    from interplm_jax.report.build import render_html
+    from interplm_jax.report.build import page_data, render_html
 
-    data = {"title": "study __DATA__ <b>__TITLE__</b>", "layers": []}
+    data = {"title": "study __DATA__ <b>__TITLE__</b> __SCRIPTS__ __VIEWER__", "layers": []}
     page = render_html(data)
-    assert "<title>study __DATA__ &lt;b&gt;__TITLE__&lt;/b&gt;</title>" in page
-    blob = re.search(r'<script type="application/json" id="data">(.*?)</script>', page).group(1)
-    assert json.loads(blob) == data
+    assert "<title>study __DATA__ &lt;b&gt;__TITLE__&lt;/b&gt; __SCRIPTS__ __VIEWER__</title>" in page
+    assert page_data(page) == data
 
 
 # ---------------------------------------------------------------- the page in Chromium
