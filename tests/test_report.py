@@ -459,6 +459,10 @@ def test_page_in_headless_chromium(page, study, reference, tmp_path_factory):
     pg.select_option("#layer", str(last))
     pg.click(f"#features li[data-feature='{f}']")
 
+    # no table is clipped at 1,400 px (the grid, the baselines, the feature's tables)
+    assert pg.evaluate("[...document.querySelectorAll('.tablewrap')]"
+                       ".filter(t => t.scrollWidth > t.clientWidth + 1).length") == 0
+
     # a screenshot that shows something
     from PIL import Image
 

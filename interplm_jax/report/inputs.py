@@ -1,10 +1,9 @@
 """Readers of the study's outputs that the browser shows (each delegating to the stage's own
 reader where there is one): the sweep's grid and final metrics, the selection table, the
-best concepts per feature, the UMAP map, the spatial table, LLM descriptions, proteins."""
+UMAP map, the spatial table, LLM descriptions, proteins (concept scores: ``report.concepts``)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
