@@ -14,6 +14,12 @@ measured process start-up), as ``benchmarks/train_step.py`` does for the dense s
     python benchmarks/sparse_relu.py                                 # 320 -> 10,240, B 2,048
     python benchmarks/sparse_relu.py --l0s 128 --grids 20 --reference --rounds 3
     python benchmarks/sparse_relu.py --d 64 --F 2048 --batch 256 --l0s 16 --rounds 2  # a look
+    python benchmarks/sparse_relu.py --decoder-only    # the sparse decoder alone vs one product
+
+``--decoder-only`` times the decoder's forward and backward by gathers and scatter-adds alone,
+in units of one dense B x d x F product measured in the same run: K slots per row
+(``sparse.decode_rows``, K = 64 and 320), and a flat list of (row, feature) pairs holding 48 per
+token on average (a capacity for the batch's total rather than per row).
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved  # noqa: E402
+from _common import interleaved, median_time  # noqa: E402
 from train_step import reference_startup, reference_update  # noqa: E402
 
-from interplm_jax.sae import relu  # noqa: E402
+from interplm_jax.sae import relu, sparse  # noqa: E402
 from interplm_jax.train.config import TrainConfig, build_grid, grid_arrays  # noqa: E402
 from interplm_jax.train.step import init_state, make_step  # noqa: E402
 from interplm_jax.train.sweep import make_spec  # noqa: E402
@@ -74,6 +80,43 @@ def relu_step(d, F, B, G, l0, decoder, capacity, x):
     return run, most
 
 
+def decoder_costs(d: int, F: int, B: int) -> None:
+    """Sparse decoder forward + backward in units of one dense (B, d) @ (d, F) product."""
+    k = jax.random.split(jax.random.key(0), 6)
+    W, dy = jax.random.normal(k[0], (F, d)), jax.random.normal(k[1], (B, d))
+    x, W_enc = jax.random.normal(k[2], (B, d)), jax.random.normal(k[3], (d, F))
+    product = jax.jit(lambda a, b: a @ b)
+
+    def timed(fn, *args):
+        fn = jax.jit(fn)
+        jax.block_until_ready(fn(*args))
+        return median_time(lambda: jax.block_until_ready(fn(*args)))
+
+    unit = timed(product, x, W_enc)
+
+    def rowwise(W, idx, v, dy):
+        y, vjp = jax.vjp(lambda W, v: sparse.decode_rows(W, idx, v), W, v)
+        return y, vjp(dy)
+
+    for K in (64, 320):
+        idx, v = jax.random.randint(k[4], (B, K), 0, F), jax.random.normal(k[5], (B, K))
+        print(f"K = {K} slots per row (F/{F // K}): decoder fwd + bwd = "
+              f"{timed(rowwise, W, idx, v, dy) / unit:.2f} dense products", flush=True)
+    N = B * 48
+    rows = jnp.sort(jax.random.randint(k[4], (N,), 0, B))
+    cols, v = jax.random.randint(k[5], (N,), 0, F), jax.random.normal(k[1], (N,))
+
+    def flat(W, v, dy):
+        def dec(W, v):
+            return jax.ops.segment_sum(v[:, None] * jnp.take(W, cols, axis=0), rows,
+                                       num_segments=B, indices_are_sorted=True)
+        y, vjp = jax.vjp(dec, W, v)
+        return y, vjp(dy)
+
+    print(f"flat list, 48 per token on average: decoder fwd + bwd = "
+          f"{timed(flat, W, v, dy) / unit:.2f} dense products (the dense decoder: 3)")
+
+
 @click.command()
 @click.option("--d", default=320, show_default=True)
 @click.option("--F", "F", default=10_240, show_default=True)
@@ -84,11 +127,15 @@ def relu_step(d, F, B, G, l0, decoder, capacity, x):
 @click.option("--reference/--no-reference", default=False, show_default=True,
               help="Also time the reference torch trainer (one SAE) and compare whole grids.")
 @click.option("--grid-steps", default=1000, show_default=True)
-def main(d, F, batch, l0s, grids, rounds, reference, grid_steps):
+@click.option("--decoder-only", is_flag=True, help="Only the sparse decoder vs one dense product.")
+def main(d, F, batch, l0s, grids, rounds, reference, grid_steps, decoder_only):
     threads = os.cpu_count()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {threads} CPUs, load "
           f"{os.getloadavg()[0]:.1f}; ReLU {d} -> {F}, B={batch}, {rounds} interleaved rounds, "
           "medians")
+    if decoder_only:
+        decoder_costs(d, F, batch)
+        return
     ref = reference_update(d, F, batch, threads) if reference else None
     startup = reference_startup(d, F) if ref else None
     x = tokens(d, batch)

@@ -19,18 +19,31 @@ from interplm_jax.errors import InputError, StoreError
               help="With --verify: make the damaged shards pending again (store marked incomplete, "
                    "their markers and chunks removed), so that rerunning the extraction with the "
                    "same options rewrites only them.")
+@click.option("--compute-stats", is_flag=True,
+              help="Compute the activation statistics of a complete store written before they "
+                   "existed (one pass over its rows) and write them into it.")
 @command
-def main(store, verify, layers, forget_damaged):
+def main(store, verify, layers, forget_damaged, compute_stats):
     """Print what STORE (a directory or gs:// URL) holds: model, layers, proteins, tokens, shards
-    written, checksums. --verify also finds flipped bytes, truncated or deleted chunks and
+    written, checksums, and each layer's activation statistics (token norms, ||mean|| / mean
+    norm, outlier dimensions). --verify also finds flipped bytes, truncated or deleted chunks and
     non-finite values, shard by shard."""
     from interplm_jax.store import ActivationStore
+    from interplm_jax.store import stats as store_stats
     from interplm_jax.store.verify import forget_shards, verify_store
 
     if forget_damaged and not verify:
         raise InputError("--forget-damaged needs --verify")
     st = ActivationStore.open(store, allow_incomplete=True)
     click.echo(st.summary())
+    if compute_stats:
+        if not st.manifest.get("complete"):
+            raise StoreError(f"{store}: incomplete store; finish the extraction first")
+        store_stats.compute_stats(st)
+    for layer in st.layers:
+        s = store_stats.load_stats(st, layer)
+        click.echo(s.describe() if s else f"layer {layer}: no activation statistics (a store "
+                   "written before they existed, or not complete): --compute-stats makes them")
     if not verify:
         return
     chosen = parse_layers(layers) if layers else st.layers

@@ -98,11 +98,12 @@ def main(store, fasta, out, layer_specs, study, selection, metadata, structures,
         Path(structures), structure_store and Path(structure_store),
         structure_store and Path(structures_fasta))}
     if study:
-        from interplm_jax.study import StudyLayout, report_evidence, report_inputs
+        from interplm_jax.layout import StudyLayout
+        from interplm_jax.study import report_evidence, report_inputs
 
         lay = StudyLayout(Path(study))
         store = store or lay.eval_store("esm2")
-        fasta = fasta or lay.concepts / "set" / "proteins.fasta"
+        fasta = fasta or lay.eval_set.fasta
         layers = report_inputs(lay, sorted(lay.chosen("sae")))
         found = report_evidence(lay, structures, structures_fasta)
         evidence = {"labels": labels or found["labels"],

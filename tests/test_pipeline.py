@@ -233,3 +233,46 @@ def test_logs_are_quiet_and_informative(demo_study):
     t = read_table(out.analysis(4) / "structures_layer4.tsv")
     assert {Path(f).name for f, s in zip(t["file"], t["status"]) if s == "used"} == {
         "O15552.cif.gz", "Q7Z6M3.pdb.gz"}
+
+
+def test_tiny_esmc_study_builds_its_model_and_extracts(tmp_path):
+    """extract.model: tiny-esmc runs the study on the locally built ESM C (first two stages)."""
+    from _study import small_config
+
+    cfg = yaml.safe_load(small_config(tmp_path / "c.yaml").read_text())
+    cfg["extract"]["model"] = "tiny-esmc"
+    cfg["study"]["baselines"] = []
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = _cli("--config", tmp_path / "c.yaml", "--out", tmp_path / "out", "--until", "extract")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "models" / "tiny-esmc" / "config.json").is_file()
+    [manifest] = list((tmp_path / "out").rglob("manifest.json"))
+    model = ActivationStore.open(manifest.parent).manifest["model"]
+    assert model["model_family"] == "esmc" and "esmc.norm" in model["layer_semantics"]
+
+
+def test_a_same_size_edit_of_an_input_file_is_seen(tmp_path):
+    """Stage markers record input files by content: an edit that keeps the size (one residue
+    for another) makes extract and every later stage 'changed', not 'done'."""
+    import gzip
+
+    from _study import small_config
+    from interplm_jax.study import Ledger
+
+    module = load_script(PIPELINE)
+    config = small_config(tmp_path / "c.yaml")
+    cfg = yaml.safe_load(config.read_text())
+    fasta = tmp_path / "train.fasta"
+    fasta.write_bytes(gzip.decompress(open(cfg["study"]["train_fasta"], "rb").read()))
+    cfg["study"]["train_fasta"] = str(fasta)
+    config.write_text(yaml.safe_dump(cfg))
+    s = module.load_study(config, tmp_path / "out")
+    for stage, inputs in module.stage_inputs(s).items():
+        Ledger(s.out.ledger).mark(stage, inputs)
+    text = fasta.read_text()
+    i = text.index("\n") + 1  # the first residue of the first protein
+    fasta.write_text(text[:i] + ("G" if text[i] == "A" else "A") + text[i + 1:])
+    r = _cli("--config", config, "--out", tmp_path / "out", "--plan")
+    assert r.exit_code == 0, r.output
+    status = dict(line.split() for line in r.output.splitlines())
+    assert status == {st: "done" if st == "model" else "changed" for st in STAGES}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,6 +75,23 @@ def test_scale_folded_by_default_raw_on_request(tmp_path, caplog):
     assert json.loads((tmp_path / "topk" / "cfg.json").read_text())["metadata"]["interplm_jax"]["scale"] == "raw"
     with pytest.raises(InputError, match="fold_scale is not possible for a topk SAE"):
         write_saelens(_sae("topk"), tmp_path / "topk2", fold_scale=True)
+
+
+def test_export_script_folds_by_default_and_keeps_raw_on_request(tmp_path):
+    from click.testing import CliRunner
+
+    from interplm_jax.cli import load_script
+    from interplm_jax.sae_dir import save_sae
+
+    save_sae(tmp_path / "sae", _sae("relu"))
+    main = load_script(Path(__file__).resolve().parents[1] / "scripts" / "export.py").main
+    for flag, scale in (([], "folded"), (["--raw-scale"], "raw"), (["--fold-scale"], "folded")):
+        out = tmp_path / scale / "-".join(flag)
+        r = CliRunner().invoke(main, ["--sae-dir", str(tmp_path / "sae"), "--format", "saelens",
+                                      "--out", str(out), *flag])
+        assert r.exit_code == 0, r.output
+        md = json.loads((out / "cfg.json").read_text())["metadata"]
+        assert md["interplm_jax"]["scale"] == scale and md["hook_layer"] == 6
 
 
 def test_older_layouts_keep_model_and_layer(tmp_path):

@@ -48,12 +48,15 @@ TRAINER_KEYS = (("steps", "steps"), ("warmup_steps", "warmup_steps"), ("decay_st
 
 
 # ----------------------------------------------------------------------------- both formats
-def exportable(sae: SavedSAE) -> tuple[Architecture, dict[str, np.ndarray]]:
-    """(spec, checked parameters) of an SAE that torch formats can hold (not the neuron baseline)."""
+def exportable(sae: SavedSAE, fmt: str) -> tuple[Architecture, dict[str, np.ndarray]]:
+    """(spec, checked parameters) of an SAE that the torch format ``fmt`` (``interplm`` or
+    ``saelens``) can hold (neither holds the neuron baseline; InterPLM has no Matryoshka SAE)."""
     spec = sae_arch.get(sae.arch)
-    if spec.interplm is None or spec.saelens is None:
-        raise InputError(f"the {spec.title} is not an SAE that the InterPLM and SAELens formats "
-                         "have a place for (use its SAE directory)")
+    if getattr(spec, fmt) is None:
+        name = {"interplm": "InterPLM", "saelens": "SAELens"}[fmt]
+        other = " or SAELens's format" if fmt == "interplm" and spec.saelens else ""
+        raise InputError(f"the {spec.title} is not an SAE that the {name} format has a place for "
+                         f"(use its SAE directory{other})")
     return spec, check_params(sae.arch, sae.params)
 
 
@@ -113,7 +116,7 @@ def take_tensor(sd: Mapping[str, Any], key: str, shape: tuple, sym: str, where: 
 # ----------------------------------------------------------------------------- InterPLM
 def interplm_state_dict(sae: SavedSAE) -> dict[str, torch.Tensor]:
     """The state dict InterPLM's class for ``sae.arch`` loads (see the module docstring)."""
-    spec, p = exportable(sae)
+    spec, p = exportable(sae, "interplm")
     sd = {leaf.key: as_tensor(stored_value(leaf, p[name], sae.n_features))
           for name, leaf in spec.interplm.leaves.items() if leaf.key is not None}
     sd["normalize_to_sqrt_d"] = torch.tensor(False)
@@ -127,7 +130,7 @@ def interplm_config(sae: SavedSAE, save_dir: str | os.PathLike) -> dict[str, Any
     ReLU, ``bandwidth``: JumpReLU, ``auxk_alpha``: BatchTopK, else ``k``: TopK): each spec's
     ``interplm.trainer_cfg`` lists the keys its class needs (TopK's leaves ``auxk_alpha`` out).
     """
-    spec, p = exportable(sae)
+    spec, p = exportable(sae, "interplm")
     d, F = sae.d_model, sae.n_features
     hp, train = sae.hparams, sae.meta.get("train") or {}
     trainer: dict[str, Any] = {"activation_dim": d, "dictionary_size": F,

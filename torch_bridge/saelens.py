@@ -38,7 +38,6 @@ from interplm_jax import sae as sae_arch
 from interplm_jax.atomic import atomic_write
 from interplm_jax.errors import InputError
 from interplm_jax.paths import read_json
-from interplm_jax.sae import Architecture
 from interplm_jax.sae_dir import SavedSAE, check_params
 from torch_bridge.export import as_tensor, exportable, read_leaves, stored_value, take_tensor
 
@@ -52,7 +51,7 @@ SAELENS_LAYOUT_VERSION = "6.54.12"
 SAELENS_DIMS = {"d": "d_in", "F": "d_sae"}
 
 
-def _fold(spec: Architecture, p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _fold(p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Weights whose raw features are our normalized ones (ReLU is positively homogeneous)."""
     p = {k: v.copy() for k, v in p.items()}
     s = p["scale"]
@@ -78,9 +77,9 @@ def _hook(sae: SavedSAE) -> tuple[str | None, str]:
     if sae.meta.get("hook_name"):  # imported from SAELens: kept as it came
         return sae.meta["hook_name"], sae.meta.get("model_class_name") or "EsmForMaskedLM"
     if layer is not None:
-        log.warning("the SAE's model record has no number of layers: hook_name not written "
-                    "(layer %s is block %s's output, or the final norm's if it is the last)",
-                    layer, layer)
+        log.warning("hook_name not written: the SAE's model record does not give the number of "
+                    "layers, so whether layer %s is the last (hooked after the final norm) is "
+                    "unknown", layer)
     return None, "EsmForMaskedLM"
 
 
@@ -111,7 +110,7 @@ def write_saelens(sae: SavedSAE, out_dir: str | os.PathLike, fold_scale: bool | 
         False: raw weights and the scale file.
     """
     out_dir = Path(out_dir)
-    spec, p = exportable(sae)
+    spec, p = exportable(sae, "saelens")
     fmt = spec.saelens
     normalized = not np.all(p["scale"] == 1)
     if fold_scale and not fmt.foldable:
@@ -122,7 +121,7 @@ def write_saelens(sae: SavedSAE, out_dir: str | os.PathLike, fold_scale: bool | 
                     "written raw, the scale in %s", spec.name, SAELENS_SCALE)
     fold = normalized and fmt.foldable and fold_scale is not False
     if fold:
-        p = _fold(spec, p)
+        p = _fold(p)
     cfg: dict[str, Any] = {
         "d_in": sae.d_model, "d_sae": sae.n_features, "dtype": "float32", "device": "cpu",
         "apply_b_dec_to_input": spec.out_bias == "b_pre", "normalize_activations": "none",

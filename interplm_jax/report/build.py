@@ -26,11 +26,13 @@ import numpy as np
 
 from interplm_jax.atomic import atomic_write
 from interplm_jax.errors import InputError
+from interplm_jax.layout import report_page
 from interplm_jax.report import inputs
 from interplm_jax.report.concepts import concept_features, feature_concepts
 from interplm_jax.report.config import ReportConfig
 from interplm_jax.report.examples import FeatureExamples, b64, feature_examples
 from interplm_jax.report.structures import StructureInputs, annotation_tracks, backbones
+from interplm_jax.store.stats import load_stats
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,13 @@ def _layer_data(li: LayerInputs, store, fasta: Path, cfg: ReportConfig, proteins
         top = _features_json(sx, structure_store, structure_fasta, proteins)
         out["features"]["struct"] = {str(f): {"max": m, "top": t} for f, m, t in
                                      zip(top["ids"], top["max"], top["top"])}
+    stats = load_stats(store, li.layer)
+    if stats is not None:  # the layer header's activation statistics (docs/extraction.md)
+        s = stats.summary()
+        out["activations"] = {"norm_mean": inputs._round(s["norm_mean"]),
+                              "norm_max": inputs._round(s["norm_max"]),
+                              "mean_norm_ratio": inputs._round(s["mean_norm_ratio"]),
+                              "outliers": sorted(set(s["outliers_var"]) | set(s["outliers_absmax"]))}
     if li.concept_f1 is not None:
         fc = feature_concepts(Path(li.concept_f1), sae.n_features, ex.features,
                               cfg.top_concepts, cfg.min_f1, li.concept_f1_test)
@@ -299,7 +308,7 @@ def build_report(title: str, store: str | os.PathLike, fasta: str | os.PathLike,
                        Path(metadata_tsv) if metadata_tsv else None, cfg, structures,
                        Path(labels) if labels else None)
     page = render_html(data)
-    path = atomic_write(Path(out) / "index.html", page)
+    path = atomic_write(report_page(out), page)
     log.info("wrote %s (%.2f MB; %d proteins, %d structures, %s live features)", path,
              len(page.encode()) / 1e6, len(data["proteins"]["id"]),
              sum(s is not None for s in data["proteins"]["structure"]),

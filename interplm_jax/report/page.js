@@ -22,7 +22,14 @@ function showLayer(layer) {
     el("div", {class: "stats"},
       el("span", {}, el("b", {text: String(L.n_features)}), " features"),
       el("span", {}, el("b", {text: String(live)}), ` live on ${L.features.n_proteins} proteins`),
-      el("span", {}, el("b", {text: L.arch}), L.normalized ? " (normalized)" : " (raw scale)")),
+      el("span", {}, el("b", {text: L.arch}), L.normalized ? " (normalized)" : " (raw scale)"),
+      ...(L.activations ? [el("span", {title: "activation statistics of the layer (the store's): " +
+          "||mean|| / mean token norm near 1 means every token is mostly the common mean; outlier " +
+          "dimensions have a variance or max |value| far above the others'"},
+        "activations: ||mean|| / mean token norm ", el("b", {text: fmt(L.activations.mean_norm_ratio)}),
+        `, token norm ${fmt(L.activations.norm_mean)} (max ${fmt(L.activations.norm_max)}), `,
+        L.activations.outliers.length ? `outlier dimensions ${L.activations.outliers.slice(0, 8).join(", ")}` +
+          (L.activations.outliers.length > 8 ? " ..." : "") : "no outlier dimensions")] : [])),
     el("h3", {text: "The grid: final metrics and concept selection score (chosen SAE highlighted)"}),
     el("div", {id: "grid"}, table(g.columns.map((c) => HEADERS[c] || c), g.rows, (r) => r[0] === g.chosen ? "chosen" : "")),
     el("div", {class: "legend", text: Object.entries(g.fixed || {}).map(([k, v]) => `${k} ${fmt(v)} \u00b7 `).join("")}),

@@ -13,21 +13,17 @@ from jax.experimental import multihost_utils
 from interplm_jax.data import TokenStream
 from interplm_jax.errors import InputError
 from interplm_jax.input_transform import InputTransform
-from interplm_jax.paths import AnyPath, as_path, display, rmtree, write_atomic
+from interplm_jax.layout import sweep_dir
+from interplm_jax.paths import AnyPath, display, rmtree, write_atomic
 from interplm_jax.store import ActivationStore
 from interplm_jax.store.stats import LayerStats, store_stats
 from interplm_jax.sweep_saes import checkpoint_steps, metric_rows
 from interplm_jax.train.config import TrainConfig, build_grid
 from interplm_jax.train.preflight import PREFLIGHT_DIR, check_dry_run, check_statistics
 from interplm_jax.train.sharding import maybe_initialize_distributed
-from interplm_jax.train.sweep import SweepResult, train_sweep
+from interplm_jax.train.sweep import SweepResult, sweep_lock, train_sweep
 
 log = logging.getLogger(__name__)
-
-
-def sweep_dir(out: str | Path, layer: int) -> AnyPath:
-    """The sweep directory of ``layer`` under ``out`` (a local path or a ``gs://`` URL)."""
-    return as_path(out) / f"layer_{layer}"
 
 
 def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | Path | None = None,
@@ -63,13 +59,14 @@ def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | P
         log.info("layer %d: %d tokens of width %d", layer, acts.n_tokens, acts.d_model)
         stats = store_stats(acts, layer)
         transform = InputTransform.of(cfg.input_center, cfg.input_scale, stats)
-        warnings = preflight(cfg, stats, transform, make_stream, acts.d_model,
-                             sweep_dir(out, layer), layer, resume)
-        results[layer] = train_sweep(cfg, make_stream, acts.d_model, sweep_dir(out, layer),
-                                     layer=layer, resume=resume,
-                                     extra_config={"store": display(store),
-                                                   "model": acts.manifest.get("model")},
-                                     input_transform=transform)
+        with sweep_lock(sweep_dir(out, layer)):  # the preflight writes there too
+            warnings = preflight(cfg, stats, transform, make_stream, acts.d_model,
+                                 sweep_dir(out, layer), layer, resume)
+            results[layer] = train_sweep(cfg, make_stream, acts.d_model, sweep_dir(out, layer),
+                                         layer=layer, resume=resume,
+                                         extra_config={"store": display(store),
+                                                       "model": acts.manifest.get("model")},
+                                         input_transform=transform, lock=False)
         results[layer].preflight = warnings
     return results
 
@@ -78,7 +75,8 @@ def preflight(cfg: TrainConfig, stats: LayerStats, transform: InputTransform, ma
               d_model: int, out: AnyPath, layer: int, resume: bool) -> list[str]:
     """The preflight of one layer's sweep (:mod:`interplm_jax.train.preflight`): statistics
     checks, then a dry run of the grid for ``cfg.preflight_steps`` steps (at most a tenth of
-    ``cfg.steps``) in ``<out>/preflight`` (its report reused when resuming). Warnings are logged and written to ``<out>/preflight/preflight.json``.
+    ``cfg.steps``) in ``<out>/preflight``. Warnings are logged and written to
+    ``<out>/preflight/preflight.json``, which a resumed sweep reuses.
 
     Raises:
       InputError: with ``preflight: error``, when there is any warning.
