@@ -45,7 +45,8 @@ def study_names(study: Path, layer: int, sae_dir: Path, n_features: int, feature
     """Concept labels and LLM descriptions of the study's chosen SAE at ``layer``."""
     from interplm_jax.report.concepts import feature_concepts
     from interplm_jax.report.inputs import descriptions
-    from interplm_jax.study import StudyLayout, report_inputs
+    from interplm_jax.layout import StudyLayout
+    from interplm_jax.study import report_inputs
 
     li = report_inputs(StudyLayout(study), [layer])[0]
     out: dict = {}
@@ -96,7 +97,7 @@ def main(model, sequence, ids, fasta, study, sae_path, layer, structure, per_res
     if bool(study) == bool(sae_path):
         raise InputError("give either --study (with --layer) or --sae")
     if study:
-        from interplm_jax.study import StudyLayout
+        from interplm_jax.layout import StudyLayout
 
         if layer is None:
             raise InputError("--study needs --layer")

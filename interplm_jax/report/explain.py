@@ -11,13 +11,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from interplm_jax.atomic import atomic_write
+from interplm_jax.layout import explain_table, report_page
 from interplm_jax.report.examples import b64, quantise
 from interplm_jax.report.inputs import _round
 
@@ -96,6 +96,5 @@ def write_explain(out: Path, data: dict, proteins: Sequence[Explained]) -> tuple
     title = f"{', '.join(p['id'] for p in data['proteins'])}: SAE features (layer {data['layer']})"
     page = render_html({**data, "title": title}, body="explain.html",
                        scripts=("util.js", "viewer.js", "explain.js"))
-    json.dumps(data, allow_nan=False)  # fails before anything is written
-    tsv = atomic_write(Path(out) / "activations.tsv", tsv_text(proteins))
-    return atomic_write(Path(out) / "index.html", page), tsv
+    tsv = atomic_write(explain_table(out), tsv_text(proteins))
+    return atomic_write(report_page(out), page), tsv
