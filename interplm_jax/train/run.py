@@ -13,13 +13,13 @@ from jax.experimental import multihost_utils
 from interplm_jax.data import TokenStream
 from interplm_jax.errors import InputError
 from interplm_jax.input_transform import InputTransform
-from interplm_jax.layout import sweep_dir
+from interplm_jax.layout import SweepFiles, sweep_dir
 from interplm_jax.paths import AnyPath, display, rmtree, write_atomic
 from interplm_jax.store import ActivationStore
 from interplm_jax.store.stats import LayerStats, store_stats
 from interplm_jax.sweep_saes import checkpoint_steps, metric_rows
 from interplm_jax.train.config import TrainConfig, build_grid
-from interplm_jax.train.preflight import PREFLIGHT_DIR, check_dry_run, check_statistics
+from interplm_jax.train.preflight import check_dry_run, check_statistics
 from interplm_jax.train.sharding import maybe_initialize_distributed
 from interplm_jax.train.sweep import SweepResult, sweep_lock, train_sweep
 
@@ -84,8 +84,7 @@ def preflight(cfg: TrainConfig, stats: LayerStats, transform: InputTransform, ma
     started = bool(checkpoint_steps(out)) if out.exists() else False
     if cfg.preflight == "off" or (started and not resume):  # (train_sweep refuses the latter)
         return []
-    dry_dir = out / PREFLIGHT_DIR
-    report_path = dry_dir / "preflight.json"
+    dry_dir, report_path = SweepFiles(out).preflight, SweepFiles(out).preflight_report
     if started and report_path.exists():
         warnings = json.loads(report_path.read_text())["warnings"]
     else:
