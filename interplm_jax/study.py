@@ -23,7 +23,7 @@ from interplm_jax.config import from_dict, option, read_yaml
 from interplm_jax.errors import InputError
 
 STAGES = ("model", "extract", "evalset", "train", "normalize", "concepts", "analysis", "annotate",
-          "report")
+          "bench", "report")
 BASELINES = ("shuffled", "neurons")
 ANNOTATE_MODES = ("auto", "dry-run", "off")
 
@@ -121,6 +121,19 @@ class StudyLayout:
     def selection(self) -> Path:
         return self.concepts / "selection.csv"
 
+    @property
+    def bench(self) -> Path:
+        """The bench: bench.csv, Pareto plots, warnings.json (scripts/bench.py table), and the
+        part tables and fidelity tables it is joined from."""
+        return self.root / "bench"
+
+    def bench_part(self, model: str, layer: int, sae: str = "saes") -> Path:
+        """The part table of one layer's SAEs (``sae`` = ``neurons``: its neuron baseline)."""
+        return self.bench / "parts" / f"{model}_L{layer}_{sae}.csv"
+
+    def bench_fidelity(self, model: str, layer: int) -> Path:
+        return self.bench / "fidelity" / f"{model}_L{layer}.tsv"
+
     def analysis(self, layer: int) -> Path:
         return self.root / "analysis" / f"layer_{layer}"
 
@@ -148,6 +161,7 @@ class StudyLayout:
             "concepts": [self.concepts / "f1", self.selection, self.concepts / "report"],
             "analysis": [r / "analysis"],
             "annotate": [r / "annotate"],
+            "bench": [self.bench],
             "report": [self.report],
         }[stage]
 

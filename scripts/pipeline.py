@@ -13,6 +13,8 @@ run by hand (``scripts/<stage>.py``, invoked in this process and logged as a com
             (SAEs, shuffled-model SAEs, neurons)
   analysis  UMAP + HDBSCAN of the chosen SAEs' decoders; sequential vs structural clustering
   annotate  LLM descriptions (ANTHROPIC_API_KEY set) or prompts + a cost estimate (dry run)
+  bench     every SAE of every grid on the held-out proteins: bench.csv (L0, FVE, dead/dense,
+            loss recovered, concepts found, test F1) and Pareto plots; small-study warnings
   report    static HTML feature browser: <out>/report/index.html
 
 A finished stage is skipped (marker in <out>/pipeline/); an interrupted one resumes where its
@@ -228,6 +230,65 @@ def stage_annotate(s: Study) -> dict:
     return {"mode": mode}
 
 
+def study_warnings(s: Study) -> list[str]:
+    """Small-study guards (interplm_jax/bench/guards.py) on this study's inputs and outputs."""
+    import csv
+
+    from interplm_jax.bench import guards
+    from interplm_jax.concepts.evalset import EvalSet
+    from interplm_jax.concepts.labels import ConceptLabels
+    from interplm_jax.fasta import read_fasta
+
+    es = EvalSet.load(s.out.concepts / "set" / "evalset.json")
+    out = guards.small_selection(len(es.select))
+    with open(s.out.selection, newline="") as f:
+        out += guards.selection_ties(csv.DictReader(f))
+    if s.study.structures_fasta:
+        n = len(read_fasta(s.study.structures_fasta, max_length=10**9, on_invalid="skip")[0])
+        out += guards.few_structures(n, s.sections["analysis"].spatial.min_proteins)
+    cfg = s.extract_config
+    train = read_fasta(s.study.train_fasta, max_length=cfg.max_length, on_invalid="skip")[0]
+    labels = ConceptLabels.load(s.out.concepts / "labels.npz")
+    ids = [*es.valid, *es.test]
+    evaluation = [(i, labels.sequence(int(p))) for i, p in zip(ids, labels.indices(ids))]
+    return out + guards.overlap([(p.id, p.sequence) for p in train], evaluation)
+
+
+def stage_bench(s: Study) -> dict:
+    from interplm_jax.concepts.evalset import EvalSet
+    from interplm_jax.concepts.labels import ConceptLabels
+    from interplm_jax.fasta import Protein, write_fasta
+
+    o, c = s.out, s.out.concepts
+    es, labels = EvalSet.load(c / "set" / "evalset.json"), ConceptLabels.load(c / "labels.npz")
+    test_fasta = o.bench / "test_proteins.fasta"  # fidelity's proteins: the test split
+    write_fasta(test_fasta, [Protein(i, labels.sequence(int(p))) for i, p in zip(es.test, labels.indices(es.test))])
+    common = ["--labels", c / "labels.npz", "--evalset", c / "set" / "evalset.json", "--config", s.config]
+    parts = []
+    for v in s.variants:
+        for L in s.layers:
+            sweep = o.sweeps(v) / f"layer_{L}"
+            fid, part = o.bench_fidelity(v, L), o.bench_part(v, L)
+            if not fid.is_file():
+                run_script("fidelity", "--model", s.model_path(v), "--fasta", test_fasta, "--sweep", sweep,
+                           "--layer", L, "--out", fid, "--config", s.config)
+            if not part.is_file():
+                saes = [a for p in sorted((sweep / "saes").iterdir()) for a in ("--sae", p)]
+                run_script("bench", "measure", *common, "--store", o.eval_store(v), "--layer", L, *saes,
+                           "--model-name", v, "--fidelity", fid, "--selection", o.selection, "--out", part)
+            parts.append(part)
+    if "neurons" in s.study.baselines:
+        for L in s.layers:
+            part = o.bench_part("esm2", L, "neurons")
+            if not part.is_file():
+                run_script("bench", "measure", *common, "--store", o.eval_store("esm2"), "--layer", L,
+                           "--sae", o.neurons(L), "--out", part)
+            parts.append(part)
+    warnings = study_warnings(s)
+    run_script("bench", "table", *parts, "--out", o.bench, *[a for w in warnings for a in ("--warning", w)])
+    return {"warnings": warnings}
+
+
 def stage_report(s: Study) -> dict:
     from interplm_jax.report import build_report
     from interplm_jax.study import report_inputs
@@ -243,7 +304,7 @@ def stage_report(s: Study) -> dict:
 RUNNERS: dict[str, Callable[[Study], dict]] = {
     "model": stage_model, "extract": stage_extract, "evalset": stage_evalset, "train": stage_train,
     "normalize": stage_normalize, "concepts": stage_concepts, "analysis": stage_analysis,
-    "annotate": stage_annotate, "report": stage_report,
+    "annotate": stage_annotate, "bench": stage_bench, "report": stage_report,
 }
 assert tuple(RUNNERS) == STAGES
 
@@ -294,6 +355,8 @@ def stage_inputs(s: Study) -> dict[str, dict[str, Any]]:
         "analysis": {"analysis": s.section("analysis"), "layers": st["analysis_layers"],
                      "structures": st["structures"]},
         "annotate": {"annotate": s.section("annotate"), "mode": s.annotate_mode},
+        "bench": {"concepts": s.section("concepts"), "fidelity": s.section("fidelity"),
+                  "spatial_min_proteins": s.sections["analysis"].spatial.min_proteins},
         "report": {"report": s.section("report")},
     }
     inputs: dict[str, dict[str, Any]] = {}
