@@ -15,14 +15,15 @@ vmapped), the reference once per SAE.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import click
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,15 +45,15 @@ def paired_times(fa, fb, repeats: int) -> tuple[float, float, object, object]:
     return statistics.median(ta), statistics.median(tb), a, b
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tokens", type=int, default=60_000)
-    ap.add_argument("--d", type=int, default=320, help="d_model (ESM-2 8M: 320)")
-    ap.add_argument("--features", type=int, default=10_240, help="F (paper: 10,240)")
-    ap.add_argument("--sweep", type=int, default=4, help="G SAEs for the sweep measurement")
-    ap.add_argument("--chunk-tokens", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args()
+@click.command(help=__doc__.split("\n")[0])
+@click.option("--tokens", default=60_000, show_default=True, help="Tokens in the store.")
+@click.option("--d", default=320, show_default=True, help="d_model (ESM-2 8M: 320).")
+@click.option("--features", default=10_240, show_default=True, help="F (paper: 10,240).")
+@click.option("--sweep", default=4, show_default=True, help="G SAEs for the sweep measurement.")
+@click.option("--chunk-tokens", default=256, show_default=True, help="Tokens per encoder call.")
+@click.option("--repeats", default=3, show_default=True, help="Timed runs per side (median).")
+def main(**options) -> None:
+    args = SimpleNamespace(**options)
 
     import contextlib
     import io

@@ -2,7 +2,8 @@
 """Stream throughput vs the consumption of a 320 -> 10,240 ReLU SAE training step.
 
 The stream must deliver tokens > 10x faster than one SAE step consumes them, so that it is never
-the bottleneck. The store holds random d=320 activations with a realistic protein length mix;
+the bottleneck. Also the cost of the stores' per-chunk CRC-32C checksums: reading every row of
+the same store written with and without them (fresh reader each time, medians, interleaved). The store holds random d=320 activations with a realistic protein length mix;
 the stream time includes reading, the within-shard shuffle, and ``jax.device_put`` of each batch.
 The step is a jitted forward + backward + Adam update of one ReLU SAE on a batch of 2,048 tokens.
 
@@ -23,7 +24,28 @@ import optax
 
 from _common import real_proteins
 from interplm_jax.data import TokenStream
-from interplm_jax.store import write_store
+from interplm_jax.store import ActivationStore, write_store
+
+
+def read_all(path: str) -> int:
+    """Open the store afresh (empty chunk cache) and read every row; return the rows read."""
+    store = ActivationStore.open(path)
+    for a in range(0, store.n_tokens, 1 << 16):
+        store.rows(1, a, min(a + (1 << 16), store.n_tokens))
+    return store.n_tokens
+
+
+def checksum_cost(ids, acts, shard_size: int, tmp: str, rounds: int = 5) -> tuple[float, float]:
+    """Median seconds to read a store with and without per-chunk checksums."""
+    for name, checked in (("crc", True), ("plain", False)):
+        write_store(f"{tmp}/{name}", ids, {1: acts}, shard_size=shard_size, chunk_checksums=checked)
+    times = {"crc": [], "plain": []}
+    for _ in range(rounds):
+        for name in times:
+            t0 = time.perf_counter()
+            read_all(f"{tmp}/{name}")
+            times[name].append(time.perf_counter() - t0)
+    return statistics.median(times["crc"]), statistics.median(times["plain"])
 
 
 def sae_step_fn(d: int, F: int, batch: int):
@@ -58,6 +80,7 @@ def main(proteins, shard_size, d, features, batch):
     rng = np.random.default_rng(0)
     acts = [rng.standard_normal((len(p.sequence), d), dtype=np.float32) for p in prots]
     with tempfile.TemporaryDirectory() as tmp:
+        t_crc, t_plain = checksum_cost([p.id for p in prots], acts, shard_size, tmp)
         store = write_store(f"{tmp}/store", [p.id for p in prots], {1: acts}, shard_size=shard_size)
         del acts
         stream = TokenStream(store, 1, batch_size=batch, seed=0)
@@ -83,6 +106,8 @@ def main(proteins, shard_size, d, features, batch):
     print(f"stream: {n_batches} batches of {batch} in {t_stream:.2f}s -> {stream_rate:,.0f} tokens/s")
     print(f"SAE step {d}->{features}, batch {batch}: median {t_step * 1e3:.1f} ms -> {step_rate:,.0f} tokens/s")
     print(f"stream / step: {stream_rate / step_rate:.1f}x (target > 10x)")
+    print(f"read every row: {t_crc * 1e3:.0f} ms with chunk checksums, {t_plain * 1e3:.0f} ms without "
+          f"(medians) -> checksums cost {t_crc / t_plain:.2f}x")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from interplm_jax.errors import InputError
+from interplm_jax.errors import InputError, StoreError
 from interplm_jax.store import ActivationStore, prefetch
 
 log = logging.getLogger(__name__)
@@ -100,8 +100,17 @@ class TokenStream:
     def _load(self, epoch: int, cursor: int) -> np.ndarray:
         """Read and permute this host's tokens of the ``cursor``-th shard of ``epoch``."""
         shard = int(self.shard_order(epoch)[cursor])
-        r0 = self.store.shard_bounds(shard)[2]
-        return self.store.take(self.layer, r0 + self._host_rows(epoch, shard))
+        rows = self.store.shard_bounds(shard)[2] + self._host_rows(epoch, shard)
+        tokens = self.store.take(self.layer, rows)
+        finite = np.isfinite(tokens).all(axis=1)
+        if not finite.all():  # would end as "every SAE hit a non-finite loss": say where instead
+            bad = np.sort(rows[~finite])
+            p = int(np.searchsorted(self.store.offsets, bad[0], side="right")) - 1
+            raise StoreError(f"{self.store.url}: layer {self.layer} holds non-finite values (NaN/Inf) "
+                             f"in {len(bad)} row(s) of shard {shard}, first row {bad[0]} (protein "
+                             f"{self.store.protein_ids[p]!r}); SAEs cannot train on them: "
+                             f"`scripts/inspect_store.py {self.store.url} --verify` lists every such shard")
+        return tokens
 
     def _next_cursor(self, epoch: int, cursor: int) -> tuple[int, int]:
         return (epoch, cursor + 1) if cursor + 1 < self.store.n_shards else (epoch + 1, 0)

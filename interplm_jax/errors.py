@@ -15,3 +15,13 @@ class StoreError(InputError):
 
 class LockedError(InputError):
     """Another process is writing the same output (a sweep directory, a store's worker)."""
+
+
+class StoreDamage(StoreError):
+    """Stored rows that do not read back: a chunk with a bad checksum, truncated or missing.
+
+    ``detail`` is the storage layer's own account (e.g. which chunk file is missing)."""
+
+    def __init__(self, message: str, detail: str = ""):
+        super().__init__(message)
+        self.detail = detail

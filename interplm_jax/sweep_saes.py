@@ -112,12 +112,16 @@ def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
     if (sweep_dir / "config.yaml").is_file():
         config = yaml.safe_load((sweep_dir / "config.yaml").read_text()) or {}
 
-    checkpointer = ocp.PyTreeCheckpointer()
-    tree = checkpointer.metadata(ck_dir / "state").item_metadata
-    leaves = {k: 0 for k in tree["params"]}
-    restore_args = {"params": {k: ocp.RestoreArgs(restore_type=np.ndarray) for k in leaves}}
-    restored = checkpointer.restore(ck_dir / "state", args=ocp.args.PyTreeRestore(
-        item={"params": leaves}, restore_args=restore_args, partial_restore=True))
+    # Through the manager, which reads the step's own metadata (a checkpointer pointed at the
+    # item directory warns "Metadata file does not exist" there); create=False writes nothing.
+    handlers = {"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+    with ocp.CheckpointManager(sweep_dir / "checkpoints", item_handlers=handlers,
+                               options=ocp.CheckpointManagerOptions(create=False)) as manager:
+        tree = manager.item_metadata(step)["state"]
+        leaves = {k: 0 for k in tree["params"]}
+        restore_args = {"params": {k: ocp.RestoreArgs(restore_type=np.ndarray) for k in leaves}}
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+            item={"params": leaves}, restore_args=restore_args, partial_restore=True)))["state"]
     stacked = {k: np.asarray(v) for k, v in restored["params"].items()}
     G = next(iter(stacked.values())).shape[0]
     if G != len(grid):

@@ -44,11 +44,13 @@ def labels(tsv, out, cfg):
     occurrence."""
     from interplm_jax.atomic import atomic_write
     from interplm_jax.concepts.labels import build_labels
+    from interplm_jax.concepts.flatfile import count_entries
     from interplm_jax.concepts.uniprot import ParseReport, read_uniprot_tsv
-    from interplm_jax.progress import progress_bar
+    from interplm_jax.progress import progress_bar, progress_enabled
 
     report = ParseReport(tsv)
-    bar = progress_bar(desc="labels", unit="protein")
+    bar = progress_bar(count_entries(tsv) if progress_enabled() else None, desc="labels",
+                       unit="protein")
 
     def rows():
         for row in read_uniprot_tsv(tsv, cfg.on_malformed, report):
@@ -251,7 +253,8 @@ def report(runs, out, cfg):
         valid, test = ConceptCounts.load(parts[0]), ConceptCounts.load(parts[1])
         rep = heldout_report(valid, test, cfg.top_f1, cfg.reference_test)
         m = valid.meta
-        tag = f"{m.get('model', 'model')}_{m.get('kind', 'sae')}_L{m.get('layer')}"
+        # model, kind, layer and the SAE's name: two SAEs of one layer get their own files
+        tag = f"{m.get('model', 'model')}_{m.get('kind', 'sae')}_L{m.get('layer')}_{m.get('name')}"
         write_csv(out / f"per_concept_{tag}.csv", rep.per_concept)
         write_csv(out / f"pairs_{tag}.csv", rep.pairs,
                   ["concept", "feature", "valid_f1", "test_f1", "test_threshold"])

@@ -179,6 +179,7 @@ def stage_concepts(s: Study) -> dict:
             run_script("evaluate_concepts", "f1", "--labels", c / "labels.npz", "--evalset",
                        c / "set" / "evalset.json", "--store", s.out.eval_store(variant), "--layer", layer,
                        "--split", split, "--sae", sae, "--kind", kind, "--out", dest,
+                       "--name", "neurons" if kind == "neurons" else sae.name,
                        "--model-name", s.study.name, "--config", s.config)
         return dest
 

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 
 from interplm_jax.cli import command, parse_layers
@@ -26,7 +24,6 @@ def main(store, out, resume, layers, cfg):
     on each layer in turn; write config.yaml, grid.json, metrics.jsonl and orbax checkpoints."""
     from interplm_jax.train.run import train_layers
 
-    logging.getLogger("absl").setLevel(logging.WARNING)  # orbax's per-save INFO lines
     config = click.get_current_context().params.get("config")
     results = train_layers(cfg, store, out, resume, parse_layers(layers) if layers else None,
                            where=f"{config}:train" if config else "train options")

@@ -75,6 +75,8 @@ def test_spatial_command(analyze, spatial_inputs, tmp_path):
     assert sum(s == "used" for s in status.values()) == 30
     assert "89 residues in the structure, 90 in the sequence" in reason["BAD1"]
     assert reason["NOST"] == "no structure file"
+    read = [f for f, s in zip(report["file"], report["status"]) if s == "used"]
+    assert len(read) == 30 and all(Path(f).is_file() for f in read)
     assert (tmp_path / "spatial_layer3.png").read_bytes()[:4] == b"\x89PNG"
     ratio = float(table["struct_d"][0]) / abs(float(table["seq_d"][0]))
     assert float(table["struct_seq_ratio"][0]) == pytest.approx(ratio, rel=1e-5)

@@ -95,6 +95,7 @@ def test_load_structures_uses_complete_ones_and_reports_the_rest(tmp_path):
     write_ca_pdb(tmp_path / "AF-P1-F1-model_v4.pdb", "MKLA", _line(4))
     write_ca_pdb(tmp_path / "P2.pdb.gz", "MKLA", _line(4))
     (tmp_path / "P3.cif").write_text("data_broken\n_atom_site.id\n")
+    write_ca_pdb(tmp_path / "P1.pdb", "MKLA", _line(4))  # AlphaFold DB's v4 name wins
     s = load_structures({"P1": "MKLA", "P2": "MKLAG", "P3": "MK", "P4": "MM"}, tmp_path)
     assert list(s.coords) == ["P1"] and s.coords["P1"].shape == (4, 3)
     why = {p: r for p, _, r in s.excluded}
@@ -102,6 +103,8 @@ def test_load_structures_uses_complete_ones_and_reports_the_rest(tmp_path):
     assert "P3.cif" in why["P3"]
     assert why["P4"] == "no structure file"
     assert [r["status"] for r in s.report_rows()] == ["used", "excluded", "excluded", "excluded"]
+    # which file was read is recorded for the used proteins too
+    assert s.report_rows()[0]["file"] == str(tmp_path / "AF-P1-F1-model_v4.pdb")
 
 
 def test_real_alphafold_models(shared_data):

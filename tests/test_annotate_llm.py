@@ -196,12 +196,12 @@ def test_a_malformed_200_is_retried_then_a_failed_request_and_the_run_goes_on(ki
         return "ANSWER: ok"
 
     with MessagesServer(responder) as srv:
-        llm = llm_for(srv, tmp_path, monkeypatch, max_retries=2, concurrency=1)
+        llm = llm_for(srv, tmp_path, monkeypatch, max_retries=2)
         out = llm.run(reqs(3), parse_upper)
         assert [o.ok for o in out] == [False, True, True]
         assert out[0].error.startswith("malformed answer (HTTP 200)")
         assert out[0].error.endswith("after 2 retries")
-        assert list(asked.values()) == [3, 3, 1]
+        assert asked == {"prompt q 0": 3, "prompt q 1": 3, "prompt q 2": 1}
         assert llm.usage["failed"] == 1 and llm.usage["requests"] == 2
 
 

@@ -126,6 +126,13 @@ CASES = [
     *[Case(f"extract-shard-size-{n}", "extract",
            ["--fasta", "{good_fa}", "--model", "{tiny_esm}", "--layers", "1", "--shard-size", n,
             "--out", "{new_out}"], 2, r"shard.size", out="new_out") for n in ("0", "-5")],
+    # --- inspect_store.py
+    Case("inspect-store-not-a-store", "inspect_store", ["{tmp}/nostore"], 2,
+         r"nostore: not an activation store"),
+    Case("inspect-store-damaged-chunk", "inspect_store", ["{damaged_store}", "--verify"], 2,
+         r"2 damaged layer shard\(s\):\n  layer 2, shard 0 \(proteins 0..1, rows 0..29\): cannot be "
+         r"read: NOT_FOUND: .*layer_2/c/1/0.* is missing\n  layer 2, shard 1 \(proteins 2..2",
+         out="damaged_store"),
     # --- train.py, plot_training.py
     Case("train-missing-store", "train",
          ["--config", "{train_yaml}", "--store", "{tmp}/nostore", "--out", "{new_out}"], 2,
@@ -181,6 +188,22 @@ CASES = [
          ["--model", "{tiny_esm}", "--sae", "{sae}", "--layer", "1", "--feature", "999",
           "--value", "1", "--sequence", "MKTAYIAK", "--out", "{new_out}/t.tsv"], 2, r"999",
          out="new_out"),
+    Case("steer-sae-of-another-width", "steer",
+         ["--model", "{tiny_esm}", "--sae", "{sae}", "--layer", "1", "--feature", "5",
+          "--value", "1", "--sequence", "MKTAYIAK", "--out", "{new_out}/t.tsv"], 2,
+         r"the SAE reads vectors of width 8, but this esm2 model's layers have width 32",
+         out="new_out"),
+    Case("steer-residue-outside-alphabet", "steer",
+         ["--model", "{tiny_esm}", "--sae", "{sae32}", "--layer", "1", "--feature", "5",
+          "--value", "1", "--sequence", "MK1AYIAK", "--out", "{new_out}/t.tsv"], 2,
+         r"sequence 'MK1AYIAK': invalid characters: '1' \(first at residue 3\)", out="new_out"),
+    Case("fidelity-layer-out-of-range", "fidelity",
+         ["--model", "{tiny_esm}", "--fasta", "{good_fa}", "--sae", "{sae32}", "--layer", "9",
+          "--out", "{new_out}/f.tsv"], 2, r"layer 9 is out of range: this esm2 model has layers 1\.\.4",
+         out="new_out"),
+    Case("fidelity-sae-of-another-width", "fidelity",
+         ["--model", "{tiny_esm}", "--fasta", "{good_fa}", "--sae", "{sae}", "--layer", "1",
+          "--out", "{new_out}/f.tsv"], 2, r"the SAE reads vectors of width 8", out="new_out"),
     Case("fidelity-latin1-fasta", "fidelity",
          ["--model", "{tiny_esm}", "--fasta", "{latin1_fa}", "--sae", "{sae}", "--layer", "1",
           "--out", "{new_out}/f.tsv"], 2, r"latin1\.fa:1: not UTF-8", out="new_out"),
@@ -228,7 +251,11 @@ def inputs(tmp_path_factory, tiny_esm) -> dict:
     lengths = [16, 14, 9]
     acts = {L: [rng.normal(size=(n, 8)).astype(np.float32) for n in lengths] for L in (1, 2)}
     files["store"] = write_store(tmp / "store", ["P1", "P2", "P3"], acts, shard_size=2).url
-    files["sae"] = save_sae(tmp / "sae", random_sae("relu", d=8, F=16))
+    damaged = write_store(tmp / "damaged", ["P1", "P2", "P3"], acts, shard_size=2, chunk_rows=16)
+    (tmp / "damaged" / "layer_2" / "c" / "1" / "0").unlink()  # rows 16..31: proteins P2, P3
+    files["damaged_store"] = damaged.url
+    files["sae"] = save_sae(tmp / "sae", random_sae("relu", d=8, F=16))  # of the store's width
+    files["sae32"] = save_sae(tmp / "sae32", random_sae("relu", d=32, F=64))  # tiny ESM-2's
 
     sweep = tmp / "sweep"
     sweep.mkdir()

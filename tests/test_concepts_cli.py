@@ -148,6 +148,9 @@ def test_select_and_report(pipeline):
     with open(out / "report" / "summary.csv") as f:
         (row,) = list(csv.DictReader(f))
     assert row["model"] == "tiny" and row["layer"] == "2" and row["kind"] == "sae"
+    # tables named by model, kind, layer and SAE, so that two SAEs of a layer never share one
+    assert (out / "report" / f"per_concept_tiny_sae_L2_{row['name']}.csv").is_file()
+    assert f"tiny_sae_L2_{row['name']}: mean test F1" in res.output
 
 
 def test_interrupted_f1_pass_resumes_to_the_same_counts(pipeline, tmp_path):

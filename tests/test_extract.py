@@ -208,6 +208,31 @@ def test_resume_with_other_weights_or_plan_is_refused(tiny_esm, proteins, refere
         extract_to_store(proteins[::-1], tiny_esm, [1, 2, 4], ref_path, shard_size=7)
 
 
+def test_same_ids_and_lengths_with_other_residues_is_refused(tiny_esm, proteins, reference):
+    """A FASTA edited in place (same ids, same lengths): refused, never resumed as stale."""
+    ref_path, _ = reference
+    edited = list(proteins)
+    p = edited[9]  # shard 1 of 7-protein shards
+    edited[9] = Protein(p.id, ("A" if p.sequence[0] != "A" else "C") + p.sequence[1:])
+    with pytest.raises(StoreError, match=r"shard 1 \(proteins 7..13, from 'prot7'\) holds other sequences"):
+        extract_to_store(edited, tiny_esm, [1, 2, 4], ref_path, shard_size=7)
+
+
+@pytest.mark.parametrize("size", ["-5", "0"])
+def test_extract_cli_refuses_a_bad_shard_size_and_writes_nothing(tiny_esm, tmp_path, size):
+    from click.testing import CliRunner
+
+    from interplm_jax.cli import load_script
+
+    fasta = tmp_path / "p.fa"
+    fasta.write_text(">a\nMKV\n")
+    r = CliRunner().invoke(load_script(REPO / "scripts" / "extract.py").main, [
+        "--fasta", str(fasta), "--model", str(tiny_esm), "--layers", "1", "--out",
+        str(tmp_path / "s"), "--shard-size", size])
+    assert r.exit_code == 2 and "--shard-size: shard_size, max_tokens and max_length must be positive" in r.output
+    assert not (tmp_path / "s").exists()
+
+
 def test_extract_cli_reports_bad_fasta_with_exit_2(tiny_esm, tmp_path):
     fasta = tmp_path / "bad.fa"
     fasta.write_text(">a\nMKV\n>b\nMK#V\n")

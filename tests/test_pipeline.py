@@ -245,3 +245,25 @@ def test_annotate_stage_calls_claude_when_a_key_is_set(demo_study, tmp_path):
     assert {int(f) for f in shown} == {int(r["feature"]) for r in described}
     assert not any(key in p.read_text(errors="ignore") for p in study.rglob("*") if p.is_file()
                    and p.stat().st_size < 5e6)
+
+
+def test_logs_are_quiet_and_informative(demo_study):
+    """At the default level: no orbax/absl chatter, no missing-metadata warnings from reading a
+    sweep, no libtpu line; UMAP and HDBSCAN say how long they took; the concept report names
+    each SAE; structures_layer<L>.tsv names the file each structure was read from."""
+    for log in (demo_study.killed_log, demo_study.resumed_log):
+        assert "Metadata file does not exist" not in log
+        assert "libtpu" not in log and " INFO absl:" not in log
+    assert "UMAP done in" in demo_study.resumed_log and "HDBSCAN:" in demo_study.resumed_log
+    out = StudyLayout(demo_study.out)
+    chosen = {L: sae.name for L, sae in out.chosen("sae").items()}
+    for L, name in chosen.items():
+        assert f"demo_sae_L{L}_{name}: mean test F1" in demo_study.resumed_log
+    assert f"demo_neurons_L{L}_neurons: mean test F1" in demo_study.resumed_log
+    from pathlib import Path
+
+    from interplm_jax.analysis.tables import read_table
+
+    t = read_table(out.analysis(4) / "structures_layer4.tsv")
+    assert {Path(f).name for f, s in zip(t["file"], t["status"]) if s == "used"} == {
+        "O15552.cif.gz", "Q7Z6M3.pdb.gz"}

@@ -3,6 +3,7 @@
 import json
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,3 +164,147 @@ def test_prefetch_loads_in_order_and_ahead_only_when_asked():
     lazy = prefetch(load, range(3), ahead=False)
     assert next(lazy) == 0 and loaded == [0]  # the next load waits for the caller
     assert list(lazy) == [1, 4] and loaded == [0, 1, 2]
+
+
+def _sequences(lengths, seed):
+    rng = np.random.default_rng(seed)
+    return ["".join(rng.choice(list("ACDEFGHIKLMNPQRSTVWY"), size=n)) for n in lengths]
+
+
+def test_resume_with_other_residues_under_the_same_ids_is_refused(tmp_path):
+    """Same ids and lengths, other sequences: never resumed as stale (issue 13 item 1)."""
+    ids, lengths = ["a", "b", "c", "d"], [3, 5, 2, 4]
+    seqs = _sequences(lengths, 0)
+    w = StoreWriter.open(tmp_path / "s", ids, lengths, [1], 4, {"name": "m"}, shard_size=2, sequences=seqs)
+    w.write_shard(w.shards[0], {1: np.ones((8, 4))})
+    # the same sequences resume; one residue changed in the second shard does not
+    assert [s.index for s in StoreWriter.open(tmp_path / "s", ids, lengths, [1], 4, {"name": "m"},
+                                              shard_size=2, sequences=seqs).pending_shards()] == [1]
+    other = seqs[:3] + ["W" + seqs[3][1:] if seqs[3][0] != "W" else "A" + seqs[3][1:]]
+    with pytest.raises(StoreError, match=r"shard 1 \(proteins 2..3, from 'c'\) holds other sequences"):
+        StoreWriter.open(tmp_path / "s", ids, lengths, [1], 4, {"name": "m"}, shard_size=2, sequences=other)
+    w.write_shard(w.shards[1], {1: np.ones((6, 4))})
+    assert w.finalize()
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert all(s["complete"] and len(s["sequences_sha256"]) == 64 for s in manifest["shards"])
+    with pytest.raises(StoreError, match="shard 1 .* holds other sequences"):  # complete: same
+        StoreWriter.open(tmp_path / "s", ids, lengths, [1], 4, {"name": "m"}, shard_size=2, sequences=other)
+    with pytest.raises(StoreError, match="sequences do not match the lengths"):
+        StoreWriter.open(tmp_path / "t", ids, lengths, [1], 4, {"name": "m"}, sequences=seqs[::-1])
+
+
+@pytest.mark.parametrize("shard_size", [0, -5])
+def test_bad_shard_size_writes_nothing(tmp_path, shard_size):
+    with pytest.raises(StoreError, match=f"shard size must be a positive integer, got {shard_size}"):
+        StoreWriter.open(tmp_path / "s", ["a"], [3], [1], 4, {"name": "m"}, shard_size=shard_size)
+    assert not (tmp_path / "s").exists()
+
+
+def _chunked(tmp_path):
+    """A store of 12 proteins in 4 shards, 16-row chunks, and its arrays as written."""
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(3, 12, size=12)
+    ids = [f"Q{i}" for i in range(12)]
+    acts = {L: [rng.standard_normal((k, 5)).astype(np.float32) for k in lengths] for L in (1, 2)}
+    store = write_store(tmp_path / "s", ids, acts, shard_size=3, chunk_rows=16)
+    return store, ids, np.concatenate([[0], np.cumsum(lengths)])
+
+
+def _shards_of_chunk(offsets, chunk, shard_size=3, chunk_rows=16):
+    """Shards whose rows meet chunk ``chunk`` (plain arithmetic over the offsets)."""
+    lo, hi = chunk * chunk_rows, (chunk + 1) * chunk_rows
+    return sorted({p // shard_size for p in range(len(offsets) - 1) if offsets[p] < hi and offsets[p + 1] > lo})
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ("flip", "Digest mismatch"),
+    ("truncate", "Not enough data|Digest mismatch|DATA_LOSS"),
+    ("delete", "missing"),
+])
+def test_damaged_chunk_is_named_by_readers_and_verify(tmp_path, damage, problem):
+    """A flipped byte, a truncated or a deleted chunk: the read fails naming the layer and
+    shard, and --verify lists exactly the shards that chunk holds (issue 13 items 2, 12)."""
+    from interplm_jax.store.verify import verify_store
+
+    store, ids, offsets = _chunked(tmp_path)
+    assert verify_store(store) == []
+    chunk = tmp_path / "s" / "layer_2" / "c" / "2" / "0"
+    data = bytearray(chunk.read_bytes())
+    if damage == "flip":
+        data[20] ^= 0x10
+        chunk.write_bytes(bytes(data))
+    elif damage == "truncate":
+        chunk.write_bytes(bytes(data[:len(data) // 2]))
+    else:
+        chunk.unlink()
+    store = ActivationStore.open(tmp_path / "s")
+    np.testing.assert_array_equal(store.rows(1, 0, store.n_tokens).shape, (offsets[-1], 5))  # layer 1 fine
+    with pytest.raises(StoreError, match=rf"layer 2, rows 32..47 \(shard.* cannot be read \(.*({problem})"):
+        store.rows(2, 32, 48)
+    found = verify_store(store)
+    assert {d.shard for d in found} == set(_shards_of_chunk(offsets, 2)) and {d.layer for d in found} == {2}
+    s = found[0].shard
+    assert str(found[0]).startswith(f"layer 2, shard {s} (proteins {3 * s}..{3 * s + 2}, rows {offsets[3 * s]}..")
+
+
+def test_inspect_store_summary_and_verify(tmp_path):
+    from click.testing import CliRunner
+
+    from interplm_jax.cli import load_script
+
+    store, ids, offsets = _chunked(tmp_path)
+    inspect = load_script(Path(__file__).resolve().parents[1] / "scripts" / "inspect_store.py").main
+    r = CliRunner().invoke(inspect, [str(tmp_path / "s"), "--verify"])
+    assert r.exit_code == 0, r.output
+    assert f"12 proteins, {offsets[-1]} tokens, 4 shard(s) of 3 proteins (complete)" in r.output
+    assert "per-chunk CRC-32C" in r.output and "reads back as written" in r.output
+    (tmp_path / "s" / "layer_1" / "c" / "0" / "0").unlink()
+    r = CliRunner().invoke(inspect, [str(tmp_path / "s")])
+    assert r.exit_code == 0  # the summary alone reads no rows
+    r = CliRunner().invoke(inspect, [str(tmp_path / "s"), "--verify", "--layers", "1"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "1 damaged layer shard(s)" in r.output and "layer 1, shard 0 (proteins 0..2" in r.output
+
+
+def test_verify_names_non_finite_values(tmp_path):
+    from interplm_jax.store.verify import verify_store
+
+    acts = {1: [np.ones((4, 3), np.float32), np.array([[1, np.nan, 0]] * 2, np.float32)]}
+    store = write_store(tmp_path / "s", ["a", "b"], acts, shard_size=1)
+    [d] = verify_store(store)
+    assert (d.layer, d.shard, d.proteins, d.rows) == (1, 1, (1, 2), (4, 6)) and "non-finite" in d.problem
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.pop("layers"), "manifest.json has no 'layers'"),
+    (lambda m: m.update(layers="1"), "layers must be a non-empty list of integers"),
+    (lambda m: m.update(d_model=0), "d_model must be a positive integer, got 0"),
+    (lambda m: m.update(dtype="int8"), "dtype 'int8' is not one of"),
+])
+def test_manifest_missing_or_wrong_keys_are_store_errors(tmp_path, edit, message):
+    make(tmp_path / "s")
+    path = tmp_path / "s" / "manifest.json"
+    m = json.loads(path.read_text())
+    edit(m)
+    path.write_text(json.dumps(m))
+    with pytest.raises(StoreError, match=message):
+        ActivationStore.open(tmp_path / "s")
+    path.write_text("[1, 2]")
+    with pytest.raises(StoreError, match="manifest.json holds a list, not a mapping"):
+        ActivationStore.open(tmp_path / "s")
+
+
+def test_verify_finds_a_deleted_chunk_in_a_store_without_chunk_checksums(tmp_path):
+    """Stores without chunk checksums (older versions) read a deleted chunk as zeros; the
+    marker CRC-32s still find it."""
+    from interplm_jax.store.verify import verify_store
+
+    rng = np.random.default_rng(5)
+    acts = {1: [rng.standard_normal((9, 4)).astype(np.float32) for _ in range(6)]}
+    store = write_store(tmp_path / "s", [f"p{i}" for i in range(6)], acts, shard_size=2,
+                        chunk_rows=16, chunk_checksums=False)
+    assert "no chunk checksums" in store.summary()
+    (tmp_path / "s" / "layer_1" / "c" / "1" / "0").unlink()  # rows 16..31: proteins 1..3
+    store = ActivationStore.open(tmp_path / "s")
+    assert not store.rows(1, 16, 32).any()  # zeros, silently: why --verify exists
+    assert [(d.shard, d.problem.split(" ")[0]) for d in verify_store(store)] == [(0, "checksum"), (1, "checksum")]

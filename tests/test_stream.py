@@ -87,3 +87,18 @@ def test_bad_stream_options(store):
         TokenStream(store, 1, batch_size=64, host_count=3)
     with pytest.raises(InputError, match="no shard has 100000 tokens"):
         TokenStream(store, 1, batch_size=100_000)
+
+
+def test_non_finite_rows_are_named_before_training_sees_them(tmp_path):
+    """NaN/Inf in the store: a StoreError naming the layer, shard, row and protein, not a
+    non-finite loss with no hint (issue 13 item 16)."""
+    from interplm_jax.errors import StoreError
+
+    acts = [np.ones((5, 2), np.float32) for _ in range(6)]
+    acts[4] = acts[4].copy()
+    acts[4][3, 1] = np.inf  # protein 4 = rows 20..24; shard 2 (proteins 4, 5)
+    st = write_store(tmp_path / "s", [f"p{i}" for i in range(6)], {3: acts}, shard_size=2)
+    stream = TokenStream(st, 3, batch_size=5, seed=0)
+    with pytest.raises(StoreError, match=r"layer 3 holds non-finite values .* 1 row\(s\) of shard 2, "
+                                         r"first row 23 \(protein 'p4'\)"):
+        take(stream, 6)

@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from interplm_jax.annotate.metadata import read_uniprot_tsv as read_metadata
 from interplm_jax.cli import load_script
-from interplm_jax.concepts.flatfile import FLAT_HEADER, open_uniprot_table, protein_names
+from interplm_jax.concepts.flatfile import (FLAT_HEADER, count_entries, open_uniprot_table,
+                                            protein_names)
 from interplm_jax.concepts.labels import ConceptLabels, build_labels
 from interplm_jax.concepts.uniprot import read_uniprot_tsv
 from interplm_jax.errors import InputError
@@ -59,6 +60,11 @@ def test_flat_file_gives_the_labels_of_the_tsv(demo_pair, kw):
     assert a.protein_ids == b.protein_ids and a.concepts == b.concepts and a.n_concepts > 3
     for field in ("residues", "offsets", "iv_protein", "iv_concept", "iv_domain", "iv_start", "iv_stop"):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field), err_msg=field)
+
+
+def test_count_entries_of_both_kinds(demo_pair):
+    dat, tsv = demo_pair
+    assert count_entries(dat) == count_entries(tsv) == 7
 
 
 def test_labels_script_and_metadata_take_the_flat_file(demo_pair, tmp_path):

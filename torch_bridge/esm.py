@@ -193,7 +193,7 @@ def _extract_to_store(proteins, model, layers, out, shard_size, max_tokens, work
     identity = model_identity(os.fspath(model), esm, family)
     writer = StoreWriter.open(out, [p.id for p in proteins], [len(p.sequence) for p in proteins],
                               layers, esm.config.hidden_size, identity, shard_size=shard_size,
-                              dtype=store_dtype)
+                              dtype=store_dtype, sequences=[p.sequence for p in proteins])
     pending: list[Shard] = writer.pending_shards(*worker)
     tokens = ResidueTokenizer(tokenizer)
     log.info("extracting layers %s of %s: %d shard(s) to do (worker %d/%d), device %s", layers,

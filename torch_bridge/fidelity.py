@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from interplm_jax.config import option
 from interplm_jax.progress import progress_bar
-from torch_bridge.intervene import clean_forward, logits_with_edit, tokenize, wrap
+from torch_bridge.intervene import check_sae, clean_forward, logits_with_edit, tokenize, wrap
 from torch_bridge.sae import TorchSAE
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,8 @@ def fidelity_table(lm, tokenizer, sequences: list[str], layer: int,
     if not 0.0 <= mask_fraction < 1.0:
         raise ValueError(f"mask_fraction must be in [0, 1), got {mask_fraction}")
     nn_model = wrap(lm)
+    for sae in saes.values():
+        check_sae(nn_model, layer, sae)
     rng = np.random.default_rng(seed)
     ce: dict[str, list[np.ndarray]] = {"clean": [], "zero": [], **{k: [] for k in saes}}
     bar = progress_bar(total=len(sequences), desc=f"fidelity L{layer}", unit="protein")

@@ -40,6 +40,17 @@ def check_layer(nn_model, layer: int) -> None:
         raise InputError(f"layer {layer} is out of range: this {name} model has layers 1..{n}")
 
 
+def check_sae(nn_model, layer: int, sae) -> None:
+    """``layer`` exists and ``sae`` (a :class:`~torch_bridge.sae.TorchSAE`) reads vectors of the
+    model's width; :class:`InputError` otherwise."""
+    check_layer(nn_model, layer)
+    d, d_sae = nn_model.config.hidden_size, int(sae.W_enc.shape[0])
+    if d_sae != d:
+        name = family_of_config(nn_model.config).name
+        raise InputError(f"the SAE reads vectors of width {d_sae}, but this {name} model's layers "
+                         f"have width {d}: an SAE of another model?")
+
+
 def patch_point(nn_model, layer: int):
     """The nnsight envoy whose ``.output`` is ``hidden_states[layer]``."""
     check_layer(nn_model, layer)

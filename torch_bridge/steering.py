@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from interplm_jax.errors import InputError
-from torch_bridge.intervene import logits_with_edit, tokenize, wrap
+from interplm_jax.fasta import alphabet_problem
+from torch_bridge.intervene import check_sae, logits_with_edit, tokenize, wrap
 from torch_bridge.sae import TorchSAE
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
@@ -79,6 +80,9 @@ def _clamp_edit(sae: TorchSAE, clamps: Sequence[Sequence[Clamp]], units: str, le
 def _check(sae: TorchSAE, sequence: str, conditions: Mapping[str, Sequence[Clamp]], units: str):
     if units not in ("normalized", "raw"):
         raise InputError(f"units must be 'normalized' or 'raw', got {units!r}")
+    bad = alphabet_problem(sequence) if sequence else "empty"
+    if bad:  # the tokenizer would take them as <unk>, silently
+        raise InputError(f"sequence {sequence[:30]!r}: {bad}")
     for name, cond in conditions.items():
         for cl in cond:
             if not 0 <= cl.feature < sae.n_features:
@@ -107,6 +111,7 @@ def steer(lm, tokenizer, sae: TorchSAE, layer: int, sequence: str,
     """
     _check(sae, sequence, conditions, units)
     nn_model = nn_model or wrap(lm)
+    check_sae(nn_model, layer, sae)
     names = tuple(conditions)
     ids, attn = tokenize(tokenizer, [sequence])
     probs = []

@@ -7,14 +7,18 @@ umap-learn and hdbscan are imported when first used (umap's numba compilation ta
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import sys
+import time
 import warnings
 
 import numpy as np
 
 from interplm_jax.analysis.config import UmapConfig
 from interplm_jax.errors import InputError
+from interplm_jax.progress import progress_enabled
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +68,25 @@ def feature_map(w_dec: np.ndarray, cfg: UmapConfig = UmapConfig()) -> FeatureMap
                          "needs more")
     log.info("UMAP of %d decoder rows (d=%d, metric %s, %d neighbours, min_dist %g, seed %d)",
              n, w_dec.shape[1], cfg.metric, cfg.n_neighbors, cfg.min_dist, cfg.seed)
+    t0 = time.perf_counter()
+    # With progress on, umap's own bar over its optimisation epochs and its stage lines (which
+    # it prints to stdout: sent to stderr, beside our logs).
     reducer = umap.UMAP(n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist, metric=cfg.metric,
-                        n_components=2, random_state=cfg.seed)
-    with warnings.catch_warnings():  # "n_jobs overridden by random_state": seeded on purpose
-        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+                        n_components=2, random_state=cfg.seed, verbose=progress_enabled(),
+                        tqdm_kwds={"desc": "UMAP epochs", "file": sys.stderr, "dynamic_ncols": True})
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)  # seeded
         emb = reducer.fit_transform(rows[ok])
+    log.info("UMAP done in %.1f s; HDBSCAN (min cluster %d, min samples %d) on the %s",
+             time.perf_counter() - t0, cfg.min_cluster_size, cfg.min_samples,
+             "2-D embedding" if cfg.cluster_on == "umap" else "unit decoder rows")
+    t0 = time.perf_counter()
     clusterer = hdbscan.HDBSCAN(min_cluster_size=cfg.min_cluster_size, min_samples=cfg.min_samples)
     labels = clusterer.fit_predict(emb if cfg.cluster_on == "umap" else rows[ok])
     xy = np.full((len(rows), 2), np.nan)
     xy[ok] = emb
     cluster = np.full(len(rows), -1, np.int64)
     cluster[ok] = labels
-    log.info("HDBSCAN: %d clusters, %d of %d features as noise", len(set(labels) - {-1}),
-             int((labels == -1).sum()), n)
+    log.info("HDBSCAN: %d clusters, %d of %d features as noise (%.1f s)", len(set(labels) - {-1}),
+             int((labels == -1).sum()), n, time.perf_counter() - t0)
     return FeatureMap(xy, cluster)

@@ -129,15 +129,18 @@ def mismatch(structure: Structure, sequence: str) -> str | None:
 class StructureSet:
     """C-alpha coordinates of the proteins with complete structures, and why others have none.
 
-    ``coords``: protein id -> (L, 3) float32; ``excluded``: (protein id, file or '', reason).
+    ``coords``: protein id -> (L, 3) float32; ``excluded``: (protein id, file or '', reason);
+    ``files``: protein id -> the structure file its coordinates were read from.
     """
 
     coords: dict[str, np.ndarray]
     excluded: list[tuple[str, str, str]]
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def report_rows(self) -> list[dict[str, str]]:
-        """One row per protein: id, status (``used`` or ``excluded``), file and reason."""
-        rows = [dict(protein=p, status="used", file="", reason="") for p in self.coords]
+        """One row per protein: id, status (``used`` or ``excluded``), file read and reason."""
+        rows = [dict(protein=p, status="used", file=self.files.get(p, ""), reason="")
+                for p in self.coords]
         rows += [dict(protein=p, status="excluded", file=f, reason=r) for p, f, r in self.excluded]
         return rows
 
@@ -155,6 +158,7 @@ def load_structures(sequences: Mapping[str, str] | Iterable[tuple[str, str]],
     items = list(sequences.items() if isinstance(sequences, Mapping) else sequences)
     files = index_directory(directory)
     coords: dict[str, np.ndarray] = {}
+    read_from: dict[str, str] = {}
     excluded: list[tuple[str, str, str]] = []
     with progress_bar(len(items), desc="structures", unit="protein") as bar:
         for pid, seq in items:
@@ -173,6 +177,7 @@ def load_structures(sequences: Mapping[str, str] | Iterable[tuple[str, str]],
                 excluded.append((pid, str(path), why))
                 continue
             coords[pid] = st.ca.astype(np.float32)
+            read_from[pid] = str(path)
     log.info("structures: %d of %d proteins have complete coordinates in %s (%d excluded)",
              len(coords), len(items), directory, len(excluded))
-    return StructureSet(coords, excluded)
+    return StructureSet(coords, excluded, read_from)

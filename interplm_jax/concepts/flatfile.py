@@ -67,6 +67,16 @@ def open_uniprot_table(path: str | os.PathLike) -> Iterator[tuple[list[str], Ite
         yield header, ((line, row) for line, row in enumerate(reader, start=2) if row)
 
 
+def count_entries(path: str | os.PathLike) -> int:
+    """Proteins in a UniProtKB TSV (lines after the header) or flat file (``//`` lines), for a
+    progress bar's total: a pass over the lines, far quicker than parsing them."""
+    with open_text(path, "UniProt TSV or flat file") as lines:
+        first = next(lines, "")
+        if first.startswith("ID   "):
+            return sum(line.startswith("//") for line in lines)
+        return sum(1 for line in lines if line.strip())
+
+
 def _flat_rows(path: Path, first: str, lines: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
     entry: list[str] = [first.rstrip("\r\n")]
     start = 1

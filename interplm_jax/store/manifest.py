@@ -4,7 +4,9 @@ kvstore access shared by the writer and the reader."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import logging
 import os
 import zlib
 from typing import Any, Sequence
@@ -13,6 +15,8 @@ import numpy as np
 import tensorstore as ts
 
 from interplm_jax.errors import StoreError
+
+log = logging.getLogger(__name__)
 
 FORMAT = "interplm-jax.activations"
 FORMAT_VERSION = 1
@@ -101,13 +105,59 @@ def marker_key(i: int) -> str:
     return f"shards/{i:06d}.done"
 
 
-def array_spec(url: str, name: str, cache: bool = False) -> dict:
-    """TensorStore spec of the zarr3 array ``name`` of the store at ``url``."""
+def array_spec(url: str, name: str, cache: bool = False, strict: bool = False) -> dict:
+    """TensorStore spec of the zarr3 array ``name`` of the store at ``url``.
+
+    ``strict``: a missing chunk is an error rather than zeros (for stores whose writer stored
+    every chunk, see :data:`CHUNK_CHECKSUMS`)."""
     spec: dict = {"driver": "zarr3", "kvstore": url + name + "/"}
     if cache:
         spec["context"] = {"cache_pool": {"total_bytes_limit": _CACHE_BYTES}}
         spec["recheck_cached_data"] = "open"
+    if strict:
+        spec["fill_missing_data_reads"] = False
     return spec
+
+
+#: manifest value ``chunk_checksums`` of stores whose layer chunks end in a CRC-32C (zarr v3's
+#: ``crc32c`` codec) and are all stored (a zero chunk too): a flipped, truncated or deleted
+#: chunk then fails the read that touches it
+CHUNK_CHECKSUMS = "crc32c"
+LAYER_CODECS = [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": CHUNK_CHECKSUMS}]
+
+_POSITIVE = ("d_model", "n_proteins", "n_tokens", "shard_size")
+
+
+def check_manifest(path: str, manifest: dict) -> dict:
+    """``manifest`` (a mapping) if it has every key a reader needs, of the right type; else
+    :class:`StoreError`."""
+    for key in ("layers", "dtype", "shards", *_POSITIVE):
+        if key not in manifest:
+            raise StoreError(f"{path}: manifest.json has no {key!r}; the store is damaged "
+                             "(extract it again)")
+    for key in _POSITIVE:
+        value = manifest[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise StoreError(f"{path}: manifest.json: {key} must be a positive integer, got {value!r}")
+    layers = manifest["layers"]
+    if (not isinstance(layers, list) or not layers
+            or not all(isinstance(L, int) and not isinstance(L, bool) for L in layers)):
+        raise StoreError(f"{path}: manifest.json: layers must be a non-empty list of integers, "
+                         f"got {layers!r}")
+    if manifest["dtype"] not in DTYPES:
+        raise StoreError(f"{path}: manifest.json: dtype {manifest['dtype']!r} is not one of {DTYPES}")
+    if not isinstance(manifest.get("model", {}), dict) or not isinstance(manifest["shards"], list):
+        raise StoreError(f"{path}: manifest.json: model must be a mapping and shards a list")
+    return manifest
+
+
+def sequences_sha256(sequences: Sequence[str]) -> str:
+    """SHA-256 of a shard's residue sequences (in order), the fingerprint resumes compare."""
+    h = hashlib.sha256()
+    for seq in sequences:
+        h.update(seq.encode())
+        h.update(b"\n")
+    return h.hexdigest()
 
 
 def ids_text(ids: Sequence[str]) -> str:
@@ -118,8 +168,9 @@ def ids_text(ids: Sequence[str]) -> str:
     return "\n".join(ids) + "\n"
 
 
-def check_same_plan(url: str, old: dict, new: dict) -> None:
-    """Raise :class:`StoreError` unless manifest ``old`` has the plan and model of ``new``."""
+def check_same_plan(url: str, old: dict, new: dict, ids: Sequence[str] = ()) -> None:
+    """Raise :class:`StoreError` unless manifest ``old`` has the plan and model of ``new``, and
+    (where both record them) the same sequences in every shard."""
     for key in PLAN_KEYS:
         if old.get(key) != new.get(key):
             raise StoreError(f"{url}: existing store has {key}={old.get(key)!r}, this job has "
@@ -128,3 +179,17 @@ def check_same_plan(url: str, old: dict, new: dict) -> None:
     if old_hash != new_hash:
         raise StoreError(f"{url}: existing store was written by model weights {old_hash}, this job "
                          f"uses {new_hash} ({new['model'].get('name')}); same weights needed to resume")
+    old_seq = [s.get("sequences_sha256") for s in old.get("shards", [])]
+    new_seq = [s.get("sequences_sha256") for s in new.get("shards", [])]
+    if any(new_seq) and not any(old_seq):
+        log.warning("%s: the store records no sequence fingerprints (written by an older version): "
+                    "cannot check that it holds these sequences", url)
+        return
+    for i, (a, b) in enumerate(zip(old_seq, new_seq)):
+        if a and b and a != b:
+            shard = new["shards"][i]
+            first = ids[shard["protein_start"]] if ids else shard["protein_start"]
+            raise StoreError(
+                f"{url}: shard {i} (proteins {shard['protein_start']}..{shard['protein_stop'] - 1}, "
+                f"from {first!r}) holds other sequences under the same ids and lengths; its "
+                "activations would be stale: write to another path or delete the old store")

@@ -11,8 +11,9 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 import numpy as np
 import tensorstore as ts
 
-from interplm_jax.errors import InputError, StoreError
-from interplm_jax.store.manifest import FORMAT, FORMAT_VERSION, Objects, array_spec, kvstore_url
+from interplm_jax.errors import InputError, StoreDamage, StoreError
+from interplm_jax.store.manifest import (CHUNK_CHECKSUMS, FORMAT, FORMAT_VERSION, Objects, array_spec,
+                                         check_manifest, kvstore_url)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -75,9 +76,12 @@ class ActivationStore:
                              f"{self.offsets[-1] if len(self.offsets) else None}) does not match "
                              f"n_proteins={self.n_proteins}, n_tokens={self.n_tokens}")
         self._arrays = {}
+        # a complete store whose writer stored every chunk: a missing chunk is damage, not zeros
+        strict = manifest.get("complete") and manifest.get("chunk_checksums") == CHUNK_CHECKSUMS
         for L in self.layers:
             try:
-                array = ts.open(array_spec(url, f"layer_{L}", cache=True), open=True).result()
+                array = ts.open(array_spec(url, f"layer_{L}", cache=True, strict=strict),
+                                open=True).result()
             except ValueError as e:
                 raise StoreError(f"{url}: cannot open layer_{L} ({e})") from None
             if tuple(array.shape) != (self.n_tokens, self.d_model):
@@ -96,11 +100,14 @@ class ActivationStore:
         manifest = objects.read_json("manifest.json")
         if manifest is None:
             raise StoreError(f"{path}: not an activation store (no manifest.json)")
+        if not isinstance(manifest, dict):
+            raise StoreError(f"{path}: manifest.json holds a {type(manifest).__name__}, not a mapping")
         if manifest.get("format") != FORMAT:
             raise StoreError(f"{path}: manifest format is {manifest.get('format')!r}, expected {FORMAT!r}")
         if manifest.get("format_version") != FORMAT_VERSION:
             raise StoreError(f"{path}: store format version {manifest.get('format_version')!r}; this "
                              f"version of interplm-jax reads version {FORMAT_VERSION}")
+        check_manifest(str(path), manifest)
         if not manifest.get("complete") and not allow_incomplete:
             n_done = len(objects.keys("shards/"))
             raise StoreError(f"{path}: incomplete store, {n_done} of {len(manifest['shards'])} shards written; "
@@ -136,9 +143,32 @@ class ActivationStore:
 
     def rows(self, layer: int, start: int, stop: int) -> np.ndarray:
         """Token rows ``[start, stop)`` of a layer as float32, shape (stop - start, d_model)."""
+        return self.stored_rows(layer, start, stop).astype(np.float32, copy=False)
+
+    def stored_rows(self, layer: int, start: int, stop: int) -> np.ndarray:
+        """Token rows ``[start, stop)`` of a layer in the stored dtype (float32 or bfloat16).
+
+        Raises:
+          StoreDamage: a chunk is damaged (checksum mismatch, truncated, or missing), naming the
+            layer, rows and shards.
+        """
         if not 0 <= start <= stop <= self.n_tokens:
             raise IndexError(f"rows [{start}, {stop}) out of range [0, {self.n_tokens}]")
-        return self._layer(layer)[start:stop].read().result().astype(np.float32, copy=False)
+        array = self._layer(layer)
+        try:
+            return array[start:stop].read().result()
+        except ValueError as e:
+            raise StoreDamage(f"{self.url}: layer {layer}, {self._where(start, stop)}: cannot be read "
+                              f"({e}); `scripts/inspect_store.py {self.url} --verify` lists every "
+                              "damaged shard", detail=str(e)) from None
+
+    def _where(self, start: int, stop: int) -> str:
+        """``rows a..b (shard s, proteins ...)`` of a row range, for messages."""
+        p0 = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        p1 = int(np.searchsorted(self.offsets, max(start, stop - 1), side="right")) - 1
+        s0, s1 = p0 // self.shard_size, p1 // self.shard_size
+        shards = f"shard {s0}" if s0 == s1 else f"shards {s0}..{s1}"
+        return f"rows {start}..{stop - 1} ({shards}, proteins {self.protein_ids[p0]!r}..{self.protein_ids[p1]!r})"
 
     def row_runs(self, proteins: Sequence[int] | None = None) -> list[tuple[int, int]]:
         """Row ranges ``[(start, stop), ...]`` covering ``proteins`` (store indices; default all),
@@ -186,9 +216,16 @@ class ActivationStore:
         return np.diff(self.offsets)
 
     def summary(self) -> str:
-        """A few lines describing the store."""
+        """A few lines describing the store: model, layers, sizes, shards written, checksums."""
         m = self.manifest
+        n_done = len(self.objects.keys("shards/"))
+        state = "complete" if m.get("complete") else f"INCOMPLETE: {n_done} of {self.n_shards} written"
+        checks = ("per-chunk CRC-32C and per-shard CRC-32" if m.get("chunk_checksums") == CHUNK_CHECKSUMS
+                  else "per-shard CRC-32 (no chunk checksums: written by an older version)")
+        created = m.get("created", {})
         return (f"activation store {self.url}\n  model: {m['model'].get('name')}\n"
                 f"  layers: {list(self.layers)}, d_model {self.d_model}, {m['dtype']}\n"
                 f"  {self.n_proteins} proteins, {self.n_tokens} tokens, {self.n_shards} shard(s) "
-                f"of {self.shard_size} proteins")
+                f"of {self.shard_size} proteins ({state})\n"
+                f"  checksums: {checks}\n"
+                f"  created: {created.get('time', '?')} by {created.get('by', '?')}")

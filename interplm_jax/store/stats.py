@@ -60,7 +60,8 @@ class Moments:
             mean = b.mean(axis=0, dtype=np.float64)
             m2 = np.square(b - mean.astype(np.float32)).sum(axis=0, dtype=np.float64)
             norms = np.sqrt(np.einsum("ij,ij->i", b, b).astype(np.float64))
-            counts = np.bincount(np.searchsorted(NORM_EDGES, norms, side="right") - 1,
+            bins = np.searchsorted(NORM_EDGES, norms, side="right") - 1
+            counts = np.bincount(np.minimum(bins, len(NORM_EDGES) - 2),  # NaN norms: the last bin
                                  minlength=len(NORM_EDGES) - 1)
             absmax = np.maximum(b.max(axis=0), -b.min(axis=0)).astype(np.float64)
             total = total.merge(cls(len(b), mean, m2, absmax, float(norms.sum()), float(norms.max()),

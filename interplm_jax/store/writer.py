@@ -15,9 +15,10 @@ import tensorstore as ts
 
 from interplm_jax import __version__
 from interplm_jax.errors import StoreError
-from interplm_jax.store.manifest import (DTYPES, FORMAT, FORMAT_VERSION, Objects, Shard, array_spec,
-                                         check_same_plan, chunk_rows_for, crc32, ids_text,
-                                         kvstore_url, marker_key, plan_shards)
+from interplm_jax.store.manifest import (CHUNK_CHECKSUMS, DTYPES, FORMAT, FORMAT_VERSION, LAYER_CODECS,
+                                         Objects, Shard, array_spec, check_same_plan, chunk_rows_for,
+                                         crc32, ids_text, kvstore_url, marker_key, plan_shards,
+                                         sequences_sha256)
 from interplm_jax.store import stats
 from interplm_jax.store.reader import ActivationStore
 
@@ -39,18 +40,25 @@ class StoreWriter:
         self.manifest = manifest
         self.offsets = offsets
         self.shards = plan_shards(self.offsets, manifest["shard_size"])
-        self.arrays = {L: ts.open(array_spec(url, f"layer_{L}"), open=True).result()
+        # every chunk stored, a zero one too: a missing chunk then always means damage
+        self.arrays = {L: ts.open({**array_spec(url, f"layer_{L}"), "store_data_equal_to_fill_value": True},
+                                  open=True).result()
                        for L in manifest["layers"]}
 
     @classmethod
     def open(cls, path: str | os.PathLike, ids: Sequence[str], lengths: Sequence[int],
              layers: Sequence[int], d_model: int, model: Mapping[str, Any],
              shard_size: int = 1000, dtype: str = "float32",
-             chunk_rows: int | None = None) -> "StoreWriter":
+             chunk_rows: int | None = None, sequences: Sequence[str] | None = None,
+             chunk_checksums: bool = True) -> "StoreWriter":
         """Create the store at ``path``, or reopen it if it holds the same plan.
 
         Args:
           ids, lengths: protein ids and residue counts, in store order.
+          sequences: the proteins' residues (optional): each shard's are fingerprinted in the
+            plan, and a resume with other sequences under the same ids and lengths is refused.
+          chunk_checksums: end every chunk in a CRC-32C (zarr ``crc32c`` codec) so that any read
+            of a damaged chunk fails; without, damage is found only by a verify pass.
           layers: layer indices stored (``hidden_states[L]``).
           model: identity of the model (at least ``name``; ``weights_sha256`` is checked on resume).
         Raises:
@@ -58,6 +66,10 @@ class StoreWriter:
         """
         if dtype not in DTYPES:
             raise StoreError(f"store dtype must be one of {DTYPES}, got {dtype!r}")
+        if isinstance(shard_size, bool) or not isinstance(shard_size, (int, np.integer)) or shard_size < 1:
+            raise StoreError(f"{path}: shard size must be a positive integer, got {shard_size!r}")
+        if chunk_rows is not None and chunk_rows < 1:
+            raise StoreError(f"{path}: chunk_rows must be positive, got {chunk_rows!r}")
         if len(ids) != len(lengths) or not len(ids):
             raise StoreError(f"{path}: need as many lengths as ids, and at least one protein")
         if len(set(ids)) != len(ids):
@@ -65,6 +77,11 @@ class StoreWriter:
         lengths = np.asarray(lengths, dtype=np.int64)
         if (lengths <= 0).any():
             raise StoreError(f"{path}: protein {ids[int(np.argmin(lengths))]!r} has no residues")
+        if sequences is not None:
+            bad = [i for i, (n, seq) in enumerate(zip(lengths, sequences)) if n != len(seq)]
+            if len(sequences) != len(ids) or bad:
+                raise StoreError(f"{path}: sequences do not match the lengths (first: protein "
+                                 f"{ids[bad[0]] if bad else len(sequences)!r})")
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         url = kvstore_url(path)
         ids_txt = ids_text(ids)
@@ -81,14 +98,18 @@ class StoreWriter:
             "chunk_rows": int(chunk_rows or chunk_rows_for(d_model, 4 if dtype == "float32" else 2)),
             "ids_crc32": zlib.crc32(ids_txt.encode()),
             "offsets_crc32": zlib.crc32(offsets.tobytes()),
+            "chunk_checksums": CHUNK_CHECKSUMS if chunk_checksums else None,
             "complete": False,
+            "shards": [dataclasses.asdict(s) | {"complete": False} | (
+                {"sequences_sha256": sequences_sha256(sequences[s.protein_start:s.protein_stop])}
+                if sequences is not None else {}) for s in plan_shards(offsets, shard_size)],
         }
         objects = Objects(url)
         created = {"by": f"interplm-jax {__version__}",
                    "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         existing = objects.read_json("manifest.json")
         if existing is not None:
-            check_same_plan(url, existing, manifest)
+            check_same_plan(url, existing, manifest, ids)
             log.info("resuming store %s", url)
         else:
             objects.write("proteins/ids.txt", ids_txt)
@@ -102,11 +123,10 @@ class StoreWriter:
                     "shape": [manifest["n_tokens"], manifest["d_model"]], "data_type": dtype,
                     "chunk_grid": {"name": "regular", "configuration": {
                         "chunk_shape": [manifest["chunk_rows"], manifest["d_model"]]}},
+                    "codecs": LAYER_CODECS if chunk_checksums else LAYER_CODECS[:1],
                     "dimension_names": ["token", "feature"]}},
                     create=True, open=True).result()
             manifest["created"] = created
-            manifest["shards"] = [dataclasses.asdict(s) | {"complete": False}
-                                  for s in plan_shards(offsets, shard_size)]
             objects.write_json("manifest.json", manifest)  # last: a manifest implies the rest
             existing = manifest
             log.info("created store %s: %d proteins, %d tokens, layers %s", url,
@@ -152,7 +172,7 @@ class StoreWriter:
             log.info("store %s: %d of %d shards complete", self.url, len(done), len(self.shards))
             return False
         manifest = dict(self.manifest)
-        manifest["shards"] = [dataclasses.asdict(s) | {"complete": True} for s in self.shards]
+        manifest["shards"] = [dict(entry, complete=True) for entry in manifest["shards"]]
         manifest["complete"] = True
         stats.merge_shards(self.objects, self.manifest["layers"], len(self.shards))
         self.objects.write_json("manifest.json", manifest)
@@ -163,7 +183,8 @@ class StoreWriter:
 
 def write_store(path: str | os.PathLike, ids: Sequence[str], acts: Mapping[int, Sequence[np.ndarray]],
                 shard_size: int = 1000, model: Mapping[str, Any] | str = "in-memory",
-                dtype: str = "float32") -> ActivationStore:
+                dtype: str = "float32", chunk_rows: int | None = None,
+                chunk_checksums: bool = True) -> ActivationStore:
     """Build a complete store from in-memory per-protein arrays (tests, small jobs).
 
     Args:
@@ -174,7 +195,8 @@ def write_store(path: str | os.PathLike, ids: Sequence[str], acts: Mapping[int, 
     d_model = acts[layers[0]][0].shape[1]
     writer = StoreWriter.open(path, ids, lengths, layers, d_model,
                               {"name": model} if isinstance(model, str) else model,
-                              shard_size=shard_size, dtype=dtype)
+                              shard_size=shard_size, dtype=dtype, chunk_rows=chunk_rows,
+                              chunk_checksums=chunk_checksums)
     for shard in writer.pending_shards():
         writer.write_shard(shard, {L: np.concatenate(acts[L][shard.protein_start:shard.protein_stop])
                                    for L in layers})
