@@ -128,7 +128,8 @@ class StudyLayout:
         return self.root / "bench"
 
     def bench_part(self, model: str, layer: int, sae: str = "saes") -> Path:
-        """The part table of one layer's SAEs (``sae`` = ``neurons``: its neuron baseline)."""
+        """The part table of one layer's SAEs (``sae`` = ``neurons``: its neuron baseline;
+        ``probes``: their sparse probes)."""
         return self.bench / "parts" / f"{model}_L{layer}_{sae}.csv"
 
     def bench_fidelity(self, model: str, layer: int) -> Path:

@@ -5,7 +5,10 @@
   measure  SAEs of one layer (and model) -> rows of a part table: L0, FVE, dead and dense
            fractions on test (raw features), concepts found and mean best F1 on valid, test F1
            of the valid-chosen pairs; loss recovered joined from a scripts/fidelity.py table
-  table    part tables -> bench.csv and the Pareto plots (L0 vs FVE, loss recovered, concepts)
+  probes   sparse probes of the same SAEs: per concept, a logistic regression on the k = 1, 2, 5,
+           10 best features (and neurons, and the whole hidden state), fit on valid, F1 on test
+  table    part tables -> bench.csv and the Pareto plots (L0 vs FVE, loss recovered, concepts);
+           probe parts -> probes.csv, probes_summary.csv, probes.png
 """
 
 from __future__ import annotations
@@ -53,16 +56,40 @@ def measure(labels_path, evalset, store, layer, sae_paths, model_name, fidelity,
 
 
 @main.command()
+@click.option("--labels", "labels_path", required=True, type=click.Path(dir_okay=False), help="labels.npz of the study.")
+@click.option("--evalset", required=True, type=click.Path(dir_okay=False), help="evalset.json (valid/test split).")
+@click.option("--store", required=True, help="Evaluation activation store (valid + test proteins).")
+@click.option("--layer", required=True, type=int, help="Layer of the store.")
+@click.option("--sae", "sae_paths", multiple=True, required=True, type=click.Path(file_okay=False),
+              help="SAE directory (repeat: every SAE of the grid).")
+@click.option("--model-name", type=click.Choice(list(KINDS)), default="esm2", show_default=True,
+              help="Model the activations come from (the table's model column).")
+@click.option("--max-residues", default=20000, show_default=True, type=click.IntRange(min=1),
+              help="Residues of whole proteins sampled from valid (fit) and from test (F1).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the protein sample.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Probe part table (CSV) to write.")
+@command
+def probes(labels_path, evalset, store, layer, sae_paths, model_name, max_residues, seed, out):
+    """Sparse probing of the SAEs given (one layer, one model), the k best neurons and the hidden state."""
+    from interplm_jax.bench.run import probe_layer
+
+    rows = probe_layer(labels_path, evalset, store, layer, sae_paths, out, model_name, max_residues, seed)
+    click.echo(f"{out}: {len(rows)} probe rows of layer {layer} ({model_name})")
+
+
+@main.command()
 @click.argument("parts", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--probes", "probe_parts", multiple=True, type=click.Path(dir_okay=False),
+              help="Probe part table of `probes` (repeatable).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Directory for bench.csv, the Pareto plots and warnings.json.")
 @click.option("--warning", "warnings", multiple=True, help="A warning to record with the table (repeatable).")
 @command
-def table(parts, out, warnings):
+def table(parts, probe_parts, out, warnings):
     """Join part tables into bench.csv; plot L0 against FVE, loss recovered and concepts found."""
     from interplm_jax.bench.run import bench_table
 
-    rows, notes = bench_table(parts, out, warnings)
+    rows, notes = bench_table(parts, out, warnings, probe_parts)
     click.echo(f"{Path(out) / 'bench.csv'}: {len(rows)} rows; {len(notes)} warning(s)")
 
 

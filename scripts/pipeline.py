@@ -264,20 +264,25 @@ def stage_bench(s: Study) -> dict:
     es, labels = EvalSet.load(c / "set" / "evalset.json"), ConceptLabels.load(c / "labels.npz")
     test_fasta = o.bench / "test_proteins.fasta"  # fidelity's proteins: the test split
     write_fasta(test_fasta, [Protein(i, labels.sequence(int(p))) for i, p in zip(es.test, labels.indices(es.test))])
-    common = ["--labels", c / "labels.npz", "--evalset", c / "set" / "evalset.json", "--config", s.config]
-    parts = []
+    inputs = ["--labels", c / "labels.npz", "--evalset", c / "set" / "evalset.json"]
+    common = [*inputs, "--config", s.config]
+    parts, probes = [], []
     for v in s.variants:
         for L in s.layers:
             sweep = o.sweeps(v) / f"layer_{L}"
-            fid, part = o.bench_fidelity(v, L), o.bench_part(v, L)
+            fid, part, probe = o.bench_fidelity(v, L), o.bench_part(v, L), o.bench_part(v, L, "probes")
+            saes = [a for p in sorted((sweep / "saes").iterdir()) for a in ("--sae", p)]
             if not fid.is_file():
                 run_script("fidelity", "--model", s.model_path(v), "--fasta", test_fasta, "--sweep", sweep,
                            "--layer", L, "--out", fid, "--config", s.config)
             if not part.is_file():
-                saes = [a for p in sorted((sweep / "saes").iterdir()) for a in ("--sae", p)]
                 run_script("bench", "measure", *common, "--store", o.eval_store(v), "--layer", L, *saes,
                            "--model-name", v, "--fidelity", fid, "--selection", o.selection, "--out", part)
+            if not probe.is_file():
+                run_script("bench", "probes", *inputs, "--store", o.eval_store(v), "--layer", L, *saes,
+                           "--model-name", v, "--out", probe)
             parts.append(part)
+            probes += ["--probes", probe]
     if "neurons" in s.study.baselines:
         for L in s.layers:
             part = o.bench_part("esm2", L, "neurons")
@@ -286,7 +291,8 @@ def stage_bench(s: Study) -> dict:
                            "--sae", o.neurons(L), "--out", part)
             parts.append(part)
     warnings = study_warnings(s)
-    run_script("bench", "table", *parts, "--out", o.bench, *[a for w in warnings for a in ("--warning", w)])
+    run_script("bench", "table", *parts, *probes, "--out", o.bench,
+               *[a for w in warnings for a in ("--warning", w)])
     return {"warnings": warnings}
 
 

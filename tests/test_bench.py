@@ -166,9 +166,17 @@ def test_script_measure_then_table(study, tmp_path):
                                            "--selection", str(sel), "--saes-per-pass", "2",
                                            "--out", str(tmp_path / "part.csv")])
     assert res.exit_code == 0, res.output
-    res = CliRunner().invoke(script.main, ["table", str(tmp_path / "part.csv"), "--out", str(tmp_path / "b"),
-                                           "--warning", "few proteins"])
+    res = CliRunner().invoke(script.main, ["probes", *map(str, common[:8] + saes[:2]), "--max-residues", "300",
+                                           "--out", str(tmp_path / "probes.csv")])
     assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(script.main, ["table", str(tmp_path / "part.csv"), "--out", str(tmp_path / "b"),
+                                           "--warning", "few proteins", "--probes", str(tmp_path / "probes.csv")])
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "b" / "probes_summary.csv") as f:
+        means = {(r["probe"], r["k"]): float(r["mean_test_f1"]) for r in csv.DictReader(f)}
+    assert set(means) == {("000", k) for k in ("1", "2", "5", "10")} | {("neurons", k) for k in ("1", "2", "5")} \
+        | {("hidden", "8")}
+    assert (tmp_path / "b" / "probes.png").stat().st_size > 1000
     rows = read_table(tmp_path / "b" / "bench.csv")
     with open(tmp_path / "b" / "bench.csv") as f:
         header = next(csv.reader(f))

@@ -5,6 +5,7 @@ stage call these): measure the SAEs of one layer into a part table; join the par
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -13,7 +14,9 @@ from typing import Sequence
 
 from interplm_jax.atomic import atomic_write
 from interplm_jax.bench.grid import measure_grid
+from interplm_jax.bench.probes import plot_probes, read_probes, summary
 from interplm_jax.bench.table import columns, grid_rows, plot_all, read_table, sae_name, write_table
+from interplm_jax.concepts.report import write_csv
 from interplm_jax.concepts.config import ConceptsConfig
 from interplm_jax.errors import InputError
 
@@ -22,7 +25,9 @@ log = logging.getLogger(__name__)
 #: Model label -> the selection's row kind of its SAEs (``selection.csv``).
 KINDS = {"esm2": "sae", "shuffled": "shuffled", "random_init": "random_init"}
 #: The files ``bench_table`` writes in its output directory.
-TABLE, WARNINGS = "bench.csv", "warnings.json"
+TABLE, WARNINGS, PROBES, PROBES_SUMMARY, PROBES_PLOT = (
+    "bench.csv", "warnings.json", "probes.csv", "probes_summary.csv", "probes.png")
+PROBE_COLUMNS = ("model", "layer", "probe", "k", "concept", "features", "test_f1")
 
 
 def read_fidelity(path: str | os.PathLike) -> dict[str, float]:
@@ -87,8 +92,35 @@ def measure_layer(labels_path, evalset_path, store, layer: int, sae_paths: Seque
     return rows
 
 
-def bench_table(parts: Sequence, out, warnings: Sequence[str] = ()) -> tuple[list[dict], list[str]]:
-    """Join part tables into ``out/bench.csv``; the Pareto plots; ``out/warnings.json`` with
+def probe_layer(labels_path, evalset_path, store, layer: int, sae_paths: Sequence, out,
+                model: str = "esm2", max_residues: int = 20000, seed: int = 0) -> list[dict]:
+    """Sparse probes (:mod:`interplm_jax.bench.probes`) of the SAEs at ``sae_paths`` (one layer
+    of one model), the k best neurons and the hidden state, on up to ``max_residues`` residues
+    of valid (fit) and of test (F1); rows written to the part table ``out``."""
+    from interplm_jax.bench.probes import probe_rows, sample_split
+    from interplm_jax.concepts.evalset import EvalSet
+    from interplm_jax.concepts.labels import ConceptLabels, is_reported
+    from interplm_jax.sae.features import feature_function
+    from interplm_jax.sae_dir import load_sae
+    from interplm_jax.store import ActivationStore
+
+    st = ActivationStore.open(store) if isinstance(store, (str, os.PathLike)) else store
+    labels, es = ConceptLabels.load(labels_path), EvalSet.load(evalset_path)
+    valid, test = (sample_split(st, layer, labels, es, split, max_residues, seed) for split in ("valid", "test"))
+    keep = [i for i, c in enumerate(es.concepts) if is_reported(c)]
+    valid, test = (dataclasses.replace(p, y=p.y[:, keep]) for p in (valid, test))
+    saes = [load_sae(p) for p in sae_paths]
+    names = [sae_name(s, Path(p).name) for s, p in zip(saes, sae_paths)]
+    rows = probe_rows(model, layer, valid, test, [es.concepts[i] for i in keep],
+                      [feature_function(s.arch, s.params) for s in saes], names)
+    write_csv(out, rows, PROBE_COLUMNS)
+    return rows
+
+
+def bench_table(parts: Sequence, out, warnings: Sequence[str] = (),
+                probe_parts: Sequence = ()) -> tuple[list[dict], list[str]]:
+    """Join part tables into ``out/bench.csv``; the Pareto plots; the probe parts into
+    ``probes.csv``, ``probes_summary.csv`` and ``probes.png``; ``out/warnings.json`` with
     ``warnings`` and every plot left out (and why). Returns (rows, warnings written)."""
     rows = [r for p in parts for r in read_table(p)]
     seen = set()
@@ -100,6 +132,15 @@ def bench_table(parts: Sequence, out, warnings: Sequence[str] = ()) -> tuple[lis
     out = Path(out)
     write_table(out / TABLE, rows)
     skipped = plot_all(rows, out)
+    if probe_parts:
+        probes = [r for p in probe_parts for r in read_probes(p)]
+        write_csv(out / PROBES, probes, PROBE_COLUMNS)
+        means = summary(probes)
+        write_csv(out / PROBES_SUMMARY, means, ["model", "layer", "probe", "k", "mean_test_f1", "n_concepts"])
+        why = plot_probes(means, {(r["model"], r["layer"]): r["sae"] for r in rows if r["chosen"]},
+                          out / PROBES_PLOT)
+        if why is not None:
+            skipped[PROBES_PLOT] = why
     notes = list(warnings) + [f"{name} not drawn: {why}" for name, why in skipped.items()]
     for w in warnings:
         log.warning("%s", w)
