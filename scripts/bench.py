@@ -22,20 +22,32 @@ from interplm_jax.concepts.config import ConceptsConfig
 from interplm_jax.config import config_options
 from interplm_jax.bench.run import KINDS
 
+
+def layer_inputs(fn):
+    """The options that name one layer's SAEs and the evaluation set they are measured on."""
+    options = [
+        click.option("--labels", "labels_path", required=True, type=click.Path(dir_okay=False),
+                     help="labels.npz of the study."),
+        click.option("--evalset", required=True, type=click.Path(dir_okay=False), help="evalset.json (valid/test split)."),
+        click.option("--store", required=True, help="Evaluation activation store (valid + test proteins)."),
+        click.option("--layer", required=True, type=int, help="Layer of the store."),
+        click.option("--sae", "sae_paths", multiple=True, required=True, type=click.Path(file_okay=False),
+                     help="SAE directory (repeat: every SAE of the grid; the neuron-baseline directory works too)."),
+        click.option("--model-name", type=click.Choice(list(KINDS)), default="esm2", show_default=True,
+                     help="Model the activations come from (the table's model column)."),
+    ]
+    for add in reversed(options):
+        fn = add(fn)
+    return fn
+
+
 @click.group()
 def main():
     """Measure every SAE of a grid (bench.csv) and plot the trade-offs."""
 
 
 @main.command()
-@click.option("--labels", "labels_path", required=True, type=click.Path(dir_okay=False), help="labels.npz of the study.")
-@click.option("--evalset", required=True, type=click.Path(dir_okay=False), help="evalset.json (valid/test split).")
-@click.option("--store", required=True, help="Evaluation activation store (valid + test proteins).")
-@click.option("--layer", required=True, type=int, help="Layer of the store.")
-@click.option("--sae", "sae_paths", multiple=True, required=True, type=click.Path(file_okay=False),
-              help="SAE directory (repeat: every SAE of the grid; the neuron-baseline directory works too).")
-@click.option("--model-name", type=click.Choice(list(KINDS)), default="esm2", show_default=True,
-              help="Model the activations come from (the table's model column).")
+@layer_inputs
 @click.option("--fidelity", default=None, type=click.Path(dir_okay=False),
               help="scripts/fidelity.py table of these SAEs (loss recovered; without: empty).")
 @click.option("--selection", default=None, type=click.Path(dir_okay=False),
@@ -56,14 +68,7 @@ def measure(labels_path, evalset, store, layer, sae_paths, model_name, fidelity,
 
 
 @main.command()
-@click.option("--labels", "labels_path", required=True, type=click.Path(dir_okay=False), help="labels.npz of the study.")
-@click.option("--evalset", required=True, type=click.Path(dir_okay=False), help="evalset.json (valid/test split).")
-@click.option("--store", required=True, help="Evaluation activation store (valid + test proteins).")
-@click.option("--layer", required=True, type=int, help="Layer of the store.")
-@click.option("--sae", "sae_paths", multiple=True, required=True, type=click.Path(file_okay=False),
-              help="SAE directory (repeat: every SAE of the grid).")
-@click.option("--model-name", type=click.Choice(list(KINDS)), default="esm2", show_default=True,
-              help="Model the activations come from (the table's model column).")
+@layer_inputs
 @click.option("--max-residues", default=20000, show_default=True, type=click.IntRange(min=1),
               help="Residues of whole proteins sampled from valid (fit) and from test (F1).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the protein sample.")

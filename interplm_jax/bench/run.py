@@ -23,7 +23,7 @@ from interplm_jax.errors import InputError
 log = logging.getLogger(__name__)
 
 #: Model label -> the selection's row kind of its SAEs (``selection.csv``).
-KINDS = {"esm2": "sae", "shuffled": "shuffled", "random_init": "random_init"}
+KINDS = {"esm2": "sae", "shuffled": "shuffled"}
 #: The files ``bench_table`` writes in its output directory.
 TABLE, WARNINGS, PROBES, PROBES_SUMMARY, PROBES_PLOT = (
     "bench.csv", "warnings.json", "probes.csv", "probes_summary.csv", "probes.png")
