@@ -5,6 +5,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 OUT    ?= out/demo
+# SAELens for the export tests (tests/test_saelens.py): without its dependencies (pip would pull a
+# CUDA torch and its training stack), plus those it imports when loading an SAE; pinned in
+# constraints.txt. CPU only.
+SAELENS := sae-lens transformer-lens jaxtyping datasets multiprocess pyarrow dill xxhash \
+           python-dotenv simple-parsing tenacity better-abc
 
 .PHONY: demo test venv chromium clean
 
@@ -15,6 +20,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps -c constraints.txt $(SAELENS) || \
+	  echo "sae-lens not installed: the SAELens tests will be skipped"
 	touch $@
 
 demo: $(VENV)/.installed

@@ -15,6 +15,13 @@ Prints, for each grid size G (same shapes, same machine, same run):
 
     python benchmarks/train_step.py                      # 320 -> 10,240, batch 2,048, G = 1, 4, 20
     python benchmarks/train_step.py --d 32 --F 256 --batch 256 --grids 4   # a quick look
+    python benchmarks/train_step.py --device-report      # on a GPU/TPU: tokens/s, FLOP/s vs peak
+
+``--device-report`` (one command, a few minutes on an accelerator): for G = 1, 20 and 120 (the
+paper's 6 layers x 20 SAEs of ESM-2 8M in one step) and float32 / bfloat16 matmuls, the ReLU
+grid step's tokens/s per SAE and its achieved FLOP/s (the five products, 10 B d F per SAE)
+against the chip's peak (a table of public dense peaks by device kind); a grid that does not fit
+the device's memory is reported as such.
 """
 
 from __future__ import annotations
@@ -156,6 +163,51 @@ def memory_per_sae(step, state, hp, x, G: int) -> dict[str, float]:
     return {"state": state_bytes / G, "temp": analysis.temp_size_in_bytes / G}
 
 
+#: Dense matmul peaks (FLOP/s per chip) by device kind: (float32 as XLA runs it by default, bf16).
+#: GPUs run float32 matmuls as TF32 by default; TPUs as one bf16 pass.
+PEAKS = {
+    "H100": (494e12, 989e12), "H200": (494e12, 989e12), "A100": (156e12, 312e12),
+    "L4": (60e12, 121e12), "TPU v4": (275e12, 275e12), "TPU v5 lite": (197e12, 197e12),
+    "TPU v5": (459e12, 459e12), "TPU v6 lite": (918e12, 918e12),
+}
+
+
+def chip_peak(kind: str, dtype: str) -> float | None:
+    """The peak of the first PEAKS key the device kind contains (longest first), or None."""
+    for key in sorted(PEAKS, key=len, reverse=True):
+        if key in kind:
+            return PEAKS[key][dtype == "bfloat16"]
+    return None
+
+
+def run_device_report(d: int, F: int, batch: int, grids: tuple[int, ...], steps: int) -> None:
+    """Tokens/s per SAE and achieved FLOP/s vs peak of the ReLU grid step, f32 and bf16."""
+    dev = jax.devices()[0]
+    print(f"device report: {dev.device_kind} ({dev.platform}) x{jax.device_count()}, jax "
+          f"{jax.__version__}; ReLU SAE {d} -> {F}, batch {batch}, median of {steps} steps")
+    print(f"{'G':>4} {'matmuls':>9} {'step ms':>9} {'tokens/s/SAE':>13} {'TFLOP/s':>8} "
+          f"{'of peak':>8}")
+    for G in grids:
+        for dtype in ("float32", "bfloat16"):
+            try:
+                run = Stepper(*grid_step(d, F, batch, G, matmul_dtype=dtype))
+                times = []
+                for _ in range(steps):
+                    t0 = time.perf_counter()
+                    run()
+                    times.append(time.perf_counter() - t0)
+            except jax.errors.JaxRuntimeError as e:  # RESOURCE_EXHAUSTED: the grid does not fit
+                print(f"{G:>4} {dtype:>9}  does not fit: {str(e).splitlines()[0][:100]}")
+                continue
+            t = float(np.median(times))
+            flops = 10 * batch * d * F * G / t
+            peak = chip_peak(dev.device_kind, dtype)
+            share = f"{flops / peak:>7.0%}" if peak else "    n/a"
+            print(f"{G:>4} {dtype:>9} {t * 1e3:>9.1f} {batch / t:>13,.0f} {flops / 1e12:>8.3g} "
+                  f"{share}", flush=True)
+            del run
+
+
 @click.command()
 @click.option("--d", default=320, help="Input width.")
 @click.option("--F", "F", default=10240, help="Dictionary size.")
@@ -168,8 +220,14 @@ def memory_per_sae(step, state, hp, x, G: int) -> dict[str, float]:
 @click.option("--big-shape", default="1280,10240", help="d,F of the largest-grid estimate (650M).")
 @click.option("--reference/--no-reference", default=True, help="Time the reference torch trainer.")
 @click.option("--memory-only", is_flag=True, help="Only XLA's memory analysis (compile, no steps).")
+@click.option("--device-report", is_flag=True,
+              help="Tokens/s and FLOP/s vs peak for G = 1, 20, 120, f32 and bf16 (accelerators).")
 def main(d, F, batch, grids, repeats, grid_steps, matmul_dtype, budget_gb, big_shape, reference,
-         memory_only):
+         memory_only, device_report):
+    if device_report:
+        sizes = (1, 20, 120) if grids == "1,4,20" else tuple(int(g) for g in grids.split(","))
+        run_device_report(d, F, batch, sizes, max(repeats, 5))
+        return
     threads = os.cpu_count()
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, {threads} CPU threads; "
           f"SAE {d} -> {F}, batch {batch}, matmuls {matmul_dtype}")

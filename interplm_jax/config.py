@@ -166,7 +166,17 @@ def _click_type(hint: Any) -> tuple[Any, str | None]:
 
 
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    return "--" + name.rsplit(".", 1)[-1].replace("_", "-")
+
+
+def _field(cls: type, name: str) -> tuple[dataclasses.Field, Any]:
+    """The field ``name`` of ``cls`` (dotted for a nested config's field) and its type hint."""
+    head, _, rest = name.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if head not in fields:
+        raise TypeError(f"{cls.__name__} has no field {head!r}")
+    hint = typing.get_type_hints(cls)[head]
+    return _field(hint, rest) if rest else (fields[head], hint)
 
 
 def config_options(cls: type, section: str, *names: str, skip: tuple[str, ...] = ()):
@@ -176,39 +186,42 @@ def config_options(cls: type, section: str, *names: str, skip: tuple[str, ...] =
     the dataclass defaults without ``--config``) with the options given on top. Options default
     to None (not given keeps the file's value); booleans are ``--name/--no-name``, tuples
     comma-separated (``A,B,...``), optional values take ``null``. Help is the field's, with its
-    default.
-    Put it below ``@command`` so that a bad value is a named error (exit status 2).
+    default. Put it below ``@command`` so that a bad value is a named error (exit status 2).
 
     Args:
-      names: the fields offered (default: every field with a command-line type), minus ``skip``.
+      names: the fields offered, dotted for a field of a nested config (``llm.model`` gives
+        ``--model``); default: every field with a command-line type, minus ``skip``.
     """
-    hints = typing.get_type_hints(cls)
-    fields = [f for f in dataclasses.fields(cls) if (not names or f.name in names) and f.name not in skip]
+    explicit = bool(names)
+    names = [n for n in names or (f.name for f in dataclasses.fields(cls)) if n not in skip]
     offered = [click.option(
         "--config", "config", type=click.Path(dir_okay=False), default=None,
         help=f"YAML config; its {section}: section gives the values of the options below "
              "(an option given on the command line wins).")]
-    for f in fields:
-        kind, metavar = (None, None) if hints[f.name] is bool else _click_type(hints[f.name])
-        if hints[f.name] is not bool and kind is None:
-            if names:
-                raise TypeError(f"{cls.__name__}.{f.name}: no command-line form for {hints[f.name]}")
-            continue
+    dests = {}  # click parameter name -> field name
+    for name in names:
+        f, hint = _field(cls, name)
+        kind, metavar = (None, None) if hint is bool else _click_type(hint)
+        if hint is not bool and kind is None:
+            if explicit:
+                raise TypeError(f"{cls.__name__}.{name}: no command-line form for {hint}")
+            continue  # nested configs, mappings: the config file only
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = (",".join(map(str, default)) if isinstance(default, tuple)
                  else "null" if default is None else default)
         help_ = f"{f.metadata.get('help', '')} [default: {shown}]"
-        if hints[f.name] is bool:
-            flag = _flag(f.name)
-            offered.append(click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=help_))
+        flag, dest = _flag(name), name.replace(".", "__")
+        dests[dest] = name
+        if hint is bool:
+            offered.append(click.option(f"{flag}/--no-{flag[2:]}", dest, default=None, help=help_))
         else:
-            offered.append(click.option(_flag(f.name), f.name, type=kind, default=None,
-                                        metavar=metavar, help=help_))
+            offered.append(click.option(flag, dest, type=kind, default=None, metavar=metavar,
+                                        help=help_))
 
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args, config: str | None = None, **kwargs):
-            given = {f.name: kwargs.pop(f.name) for f in fields if f.name in kwargs}
+            given = {dests[d]: kwargs.pop(d) for d in list(kwargs) if d in dests}
             return fn(*args, cfg=resolve(cls, section, config, given), **kwargs)
 
         for add in reversed(offered):  # click lists options in decorator order, top down
@@ -220,19 +233,27 @@ def config_options(cls: type, section: str, *names: str, skip: tuple[str, ...] =
 def resolve(cls: type[T], section: str, config: str | Path | None,
             options: Mapping[str, Any]) -> T:
     """``cls`` from the ``section`` of the YAML file ``config`` (defaults without one), with
-    the ``options`` that are not None on top; each option's value is checked under its flag."""
+    the ``options`` (field name, dotted for a nested field -> value) that are not None on top;
+    each option's value is checked under its flag."""
     cfg = load_yaml(cls, config, section) if config else cls()
-    hints = typing.get_type_hints(cls)
-    given = {}
+    data = to_dict(cfg)
+    given = []
     for name, value in options.items():
         if value is None:
             continue
-        if isinstance(value, str) and typing.get_origin(hints[name]) is tuple:
+        hint = _field(cls, name)[1]
+        if isinstance(value, str) and typing.get_origin(hint) is tuple:
             value = [v.strip() for v in value.split(",") if v.strip()]
-        elif isinstance(value, str) and value.lower() in _NONE_WORDS and type(None) in typing.get_args(hints[name]):
+        elif (isinstance(value, str) and value.lower() in _NONE_WORDS
+              and type(None) in typing.get_args(hint)):
             value = None
-        given[name] = _coerce(value, hints[name], _flag(name))
+        *path, leaf = name.split(".")
+        node = data
+        for key in path:
+            node = node[key]
+        node[leaf] = _coerce(value, hint, _flag(name))
+        given.append(_flag(name))
     if not given:
         return cfg
-    where = f"{config}:{section} with {', '.join(map(_flag, given))}" if config else ", ".join(map(_flag, given))
-    return from_dict(cls, {**dataclasses.asdict(cfg), **given}, where)
+    flags = ", ".join(given)
+    return from_dict(cls, data, f"{config}:{section} with {flags}" if config else flags)

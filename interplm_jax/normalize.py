@@ -213,6 +213,55 @@ def neuron_baseline(store, layer: int, chunk_tokens: int = NormalizeConfig.chunk
     return neuron_sae(lo, hi, meta), {"min": lo, "max": hi}
 
 
+def normalize_sweep(sweep: str | os.PathLike, store, layer: int | None = None,
+                    chunk_tokens: int = NormalizeConfig.chunk_tokens,
+                    proteins: Sequence[int] | None = None) -> dict[str, tuple[FeatureStats, AnyPath]]:
+    """Normalize every SAE of a sweep directory (local or ``gs://``) in one pass over the store:
+    each goes, with its ``feature_stats/``, to ``<sweep>/saes/<id>/``.
+
+    Returns SAE id -> (its statistics, the directory written).
+    """
+    from interplm_jax.layout import SweepFiles
+    from interplm_jax.sae_dir import save_sae
+    from interplm_jax.sweep_saes import read_sweep
+
+    saes = read_sweep(sweep)
+    first = next(iter(saes.values()))
+    layer = _layer_of(first, store, layer)
+    stacked = {k: np.stack([s.params[k] for s in saes.values()]) for k in first.params}
+    n_tok = store.n_tokens if proteins is None else int(store.lengths()[proteins].sum())
+    stats = feature_stats(first.arch, stacked, row_chunks(store, layer, chunk_tokens, proteins),
+                          n_tok, stacked=True)
+    n_prot = store.n_proteins if proteins is None else len(proteins)
+    out = {}
+    for g, (sae_id, sae) in enumerate(saes.items()):
+        one = FeatureStats(stats.max[g], stats.n_active[g], stats.n_tokens, n_prot)
+        params = check_params(sae.arch, {**sae.params, "scale": scale_from_max(one.max)})
+        meta = {**sae.meta, "normalized_on": {"store": str(store.url), "layer": layer,
+                                              "n_proteins": n_prot, "n_tokens": one.n_tokens}}
+        target = SweepFiles(sweep).sae(sae_id)
+        save_sae(target, sae.replace(params=params, meta=meta))
+        write_feature_stats(target, one, {"store": str(store.url)})
+        out[sae_id] = (one, target)
+    return out
+
+
+def write_neuron_baseline(out: str | os.PathLike, store, layer: int,
+                          chunk_tokens: int = NormalizeConfig.chunk_tokens,
+                          proteins: Sequence[int] | None = None) -> SavedSAE:
+    """:func:`neuron_baseline` saved as an SAE directory ``out`` (local or ``gs://``), with the
+    per-neuron bounds in ``feature_stats/{min,max}.npy``."""
+    from interplm_jax.sae_dir import save_sae
+
+    sae, bounds = neuron_baseline(store, layer, chunk_tokens, proteins)
+    save_sae(out, sae)
+    for name, arr in bounds.items():
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        paths.write_atomic(paths.as_path(out) / STATS_DIR / f"{name}.npy", buf.getvalue())
+    return sae
+
+
 def neuron_sae(lo: np.ndarray, hi: np.ndarray, meta: dict[str, Any] | None = None) -> SavedSAE:
     """The neuron baseline (arch ``neuron``, F = d): clip((x - lo) / (hi - lo), 0, 1) per neuron.
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Union
 
@@ -66,6 +67,15 @@ def write_atomic(path: AnyPath | str, data: bytes | str) -> AnyPath:
     else:
         path.write_bytes(data.encode() if isinstance(data, str) else data)  # one object upload
     return path
+
+
+def rmtree(path: AnyPath | str) -> None:
+    """Delete a directory tree (local, or every object under a URL prefix)."""
+    path = as_path(path)
+    if isinstance(path, Path):
+        shutil.rmtree(path)
+    else:
+        path.rmtree()
 
 
 def append_text(path: AnyPath | str, text: str) -> None:

@@ -1,5 +1,5 @@
-"""A study run by ``scripts/pipeline.py``: its ``study:`` config section, the layout of its output
-directory, and the ledger of finished stages.
+"""A study run by ``scripts/pipeline.py``: its ``study:`` config section and the ledger of
+finished stages (where its files live: :mod:`interplm_jax.layout`).
 
 A stage is *done* when its marker ``<out>/pipeline/<stage>.json`` exists and records the same
 fingerprint: a hash of the config sections the stage reads and of the fingerprints of the stages
@@ -10,9 +10,7 @@ changed, and ``--redo STAGE`` clears that stage and every later one.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -20,7 +18,9 @@ from typing import Any, Mapping, Sequence
 
 from interplm_jax.atomic import atomic_write
 from interplm_jax.config import from_dict, option, read_yaml
+from interplm_jax.digest import fingerprint
 from interplm_jax.errors import InputError
+from interplm_jax.layout import StudyLayout
 
 STAGES = ("model", "extract", "evalset", "train", "normalize", "concepts", "analysis", "annotate",
           "bench", "report")
@@ -84,98 +84,6 @@ def read_config(path: str | Path) -> tuple[StudyConfig, dict[str, Any]]:
     return study, data
 
 
-@dataclasses.dataclass(frozen=True)
-class StudyLayout:
-    """Where each stage writes, under one output directory."""
-
-    root: Path
-
-    def model(self, name: str) -> Path:
-        return self.root / "models" / name
-
-    def variant(self, variant: str) -> Path:
-        """``esm2`` (the model of ``extract.model``) or ``shuffled``."""
-        return self.root / variant
-
-    def store(self, variant: str) -> Path:
-        return self.variant(variant) / "store"
-
-    def eval_store(self, variant: str) -> Path:
-        return self.variant(variant) / "store_eval"
-
-    def sweeps(self, variant: str) -> Path:
-        return self.variant(variant) / "sweeps"
-
-    @property
-    def structure_store(self) -> Path:
-        return self.variant("esm2") / "store_af"
-
-    def neurons(self, layer: int) -> Path:
-        return self.root / "baselines" / "neurons" / f"layer_{layer}"
-
-    @property
-    def concepts(self) -> Path:
-        return self.root / "concepts"
-
-    @property
-    def selection(self) -> Path:
-        return self.concepts / "selection.csv"
-
-    @property
-    def bench(self) -> Path:
-        """The bench: bench.csv, Pareto plots, warnings.json (scripts/bench.py table), and the
-        part tables and fidelity tables it is joined from."""
-        return self.root / "bench"
-
-    def bench_part(self, model: str, layer: int, sae: str = "saes") -> Path:
-        """The part table of one layer's SAEs (``sae`` = ``neurons``: its neuron baseline;
-        ``probes``: their sparse probes)."""
-        return self.bench / "parts" / f"{model}_L{layer}_{sae}.csv"
-
-    def bench_fidelity(self, model: str, layer: int) -> Path:
-        return self.bench / "fidelity" / f"{model}_L{layer}.tsv"
-
-    def analysis(self, layer: int) -> Path:
-        return self.root / "analysis" / f"layer_{layer}"
-
-    def annotate(self, layer: int) -> Path:
-        return self.root / "annotate" / f"layer_{layer}"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report"
-
-    @property
-    def ledger(self) -> Path:
-        return self.root / "pipeline"
-
-    def outputs(self, stage: str) -> list[Path]:
-        """What ``--redo STAGE`` removes (stage outputs only; earlier stages are kept)."""
-        r = self.root
-        return {
-            "model": [r / "models"],
-            "extract": [self.store(v) for v in ("esm2", "shuffled")],
-            "evalset": [self.concepts / "labels.npz", self.concepts / "labels.json", self.concepts / "set",
-                        self.structure_store] + [self.eval_store(v) for v in ("esm2", "shuffled")],
-            "train": [self.sweeps(v) for v in ("esm2", "shuffled")],
-            "normalize": [r / "baselines"],  # sweeps' saes/ are rewritten by the stage itself
-            "concepts": [self.concepts / "f1", self.selection, self.concepts / "report"],
-            "analysis": [r / "analysis"],
-            "annotate": [r / "annotate"],
-            "bench": [self.bench],
-            "report": [self.report],
-        }[stage]
-
-    def chosen(self, kind: str = "sae") -> dict[int, Path]:
-        """Layer -> directory of the SAE that concept selection chose (``kind`` sae or shuffled)."""
-        variant = "esm2" if kind == "sae" else kind
-        if not self.selection.is_file():
-            raise InputError(f"{self.selection}: no selection yet (run the concepts stage)")
-        with open(self.selection, newline="") as f:
-            return {int(r["layer"]): self.sweeps(variant) / f"layer_{r['layer']}" / "saes" / r["name"]
-                    for r in csv.DictReader(f) if r["selected"] == "True" and r["kind"] == kind}
-
-
 def report_inputs(layout: StudyLayout, layers: Sequence[int]) -> list:
     """The feature browser's inputs (:class:`interplm_jax.report.LayerInputs`) per layer: the
     chosen SAE, its sweep and selection scores, its valid/test concept counts, and the UMAP,
@@ -187,18 +95,13 @@ def report_inputs(layout: StudyLayout, layers: Sequence[int]) -> list:
     def there(p: Path) -> Path | None:
         return p if p.exists() else None
 
-    f1 = layout.concepts / "f1"
-    return [LayerInputs(L, layout.sweeps("esm2") / f"layer_{L}", chosen[L], layout.selection,
-                        there(f1 / f"esm2_L{L}_chosen_valid.npz"), there(f1 / f"esm2_L{L}_chosen_test.npz"),
-                        there(layout.analysis(L) / "feature_map.tsv"),
-                        there(layout.analysis(L) / f"spatial_layer{L}.tsv"), there(layout.annotate(L)),
-                        there(layout.concepts / "report" / "summary.csv"))
+    return [LayerInputs(L, Path(layout.sweep("esm2", L).root), chosen[L], layout.selection,
+                        there(layout.f1_counts("esm2", L, "valid")),
+                        there(layout.f1_counts("esm2", L, "test")),
+                        there(layout.analysis_files(L).feature_map()),
+                        there(layout.analysis_files(L).spatial(L)), there(layout.annotate(L)),
+                        there(layout.concept_report.summary))
             for L in layers]
-
-
-def fingerprint(parts: Mapping[str, Any]) -> str:
-    """A stable hash of JSON-able ``parts``."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,10 +136,16 @@ class Ledger:
 
 
 def redo(layout: StudyLayout, stage: str) -> list[Path]:
-    """Remove the outputs and markers of ``stage`` and every later stage; return what was removed."""
-    removed = []
-    for s in STAGES[STAGES.index(stage):]:
+    """Remove the outputs and markers of ``stage`` and every later stage; return what was removed.
+
+    Every affected marker goes first, so that a kill midway leaves no stage marked done whose
+    outputs (or inputs) are already gone: the next run redoes them all.
+    """
+    affected = STAGES[STAGES.index(stage):]
+    for s in affected:
         Ledger(layout.ledger).clear(s)
+    removed = []
+    for s in affected:
         for p in layout.outputs(s):
             if p.is_dir():
                 shutil.rmtree(p)

@@ -13,10 +13,11 @@ import logging
 import os
 from typing import Sequence
 
-import numpy as np
 import yaml
 
 from interplm_jax.errors import InputError
+from interplm_jax.input_transform import fold, read_transform
+from interplm_jax.layout import SweepFiles
 from interplm_jax.paths import as_path, read_json
 from interplm_jax.sae_dir import META_FILE, SavedSAE, check_params, load_sae
 
@@ -25,15 +26,12 @@ log = logging.getLogger(__name__)
 
 def checkpoint_steps(sweep_dir: str | os.PathLike) -> list[int]:
     """Steps of the complete checkpoints of a sweep, ascending."""
-    ck = as_path(sweep_dir) / "checkpoints"
-    if not ck.is_dir():
-        return []
-    return sorted(int(p.name) for p in ck.iterdir()
-                  if p.name.isdigit() and (p / "_CHECKPOINT_METADATA").is_file()
-                  and (p / "state").is_dir())
+    from interplm_jax.train.checkpoint import saved_steps
+
+    return saved_steps(SweepFiles(sweep_dir).checkpoints)
 
 
-def metric_rows(path) -> list[dict]:
+def metric_rows(path: str | os.PathLike) -> list[dict]:
     """The rows of a ``metrics.jsonl`` file (path or URL) in file order.
 
     A torn final line (no newline yet: a run killed, or a disk full, in the middle of writing
@@ -60,7 +58,7 @@ def metric_rows(path) -> list[dict]:
 def read_metrics(sweep_dir: str | os.PathLike) -> dict[str, dict[str, list[float]]]:
     """SAE id -> metric -> values in step order, from the sweep's ``metrics.jsonl`` (one line per
     logged step and SAE; the ``step`` values are a metric like the others)."""
-    path = as_path(sweep_dir) / "metrics.jsonl"
+    path = SweepFiles(sweep_dir).metrics
     if not path.exists():
         raise InputError(f"{path}: not found; is {sweep_dir} a sweep directory (scripts/train.py)?")
     curves: dict[str, dict[str, list[float]]] = {}
@@ -72,24 +70,35 @@ def read_metrics(sweep_dir: str | os.PathLike) -> dict[str, dict[str, list[float
 
 
 def read_grid(sweep_dir: str | os.PathLike) -> list[dict]:
-    path = as_path(sweep_dir) / "grid.json"
+    path = SweepFiles(sweep_dir).grid
     grid = read_json(path, f"{sweep_dir}: not a sweep directory (no grid.json)")
     if not isinstance(grid, list) or not all(isinstance(r, dict) and "id" in r for r in grid):
         raise InputError(f"{path}: expected a list of rows with an 'id' each")
     return grid
 
 
+#: Settings of the sweep's config.yaml kept with each SAE read from it (its training provenance,
+#: which the InterPLM export writes into its config.yaml).
+TRAINING = ("batch_size", "steps", "warmup_steps", "decay_start", "sparsity_warmup_steps",
+            "resample_steps", "grad_clip")
+
+
 def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
                step: int | None = None) -> dict[str, SavedSAE]:
-    """SAE id -> SAE for the chosen ids (default: all) at ``step`` (default: the newest).
+    """SAE id -> SAE for the chosen ids (default: all) at ``step`` (default: the newest that
+    can be read; an unreadable newer one is reported).
+
+    A sweep trained on centred/scaled inputs (``input_transform.json``) gives SAEs with the
+    transform folded in: they take raw activations (:mod:`interplm_jax.input_transform`).
 
     Raises:
       InputError for a directory without grid.json or checkpoints, an unknown id (the known
       ones are listed) or step, or a checkpoint whose parameters do not match the grid.
     """
-    import orbax.checkpoint as ocp
+    from interplm_jax.train.checkpoint import newest_readable, read_params
 
-    sweep_dir = as_path(sweep_dir)
+    files = SweepFiles(sweep_dir)
+    sweep_dir = files.root
     grid = read_grid(sweep_dir)
     known = [r["id"] for r in grid]
     wanted = list(known if ids is None else ids)
@@ -99,47 +108,37 @@ def read_sweep(sweep_dir: str | os.PathLike, ids: Sequence[str] | None = None,
     steps = checkpoint_steps(sweep_dir)
     if not steps:
         raise InputError(f"{sweep_dir}: no complete checkpoint under checkpoints/")
-    if step is None:
-        step = steps[-1]
-    elif step not in steps:
+    if step is not None and step not in steps:
         raise InputError(f"{sweep_dir}: no checkpoint at step {step} (have {steps})")
-    ck_dir = sweep_dir / "checkpoints" / str(step)
-    try:
-        meta = json.loads((ck_dir / "meta" / "metadata").read_text())
-    except (OSError, json.JSONDecodeError):
-        meta = {}
+    step, (stacked, meta) = newest_readable(steps if step is None else [step],
+                                            lambda s: read_params(files.checkpoints, s),
+                                            files.checkpoints)
+    ck_dir = files.checkpoints / str(step)
     config = {}
-    if (sweep_dir / "config.yaml").is_file():
-        config = yaml.safe_load((sweep_dir / "config.yaml").read_text()) or {}
+    if files.config.is_file():
+        config = yaml.safe_load(files.config.read_text()) or {}
 
-    # Through the manager, which reads the step's own metadata (a checkpointer pointed at the
-    # item directory warns "Metadata file does not exist" there); create=False writes nothing.
-    handlers = {"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
-    with ocp.CheckpointManager(sweep_dir / "checkpoints", item_handlers=handlers,
-                               options=ocp.CheckpointManagerOptions(create=False)) as manager:
-        tree = manager.item_metadata(step)["state"]
-        leaves = {k: 0 for k in tree["params"]}
-        restore_args = {"params": {k: ocp.RestoreArgs(restore_type=np.ndarray) for k in leaves}}
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-            item={"params": leaves}, restore_args=restore_args, partial_restore=True)))["state"]
-    stacked = {k: np.asarray(v) for k, v in restored["params"].items()}
     G = next(iter(stacked.values())).shape[0]
     if G != len(grid):
         raise InputError(f"{ck_dir}: {G} SAEs in the checkpoint, {len(grid)} rows in grid.json")
     arch = meta.get("arch") or grid[0].get("arch")
     layer = meta.get("layer", config.get("layer"))
+    transform = read_transform(sweep_dir)
     out = {}
     for sae_id in wanted:
         g = known.index(sae_id)
         row = grid[g]
         params = check_params(row.get("arch", arch), {k: v[g] for k, v in stacked.items()},
                               f"{ck_dir} (SAE {sae_id})")
+        if transform is not None:  # trained on centred/scaled inputs: take raw ones
+            params = fold(row.get("arch", arch), params, transform)
         sae = SavedSAE(row.get("arch", arch), params,
                        {k: v for k, v in row.items() if k not in ("id", "arch")},
                        {"sweep": str(sweep_dir), "id": sae_id, "step": step,
                         "layer": layer, "model": config.get("model"),
-                        "store": config.get("store")})
-        saved_dir = sweep_dir / "saes" / sae_id
+                        "store": config.get("store"),
+                        "train": {k: config[k] for k in TRAINING if k in config}})
+        saved_dir = files.sae(sae_id)
         if (saved_dir / META_FILE).is_file():
             saved = load_sae(saved_dir)
             if saved.meta.get("step") == step and "normalized_on" in saved.meta:

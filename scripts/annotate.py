@@ -12,7 +12,6 @@ rerun or a resumed run pays nothing twice.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -23,28 +22,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from interplm_jax.annotate.config import AnnotateConfig  # noqa: E402
 from interplm_jax.cli import command, parse_layers  # noqa: E402  (also parses index lists)
-from interplm_jax.config import load_yaml  # noqa: E402
+from interplm_jax.config import config_options  # noqa: E402
 from interplm_jax.errors import InputError  # noqa: E402
 
 
-def _config(path: str | None, model: str | None, concurrency: int | None) -> AnnotateConfig:
-    cfg = load_yaml(AnnotateConfig, path, section="annotate") if path else AnnotateConfig()
-    llm = cfg.llm
-    if model:
-        llm = dataclasses.replace(llm, model=model)
-    if concurrency:
-        llm = dataclasses.replace(llm, concurrency=concurrency)
-    return dataclasses.replace(cfg, llm=llm)
-
-
 def common(fn):
-    """Options every sub-command has."""
+    """Options every sub-command has (below ``@command``: ``--config`` and the LLM options
+    resolve into the ``cfg`` argument)."""
     for opt in reversed([
-        click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                     help="YAML config; its `annotate:` section is used (defaults otherwise)."),
-        click.option("--model", help="Claude model name (overrides annotate.llm.model)."),
-        click.option("--concurrency", type=int, help="Requests in flight at once (overrides "
-                     "annotate.llm.concurrency)."),
         click.option("--cache", "cache_dir", type=click.Path(file_okay=False),
                      help="Answer cache directory [default: <out>/cache]."),
         click.option("--prompts", "prompt_dir", type=click.Path(file_okay=False, exists=True),
@@ -53,7 +38,7 @@ def common(fn):
                      "nothing."),
     ]):
         fn = opt(fn)
-    return fn
+    return command(config_options(AnnotateConfig, "annotate", "llm.model", "llm.concurrency")(fn))
 
 
 @click.group(help=__doc__)
@@ -63,7 +48,7 @@ def main():
 
 @main.command()
 @click.option("--store", required=True, help="Activation store (directory or gs:// URL).")
-@click.option("--layer", required=True, type=int, help="ESM-2 layer of the SAE.")
+@click.option("--layer", required=True, type=int, help="Layer of the SAE (of the store's model).")
 @click.option("--sae", required=True, type=click.Path(exists=True, file_okay=False),
               help="The SAE directory (sae.json + params.safetensors), normalized.")
 @click.option("--metadata", required=True, type=click.Path(dir_okay=False, exists=True),
@@ -73,15 +58,12 @@ def main():
 @click.option("--features", "feature_list", help="Feature indices, e.g. 3,17,40-45 (default: "
               "a seeded random annotate.selection.feature_fraction of all).")
 @common
-@command
-def features(store, layer, sae, metadata, out, feature_list, config_path, model, concurrency,
-             cache_dir, prompt_dir, dry_run):
+def features(store, layer, sae, metadata, out, feature_list, cfg, cache_dir, prompt_dir, dry_run):
     """Select examples and ask Claude to describe each sampled feature."""
     from interplm_jax.annotate.pipeline import run_features
     from interplm_jax.sae_dir import load_sae
     from interplm_jax.store import ActivationStore
 
-    cfg = _config(config_path, model, concurrency)
     try:
         feats = list(parse_layers(feature_list)) if feature_list else None
     except InputError as e:
@@ -98,12 +80,10 @@ def features(store, layer, sae, metadata, out, feature_list, config_path, model,
 @click.option("--metadata", type=click.Path(dir_okay=False, exists=True),
               help="UniProtKB TSV or flat file [default: the one `features` used].")
 @common
-@command
-def validate(run_dir, metadata, config_path, model, concurrency, cache_dir, prompt_dir, dry_run):
+def validate(run_dir, metadata, cfg, cache_dir, prompt_dir, dry_run):
     """Predict held-out activations from each description; Pearson r, table and histogram."""
     from interplm_jax.annotate.pipeline import run_validate
 
-    cfg = _config(config_path, model, concurrency)
     result = run_validate(run_dir, cfg, metadata, dry_run, cache_dir, prompt_dir)
     click.echo(json.dumps(result, indent=2))
 
@@ -114,8 +94,7 @@ def validate(run_dir, metadata, config_path, model, concurrency, cache_dir, prom
                    "with a `concept` column). Repeat for several models.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @common
-@command
-def categorise(concept_files, out, config_path, model, concurrency, cache_dir, prompt_dir, dry_run):
+def categorise(concept_files, out, cfg, cache_dir, prompt_dir, dry_run):
     """Describe concepts, propose categories, assign each concept; CSV and plot."""
     from interplm_jax.annotate.categorise import read_concepts
     from interplm_jax.annotate.pipeline import run_categorise
@@ -127,7 +106,6 @@ def categorise(concept_files, out, config_path, model, concurrency, cache_dir, p
         if name in by_model:
             raise InputError(f"--concepts: model {name!r} given twice")
         by_model[name] = read_concepts(path)
-    cfg = _config(config_path, model, concurrency)
     result = run_categorise(out, cfg, by_model, dry_run, cache_dir, prompt_dir)
     click.echo(json.dumps(result, indent=2))
 

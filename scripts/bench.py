@@ -94,8 +94,10 @@ def table(parts, probe_parts, out, warnings):
     """Join part tables into bench.csv; plot L0 against FVE, loss recovered and concepts found."""
     from interplm_jax.bench.run import bench_table
 
+    from interplm_jax.layout import BenchFiles
+
     rows, notes = bench_table(parts, out, warnings, probe_parts)
-    click.echo(f"{Path(out) / 'bench.csv'}: {len(rows)} rows; {len(notes)} warning(s)")
+    click.echo(f"{BenchFiles(Path(out)).table}: {len(rows)} rows; {len(notes)} warning(s)")
 
 
 if __name__ == "__main__":

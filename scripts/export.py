@@ -30,8 +30,11 @@ from interplm_jax.sae import EXPORTABLE_ARCHS
               help="Output format: InterPLM ae.pt + config.yaml, SAELens folder, or our SAE directory.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory (one subdirectory per SAE id when exporting a sweep).")
-@click.option("--fold-scale", is_flag=True,
-              help="SAELens: fold the normalization scale into the weights (not for topk).")
+@click.option("--fold-scale/--raw-scale", default=None,
+              help="SAELens, normalized SAEs: fold the scale into the weights (the default where "
+                   "the architecture allows: SAELens then gives the normalized features), or keep "
+                   "the weights raw with the scale in interplm_feature_scale.safetensors (TopK "
+                   "always). cfg.json says which.  [default: fold]")
 @command
 def main(sweep, sae_ids, step, sae_dir, interplm_in, arch, saelens_in, fmt, out, fold_scale):
     """Write SAEs in the format torch tools load, or bring torch SAEs into ours.
@@ -40,7 +43,7 @@ def main(sweep, sae_ids, step, sae_dir, interplm_in, arch, saelens_in, fmt, out,
     Every file is written atomically.
     """
     from interplm_jax.sae_dir import load_sae, save_sae
-    from torch_bridge import export
+    from torch_bridge import export, saelens
 
     sources = [s for s in (sweep, sae_dir, interplm_in, saelens_in) if s is not None]
     if len(sources) != 1:
@@ -58,14 +61,14 @@ def main(sweep, sae_ids, step, sae_dir, interplm_in, arch, saelens_in, fmt, out,
         elif interplm_in:
             sae = export.read_interplm(interplm_in, arch)
         else:
-            sae = export.read_saelens(saelens_in)
+            sae = saelens.read_saelens(saelens_in)
         saes, targets = {"sae": sae}, {"sae": Path(out)}
     for sae_id, sae in saes.items():
         target = targets[sae_id]
         if fmt == "interplm":
             export.write_interplm(sae, target)
         elif fmt == "saelens":
-            export.write_saelens(sae, target, fold_scale=fold_scale)
+            saelens.write_saelens(sae, target, fold_scale=fold_scale)
         else:
             save_sae(target, sae)
         click.echo(f"{sae_id}: {sae.arch} SAE {sae.d_model} -> {sae.n_features} written to {target} ({fmt})")

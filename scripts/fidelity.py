@@ -8,6 +8,7 @@ import click
 from interplm_jax.cli import command
 from interplm_jax.config import config_options
 from interplm_jax.errors import InputError
+from interplm_jax.fasta import DEFAULT_MAX_LENGTH
 from torch_bridge.fidelity import FidelityConfig
 
 
@@ -20,7 +21,7 @@ from torch_bridge.fidelity import FidelityConfig
 @click.option("--sae", "sae_paths", multiple=True, type=click.Path(exists=True),
               help="SAE directory or file (ours, InterPLM, SAELens); repeatable.")
 @click.option("--layer", type=int, default=None, help="Layer L (default: the SAEs' own).")
-@click.option("--max-length", default=1022, help="Longest protein accepted (residues).")
+@click.option("--max-length", default=DEFAULT_MAX_LENGTH, help="Longest protein accepted (residues).")
 @click.option("--on-invalid", type=click.Choice(["error", "skip"]), default="error",
               help="Invalid FASTA records (too long, bad characters): stop, or skip and count them.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the table (TSV) here.")

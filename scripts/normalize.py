@@ -3,16 +3,13 @@
 
 from __future__ import annotations
 
-import io
-
 import click
-import numpy as np
 
 from interplm_jax.cli import command
 from interplm_jax.config import config_options
 from interplm_jax.errors import InputError
 from interplm_jax.normalize import NormalizeConfig
-from interplm_jax.paths import as_path, write_atomic
+from interplm_jax.paths import as_path
 
 
 @click.command(context_settings={"show_default": True})
@@ -43,16 +40,14 @@ def main(sae_dir, sweep, store, layer, neurons, cfg):
     if neurons:
         if sweep or layer is None:
             raise InputError("--neurons needs --sae (output directory) and --layer")
-        sae, bounds = nz.neuron_baseline(act, layer, chunk_tokens, proteins)
-        save_sae(sae_dir, sae)
-        for name, arr in bounds.items():  # feature_stats/min.npy, max.npy: per-neuron bounds
-            buf = io.BytesIO()
-            np.save(buf, arr)
-            write_atomic(as_path(sae_dir) / nz.STATS_DIR / f"{name}.npy", buf.getvalue())
+        nz.write_neuron_baseline(sae_dir, act, layer, chunk_tokens, proteins)
         click.echo(f"neuron baseline of layer {layer} ({act.d_model} neurons) written to {sae_dir}")
         return
     if sweep:
-        _normalize_sweep(sweep, act, layer, chunk_tokens, proteins)
+        for sae_id, (stats, target) in nz.normalize_sweep(sweep, act, layer, chunk_tokens,
+                                                          proteins).items():
+            click.echo(f"{sae_id}: {len(stats.dead)} of {len(stats.max)} features never fired "
+                       f"-> {target}")
         return
     sae_dir = as_path(sae_dir)
     interplm = not (sae_dir / META_FILE).is_file() and (sae_dir / "ae.pt").is_file()
@@ -72,32 +67,6 @@ def main(sae_dir, sweep, store, layer, neurons, cfg):
         save_sae(sae_dir, normalized)
     click.echo(f"{sae_dir}: normalized on {stats.n_proteins} proteins ({stats.n_tokens} tokens); "
                f"{len(stats.dead)} of {len(stats.max)} features never fired (scale 0)")
-
-
-def _normalize_sweep(sweep, store, layer, chunk_tokens, proteins):
-    import dataclasses
-
-    from interplm_jax import normalize as nz
-    from interplm_jax.sae_dir import check_params, save_sae
-    from interplm_jax.sweep_saes import read_sweep
-
-    saes = read_sweep(sweep)
-    first = next(iter(saes.values()))
-    layer = nz._layer_of(first, store, layer)
-    stacked = {k: np.stack([s.params[k] for s in saes.values()]) for k in first.params}
-    n_tok = store.n_tokens if proteins is None else int(store.lengths()[proteins].sum())
-    stats = nz.feature_stats(first.arch, stacked, nz.row_chunks(store, layer, chunk_tokens, proteins),
-                             n_tok, stacked=True)
-    n_prot = store.n_proteins if proteins is None else len(proteins)
-    for g, (sae_id, sae) in enumerate(saes.items()):
-        one = nz.FeatureStats(stats.max[g], stats.n_active[g], stats.n_tokens, n_prot)
-        params = check_params(sae.arch, {**sae.params, "scale": nz.scale_from_max(one.max)})
-        meta = {**sae.meta, "normalized_on": {"store": str(store.url), "layer": layer,
-                                              "n_proteins": n_prot, "n_tokens": one.n_tokens}}
-        target = as_path(sweep) / "saes" / sae_id
-        save_sae(target, dataclasses.replace(sae, params=params, meta=meta))
-        nz.write_feature_stats(target, one, {"store": str(store.url)})
-        click.echo(f"{sae_id}: {len(one.dead)} of {len(one.max)} features never fired -> {target}")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""The whole study, FASTA to findings, from one config: every stage is the command a user would
-run by hand (``scripts/<stage>.py``, invoked in this process and logged as a command line).
+"""The whole study, FASTA to findings, from one config: every stage calls the library functions
+behind the stage scripts with the parsed config, and logs the equivalent command line
+(``scripts/<stage>.py ...``) so that any step can be rerun by hand.
 
 \b
-  model     the tiny ESM-2 (config model "tiny") and the shuffled-weight baseline model
+  model     a tiny model (config model "tiny": ESM-2, "tiny-esmc": ESM C) and the shuffled-weight
+            baseline model
   extract   training proteins -> activation store, per model (ESM-2, shuffled)
   evalset   UniProt TSV -> concept labels -> valid/test split -> evaluation store per model;
             AlphaFold proteins -> their store
@@ -32,21 +34,18 @@ from typing import Any, Callable
 
 import click
 
-from interplm_jax.cli import command, load_script
+from interplm_jax.cli import command
 from interplm_jax.config import from_dict, to_dict
 from interplm_jax.errors import InputError
-from interplm_jax.study import STAGES, Ledger, StudyConfig, StudyLayout, read_config, redo
+from interplm_jax.layout import StudyLayout
+from interplm_jax.study import STAGES, Ledger, StudyConfig, read_config, redo
 
-REPO = Path(__file__).resolve().parents[1]
 log = logging.getLogger("pipeline")
 
 
-def run_script(name: str, *args) -> None:
-    """Run ``scripts/<name>.py`` with ``args`` in this process, as its command line would."""
-    module = load_script(REPO / "scripts" / f"{name}.py")
-    argv = [str(a) for a in args]
-    log.info("$ python scripts/%s.py %s", name, " ".join(argv))
-    module.main.main(args=argv, standalone_mode=False)
+def log_command(script: str, *args) -> None:
+    """Log the command line that does what the pipeline does next, to rerun a step by hand."""
+    log.info("$ python scripts/%s.py %s", script, " ".join(str(a) for a in args))
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,7 @@ class Study:
         if self.model:
             return self.model
         name = self.extract_config.model
-        return str(self.out.model("tiny-esm2")) if name == "tiny" else name
+        return str(self.out.model(TINY[name][0])) if name in TINY else name
 
     @property
     def annotate_mode(self) -> str:
@@ -104,14 +103,19 @@ class Study:
         return mode
 
 
+#: extract.model values that name a locally built tiny model: (directory under models/, builder)
+TINY = {"tiny": ("tiny-esm2", "build_tiny_esm"), "tiny-esmc": ("tiny-esmc", "build_tiny_esmc")}
+
+
 # --- stages -------------------------------------------------------------------------------------
 
 def stage_model(s: Study) -> dict:
     from torch_bridge.shuffled import save_shuffled_esm
-    from torch_bridge.tiny_esm import build_tiny_esm
+    from torch_bridge import tiny_esm
 
-    if not s.model and s.extract_config.model == "tiny":
-        build_tiny_esm(s.out.model("tiny-esm2"))
+    if not s.model and s.extract_config.model in TINY:
+        directory, builder = TINY[s.extract_config.model]
+        getattr(tiny_esm, builder)(s.out.model(directory))
     if "shuffled" in s.variants and not (s.out.model("shuffled-esm2") / "config.json").is_file():
         save_shuffled_esm(s.model_path("esm2"), s.out.model("shuffled-esm2"), s.study.shuffle_seed)
     return {v: s.model_path(v) for v in s.variants}
@@ -137,97 +141,138 @@ def stage_extract(s: Study) -> dict:
 
 
 def stage_evalset(s: Study) -> dict:
-    c = s.out.concepts
-    run_script("evaluate_concepts", "labels", "--tsv", s.study.annotations, "--out", c / "labels.npz",
-               "--config", s.config)
-    run_script("evaluate_concepts", "split", "--labels", c / "labels.npz", "--out", c / "set",
-               "--config", s.config)
-    info = {v: _extract(s, c / "set" / "proteins.fasta", v, s.out.eval_store(v)).summary()
-            for v in s.variants}
+    from interplm_jax.concepts.run import make_labels, make_split
+
+    o, cfg = s.out, s.sections["concepts"]
+    log_command("evaluate_concepts", "labels", "--tsv", s.study.annotations, "--out", o.labels,
+                "--config", s.config)
+    lab, _ = make_labels(s.study.annotations, o.labels, cfg)
+    log.info("%s: %d proteins, %d concepts", o.labels, lab.n_proteins, lab.n_concepts)
+    log_command("evaluate_concepts", "split", "--labels", o.labels, "--out", o.eval_set.root,
+                "--config", s.config)
+    es, _ = make_split(o.labels, o.eval_set.root, cfg)
+    log.info("%s: %d valid / %d test proteins", o.eval_set.root, len(es.valid), len(es.test))
+    info = {v: _extract(s, o.eval_set.fasta, v, o.eval_store(v)).summary() for v in s.variants}
     if s.study.structures:
-        info["structures"] = _extract(s, s.study.structures_fasta, "esm2", s.out.structure_store).summary()
+        info["structures"] = _extract(s, s.study.structures_fasta, "esm2", o.structure_store).summary()
     return info
 
 
 def stage_train(s: Study) -> dict:
+    from interplm_jax.train.run import train_layers
+
     for v in s.variants:
-        run_script("train", "--config", s.config, "--store", s.out.store(v), "--out", s.out.sweeps(v),
-                   "--resume")
+        log_command("train", "--config", s.config, "--store", s.out.store(v), "--out",
+                    s.out.sweeps(v), "--resume")
+        train_layers(s.sections["train"], s.out.store(v), s.out.sweeps(v), resume=True,
+                     where=f"{s.config}:train")
     return {}
 
 
 def stage_normalize(s: Study) -> dict:
+    from interplm_jax import normalize as nz
+    from interplm_jax.store import ActivationStore
+
     cfg = s.sections["normalize"]
     opts = ["--seed", cfg.seed, "--chunk-tokens", cfg.chunk_tokens]
     opts += ["--max-proteins", cfg.max_proteins] if cfg.max_proteins is not None else []
+    stores = {v: ActivationStore.open(s.out.eval_store(v)) for v in s.variants}
+    proteins = {v: nz.sample_proteins(st, cfg.max_proteins, cfg.seed) for v, st in stores.items()}
     for v in s.variants:
         for L in s.layers:
-            run_script("normalize", "--sweep", s.out.sweeps(v) / f"layer_{L}", "--store",
-                       s.out.eval_store(v), "--layer", L, *opts)
+            sweep = s.out.sweep(v, L).root
+            log_command("normalize", "--sweep", sweep, "--store", s.out.eval_store(v), "--layer", L, *opts)
+            nz.normalize_sweep(sweep, stores[v], L, cfg.chunk_tokens, proteins[v])
     if "neurons" in s.study.baselines:
         for L in s.layers:
-            run_script("normalize", "--neurons", "--sae", s.out.neurons(L), "--store",
-                       s.out.eval_store("esm2"), "--layer", L, *opts)
+            log_command("normalize", "--neurons", "--sae", s.out.neurons(L), "--store",
+                        s.out.eval_store("esm2"), "--layer", L, *opts)
+            nz.write_neuron_baseline(s.out.neurons(L), stores["esm2"], L, cfg.chunk_tokens,
+                                     proteins["esm2"])
     return {}
 
 
 def stage_concepts(s: Study) -> dict:
-    c = s.out.concepts
+    from interplm_jax.concepts.run import (count_f1, heldout, select_saes, selection_lines,
+                                           summary_line)
+
+    o, cfg = s.out, s.sections["concepts"]
 
     def f1(variant: str, layer: int, split: str, sae: Path, dest: Path, kind: str) -> Path:
         if not dest.is_file():  # counts files are written whole; a partial one resumes
-            run_script("evaluate_concepts", "f1", "--labels", c / "labels.npz", "--evalset",
-                       c / "set" / "evalset.json", "--store", s.out.eval_store(variant), "--layer", layer,
-                       "--split", split, "--sae", sae, "--kind", kind, "--out", dest,
-                       "--name", "neurons" if kind == "neurons" else sae.name,
-                       "--model-name", s.study.name, "--config", s.config)
+            name = "neurons" if kind == "neurons" else sae.name
+            log_command("evaluate_concepts", "f1", "--labels", o.labels, "--evalset",
+                        o.eval_set.definition, "--store", o.eval_store(variant), "--layer", layer,
+                        "--split", split, "--sae", sae, "--kind", kind, "--out", dest,
+                        "--name", name, "--model-name", s.study.name, "--config", s.config)
+            count_f1(o.labels, o.eval_set.definition, o.eval_store(variant), layer, split, dest, cfg,
+                     sae=sae, kind=kind, name=name, model_name=s.study.name)
         return dest
 
     kinds = {"esm2": "sae", "shuffled": "shuffled"}
-    candidates = [f1(v, L, "select", sae, c / "f1" / f"{v}_L{L}_{sae.name}_select.npz", kinds[v])
+    candidates = [f1(v, L, "select", sae, o.f1_counts(v, L, "select", sae.name), kinds[v])
                   for v in s.variants for L in s.layers
-                  for sae in sorted((s.out.sweeps(v) / f"layer_{L}" / "saes").iterdir())]
-    run_script("evaluate_concepts", "select", *candidates, "--out", s.out.selection)
-    chosen = [(v, L, sae) for v in s.variants for L, sae in s.out.chosen(kinds[v]).items()]
+                  for sae in sorted(o.sweep(v, L).saes.iterdir())]
+    log_command("evaluate_concepts", "select", *candidates, "--out", o.selection)
+    for line in selection_lines(select_saes(candidates, o.selection)):
+        log.info("%s", line)
+    chosen = [(v, L, sae) for v in s.variants for L, sae in o.chosen(kinds[v]).items()]
     if "neurons" in s.study.baselines:
-        chosen += [("neurons", L, s.out.neurons(L)) for L in s.layers]
+        chosen += [("neurons", L, o.neurons(L)) for L in s.layers]
     runs = []
     for v, L, sae in chosen:
         variant, kind = ("esm2", "neurons") if v == "neurons" else (v, kinds[v])
-        pair = [f1(variant, L, split, sae, c / "f1" / f"{v}_L{L}_chosen_{split}.npz", kind)
-                for split in ("valid", "test")]
-        runs += ["--run", ",".join(map(str, pair))]
-    run_script("evaluate_concepts", "report", *runs, "--out", c / "report", "--config", s.config)
+        runs.append(tuple(f1(variant, L, split, sae, o.f1_counts(v, L, split), kind)
+                          for split in ("valid", "test")))
+    log_command("evaluate_concepts", "report", *(a for r in runs for a in ("--run", ",".join(map(str, r)))),
+                "--out", o.concept_report.root, "--config", s.config)
+    for row in heldout(runs, o.concept_report.root, cfg):
+        log.info("%s", summary_line(row, cfg.top_f1))
     return {"chosen": {f"{v}_L{L}": sae.name for v, L, sae in chosen}}
 
 
 def stage_analysis(s: Study) -> dict:
-    chosen = s.out.chosen("sae")
+    from interplm_jax.analysis.run import run_spatial, run_umap
+
+    cfg, chosen = s.sections["analysis"], s.out.chosen("sae")
     for L in s.analysis_layers:
-        a = s.out.analysis(L)
-        spatial = []
+        a = s.out.analysis_files(L)
+        spatial = None
         if s.study.structures:
-            run_script("analyze", "spatial", "--sae", chosen[L], "--store", s.out.structure_store,
-                       "--layer", L, "--structures", s.study.structures, "--fasta",
-                       s.study.structures_fasta, "--out", a, "--config", s.config)
-            spatial = ["--spatial", a / f"spatial_layer{L}.tsv"]
-        run_script("analyze", "umap", "--sae", chosen[L], "--out", a, "--config", s.config, *spatial)
+            log_command("analyze", "spatial", "--sae", chosen[L], "--store", s.out.structure_store,
+                        "--layer", L, "--structures", s.study.structures, "--fasta",
+                        s.study.structures_fasta, "--out", a.root, "--config", s.config)
+            run_spatial(chosen[L], s.out.structure_store, L, s.study.structures,
+                        s.study.structures_fasta, a.root, cfg.spatial)
+            spatial = a.spatial(L)
+        log_command("analyze", "umap", "--sae", chosen[L], "--out", a.root, "--config", s.config,
+                    *(["--spatial", spatial] if spatial else []))
+        run_umap(chosen[L], a.root, cfg.umap, spatial_table=spatial)
     return {}
 
 
 def stage_annotate(s: Study) -> dict:
+    from interplm_jax.annotate.pipeline import run_features, run_validate
+    from interplm_jax.sae_dir import load_sae
+    from interplm_jax.store import ActivationStore
+
     mode = s.annotate_mode
     if mode == "off":
         return {"mode": "off"}
-    chosen = s.out.chosen("sae")
+    cfg, chosen = s.sections["annotate"], s.out.chosen("sae")
     dry = ["--dry-run"] if mode == "dry-run" else []
+    store = ActivationStore.open(s.out.eval_store("esm2"))
     for L in s.analysis_layers:
         out = s.out.annotate(L)
-        run_script("annotate", "features", "--store", s.out.eval_store("esm2"), "--layer", L,
-                   "--sae", chosen[L], "--metadata", s.study.annotations, "--out", out,
-                   "--config", s.config, *dry)
+        log_command("annotate", "features", "--store", s.out.eval_store("esm2"), "--layer", L,
+                    "--sae", chosen[L], "--metadata", s.study.annotations, "--out", out,
+                    "--config", s.config, *dry)
+        sae = load_sae(chosen[L])
+        run_features(out, cfg, s.study.annotations, store, L, sae.params,
+                     dry_run=mode == "dry-run", arch=sae.arch)
         if mode == "real":
-            run_script("annotate", "validate", "--run", out, "--config", s.config)
+            log_command("annotate", "validate", "--run", out, "--config", s.config)
+            run_validate(out, cfg)
     return {"mode": mode}
 
 
@@ -240,7 +285,7 @@ def study_warnings(s: Study) -> list[str]:
     from interplm_jax.concepts.labels import ConceptLabels
     from interplm_jax.fasta import read_fasta
 
-    es = EvalSet.load(s.out.concepts / "set" / "evalset.json")
+    es = EvalSet.load(s.out.eval_set.definition)
     out = guards.small_selection(len(es.select))
     with open(s.out.selection, newline="") as f:
         out += guards.selection_ties(csv.DictReader(f))
@@ -249,51 +294,70 @@ def study_warnings(s: Study) -> list[str]:
         out += guards.few_structures(n, s.sections["analysis"].spatial.min_proteins)
     cfg = s.extract_config
     train = read_fasta(s.study.train_fasta, max_length=cfg.max_length, on_invalid="skip")[0]
-    labels = ConceptLabels.load(s.out.concepts / "labels.npz")
+    labels = ConceptLabels.load(s.out.labels)
     ids = [*es.valid, *es.test]
     evaluation = [(i, labels.sequence(int(p))) for i, p in zip(ids, labels.indices(ids))]
     return out + guards.overlap([(p.id, p.sequence) for p in train], evaluation)
 
 
 def stage_bench(s: Study) -> dict:
+    from interplm_jax.atomic import atomic_write
+    from interplm_jax.bench.run import bench_table, measure_layer, probe_layer
     from interplm_jax.concepts.evalset import EvalSet
     from interplm_jax.concepts.labels import ConceptLabels
     from interplm_jax.fasta import Protein, write_fasta
+    from interplm_jax.sae_dir import load_sae
+    from torch_bridge.fidelity import fidelity_table, format_table
+    from torch_bridge.models import load_masked_lm
+    from torch_bridge.sae import TorchSAE
 
-    o, c = s.out, s.out.concepts
-    es, labels = EvalSet.load(c / "set" / "evalset.json"), ConceptLabels.load(c / "labels.npz")
-    test_fasta = o.bench / "test_proteins.fasta"  # fidelity's proteins: the test split
-    write_fasta(test_fasta, [Protein(i, labels.sequence(int(p))) for i, p in zip(es.test, labels.indices(es.test))])
-    inputs = ["--labels", c / "labels.npz", "--evalset", c / "set" / "evalset.json"]
-    common = [*inputs, "--config", s.config]
+    o, b, cfg, fid_cfg = s.out, s.out.bench, s.sections["concepts"], s.sections["fidelity"]
+    es, labels = EvalSet.load(o.eval_set.definition), ConceptLabels.load(o.labels)
+    test = [Protein(i, labels.sequence(int(p))) for i, p in zip(es.test, labels.indices(es.test))]
+    write_fasta(b.test_fasta, test)  # fidelity's proteins: the test split
+    inputs = ["--labels", o.labels, "--evalset", o.eval_set.definition]
     parts, probes = [], []
     for v in s.variants:
+        lm = None
         for L in s.layers:
-            sweep = o.sweeps(v) / f"layer_{L}"
-            fid, part, probe = o.bench_fidelity(v, L), o.bench_part(v, L), o.bench_part(v, L, "probes")
-            saes = [a for p in sorted((sweep / "saes").iterdir()) for a in ("--sae", p)]
+            sweep = o.sweep(v, L)
+            sae_dirs = sorted(sweep.saes.iterdir())
+            saes = [a for p in sae_dirs for a in ("--sae", p)]
+            fid, part, probe = b.fidelity(v, L), b.part(v, L), b.part(v, L, "probes")
             if not fid.is_file():
-                run_script("fidelity", "--model", s.model_path(v), "--fasta", test_fasta, "--sweep", sweep,
-                           "--layer", L, "--out", fid, "--config", s.config)
+                log_command("fidelity", "--model", s.model_path(v), "--fasta", b.test_fasta, "--sweep",
+                            sweep.root, "--layer", L, "--out", fid, "--config", s.config)
+                lm = lm or load_masked_lm(s.model_path(v))
+                torch_saes = {p.name: TorchSAE.from_saved(load_sae(p)) for p in sae_dirs}
+                rows = fidelity_table(*lm, [p.sequence for p in test][:fid_cfg.max_proteins], L, torch_saes,
+                                      fid_cfg.batch_size, fid_cfg.mask_fraction, fid_cfg.seed)
+                atomic_write(fid, format_table(rows))
             if not part.is_file():
-                run_script("bench", "measure", *common, "--store", o.eval_store(v), "--layer", L, *saes,
-                           "--model-name", v, "--fidelity", fid, "--selection", o.selection, "--out", part)
+                log_command("bench", "measure", *inputs, "--store", o.eval_store(v), "--layer", L, *saes,
+                            "--model-name", v, "--fidelity", fid, "--selection", o.selection, "--out", part,
+                            "--config", s.config)
+                measure_layer(o.labels, o.eval_set.definition, o.eval_store(v), L, sae_dirs, part, cfg, v,
+                              fid, o.selection)
             if not probe.is_file():
-                run_script("bench", "probes", *inputs, "--store", o.eval_store(v), "--layer", L, *saes,
-                           "--model-name", v, "--out", probe)
+                log_command("bench", "probes", *inputs, "--store", o.eval_store(v), "--layer", L, *saes,
+                            "--model-name", v, "--out", probe)
+                probe_layer(o.labels, o.eval_set.definition, o.eval_store(v), L, sae_dirs, probe, v)
             parts.append(part)
-            probes += ["--probes", probe]
+            probes.append(probe)
     if "neurons" in s.study.baselines:
         for L in s.layers:
-            part = o.bench_part("esm2", L, "neurons")
+            part = b.part("esm2", L, "neurons")
             if not part.is_file():
-                run_script("bench", "measure", *common, "--store", o.eval_store("esm2"), "--layer", L,
-                           "--sae", o.neurons(L), "--out", part)
+                log_command("bench", "measure", *inputs, "--store", o.eval_store("esm2"), "--layer", L,
+                            "--sae", o.neurons(L), "--out", part, "--config", s.config)
+                measure_layer(o.labels, o.eval_set.definition, o.eval_store("esm2"), L, [o.neurons(L)], part, cfg)
             parts.append(part)
     warnings = study_warnings(s)
-    run_script("bench", "table", *parts, *probes, "--out", o.bench,
-               *[a for w in warnings for a in ("--warning", w)])
-    return {"warnings": warnings}
+    log_command("bench", "table", *parts, *(a for p in probes for a in ("--probes", p)), "--out", b.root,
+                *(a for w in warnings for a in ("--warning", repr(w))))
+    rows, notes = bench_table(parts, b.root, warnings, probes)
+    log.info("%s: %d rows; %d warning(s)", b.table, len(rows), len(notes))
+    return {"warnings": notes}
 
 
 def stage_report(s: Study) -> dict:
@@ -302,7 +366,7 @@ def stage_report(s: Study) -> dict:
 
     cfg = s.sections["report"]
     path = build_report(f"{s.study.name}: interplm-jax feature browser", s.out.eval_store("esm2"),
-                        s.out.concepts / "set" / "proteins.fasta", report_inputs(s.out, s.layers),
+                        s.out.eval_set.fasta, report_inputs(s.out, s.layers),
                         s.out.report, s.study.annotations, cfg)
     log.info("feature browser: %s", path)
     return {"html": str(path)}
@@ -345,10 +409,15 @@ def parse_sections(path: Path, data: dict[str, Any]) -> dict[str, Any]:
 def stage_inputs(s: Study) -> dict[str, dict[str, Any]]:
     """Per stage, what its outputs depend on: its config sections, its input files, and the
     inputs of the stage before it (so a change upstream reaches every later stage)."""
+    from interplm_jax.digest import file_digest, tree_digest
+
     st = to_dict(s.study)
 
-    def file(p):
-        return None if p is None else {"path": str(p), "bytes": Path(p).stat().st_size}
+    def file(p):  # by content (a same-size edit counts), streamed: cheap next to extraction
+        return None if p is None else {"path": str(p), "sha256": file_digest(p)}
+
+    def tree(p):
+        return None if p is None else {"path": str(p), "sha256": tree_digest(p)}
 
     own = {
         "model": {"model": s.model or s.section("extract").get("model"), "baselines": st["baselines"],
@@ -360,7 +429,7 @@ def stage_inputs(s: Study) -> dict[str, dict[str, Any]]:
         "normalize": {"normalize": s.section("normalize")},
         "concepts": {"concepts": s.section("concepts"), "name": st["name"]},
         "analysis": {"analysis": s.section("analysis"), "layers": st["analysis_layers"],
-                     "structures": st["structures"]},
+                     "structures": tree(s.study.structures)},
         "annotate": {"annotate": s.section("annotate"), "mode": s.annotate_mode},
         "bench": {"concepts": s.section("concepts"), "fidelity": s.section("fidelity"),
                   "spatial_min_proteins": s.sections["analysis"].spatial.min_proteins},
@@ -400,13 +469,22 @@ def run_pipeline(s: Study, until: str | None = None, redo_stage: str | None = No
         echo(f"[{i + 1}/{len(STAGES)}] {stage}: finished in {time.perf_counter() - t0:.1f} s")
 
 
+def load_study(config_path: str | Path, out: str | Path | None = None,
+               model: str | None = None) -> Study:
+    """The study of a config file (every section parsed; ``out`` default ``out/<study.name>``)."""
+    study, data = read_config(config_path)  # the study section with its paths resolved
+    sections = {**parse_sections(Path(config_path), data), "study": study}
+    out = Path(out or Path("out") / study.name).resolve()
+    return Study(Path(config_path).resolve(), data, sections, StudyLayout(out), model)
+
+
 @click.command(context_settings={"show_default": True}, help=__doc__)
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
               help="Study config (configs/demo.yaml, esm2_8m.yaml, esm2_650m.yaml).")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
               help="Study directory [default: out/<study.name>].")
 @click.option("--model", default=None,
-              help="ESM-2 hub name or local path instead of the config's extract.model.")
+              help="Hub name or local path (ESM-2 or ESM C) instead of the config's extract.model.")
 @click.option("--until", type=click.Choice(STAGES), default=None, help="Stop after this stage.")
 @click.option("--redo", "redo_stage", type=click.Choice(STAGES), default=None,
               help="Remove this stage's outputs and every later stage's, then run them again.")
@@ -414,10 +492,7 @@ def run_pipeline(s: Study, until: str | None = None, redo_stage: str | None = No
 @command
 def main(config_path, out, model, until, redo_stage, plan):
     """Run the study of CONFIG into OUT, stage after stage; rerun to resume."""
-    study, data = read_config(config_path)  # the study section with its paths resolved
-    sections = {**parse_sections(Path(config_path), data), "study": study}
-    out = Path(out or Path("out") / study.name).resolve()
-    s = Study(Path(config_path).resolve(), data, sections, StudyLayout(out), model)
+    s = load_study(config_path, out, model)
     if plan:
         ledger, inputs = Ledger(s.out.ledger), stage_inputs(s)
         for stage in STAGES:
@@ -425,7 +500,7 @@ def main(config_path, out, model, until, redo_stage, plan):
         return
     run_pipeline(s, until, redo_stage, click.echo)
     if until is None or until == "report":
-        click.echo(f"\nstudy complete: {s.out.root}\n  feature browser: {s.out.report / 'index.html'}")
+        click.echo(f"\nstudy complete: {s.out.root}\n  feature browser: {s.out.report_page}")
 
 
 if __name__ == "__main__":

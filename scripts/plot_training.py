@@ -9,6 +9,7 @@ import click
 
 from interplm_jax.cli import command
 from interplm_jax.errors import InputError
+from interplm_jax.layout import SweepFiles
 from interplm_jax.paths import as_path, write_atomic
 from interplm_jax.sweep_saes import read_grid, read_metrics
 
@@ -28,7 +29,7 @@ def main(sweep, out, metrics):
     sweep = as_path(sweep)
     curves = read_metrics(sweep)
     labels = {}
-    if (sweep / "grid.json").exists():
+    if SweepFiles(sweep).grid.exists():
         for row in read_grid(sweep):
             labels[row["id"]] = ", ".join(f"{k}={v:g}" for k, v in row.items()
                                           if k not in ("id", "arch", "seed"))

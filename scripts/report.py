@@ -74,11 +74,12 @@ def main(store, fasta, out, layer_specs, study, selection, metadata, title, cfg)
     if bool(layer_specs) == bool(study):
         raise InputError("give either --layer (one or more) or --study")
     if study:
-        from interplm_jax.study import StudyLayout, report_inputs
+        from interplm_jax.layout import StudyLayout
+        from interplm_jax.study import report_inputs
 
         lay = StudyLayout(Path(study))
         store = store or lay.eval_store("esm2")
-        fasta = fasta or lay.concepts / "set" / "proteins.fasta"
+        fasta = fasta or lay.eval_set.fasta
         layers = report_inputs(lay, sorted(lay.chosen("sae")))
     else:
         if not (store and fasta):

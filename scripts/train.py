@@ -31,6 +31,8 @@ def main(store, out, resume, layers, cfg):
         frozen = [row["id"] for row, ok in zip(r.grid, r.ok) if not ok]
         click.echo(f"layer {layer}: {len(r.grid)} SAEs, step {r.step} -> {r.out}"
                    + (f"; frozen after a non-finite loss: {frozen}" if frozen else ""))
+        for warning in r.preflight:
+            click.echo(f"  preflight warning: {warning}", err=True)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def test_every_template_is_packaged_and_fills_completely():
 def test_prompt_dir_overrides_by_name_and_missing_values_are_named(tmp_path):
     (tmp_path / "describe.txt").write_text("Feature $feature only: $table")
     assert render("describe", tmp_path, feature=3, table="T", position_percent=50) == "Feature 3 only: T"
-    assert render("validate_system", tmp_path).startswith("You are an expert")  # not overridden
+    assert render("validate_system", tmp_path, model="ESM-2").startswith("You are an expert")  # not overridden
     with pytest.raises(InputError, match=r"describe.txt uses \$table"):
         render("describe", tmp_path, feature=3)
 
@@ -116,3 +116,14 @@ def test_pearson_r_against_scipy_and_by_hand():
         assert pearson_r(x, y) == pytest.approx(scipy.stats.pearsonr(x, y)[0], abs=1e-12)
     assert np.isnan(pearson_r([0.1, 0.1, 0.1], [0, 1, 2]))  # constant predictions
     assert pearson_r([1, 0], [0, 1]) == pytest.approx(-1.0)
+
+
+def test_system_prompts_name_the_model_of_the_store():
+    from interplm_jax.store.manifest import model_display_name
+
+    assert model_display_name({"name": "x", "model_family": "esmc"}) == "ESM C"
+    assert model_display_name({"name": "an older store"}) == "ESM-2"
+    esmc = render("describe_system", model=model_display_name({"model_family": "esmc"}))
+    assert "trained on the internal representations of the protein language model ESM C." in esmc
+    assert "ESM-2" not in esmc + render("validate_system", model="ESM C")
+    assert "the protein language model ESM-2 activates" in render("validate_system", model="ESM-2")

@@ -24,9 +24,11 @@ from click.testing import CliRunner
 
 from _saes import random_sae
 from interplm_jax.cli import load_script
+from interplm_jax.fasta import read_fasta
 from interplm_jax.lock import locked
 from interplm_jax.sae_dir import save_sae
 from interplm_jax.store import write_store
+from torch_bridge.esm import extract_to_store
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p.stem for p in (REPO / "scripts").glob("*.py"))
@@ -123,6 +125,10 @@ CASES = [
          ["--fasta", "{good_fa}", "--model", "{tiny_esm}", "--layers", "1", "--out", "{new_out}"],
          2, r"extraction worker 0/1 is already running here \(process \d+ on .*lock file",
          hold=lock_held(".lock-worker-0-of-1", "extraction worker 0/1", "new_out")),
+    Case("extract-same-ids-other-residues", "extract",
+         ["--fasta", "{other_residues_fa}", "--model", "{tiny_esm}", "--layers", "1", "--out",
+          "{esm_store}"], 2, r"esm_store/: shard 0 \(proteins 0\.\.2, from 'P1'\) holds other "
+         r"sequences under the same ids and lengths", out="esm_store"),
     *[Case(f"extract-shard-size-{n}", "extract",
            ["--fasta", "{good_fa}", "--model", "{tiny_esm}", "--layers", "1", "--shard-size", n,
             "--out", "{new_out}"], 2, r"shard.size", out="new_out") for n in ("0", "-5")],
@@ -137,6 +143,18 @@ CASES = [
     Case("train-missing-store", "train",
          ["--config", "{train_yaml}", "--store", "{tmp}/nostore", "--out", "{new_out}"], 2,
          r"nostore", out="new_out"),
+    Case("train-store-manifest-without-layers", "train",
+         ["--config", "{train_yaml}", "--store", "{no_layers_store}", "--out", "{new_out}"], 2,
+         r"no_layers: manifest\.json has no 'layers'; the store is damaged", out="new_out"),
+    Case("train-store-truncated-chunk", "train",  # (out=None: as below)
+         ["--config", "{train_yaml}", "--store", "{truncated_store}", "--out", "{new_out}"], 2,
+         r"layer 1, rows 0\.\.29 \(shard 0, proteins 'P1'\.\.'P2'\): cannot be read"),
+    # (out=None: the sweep directory's config.yaml, grid.json are written before the first shard
+    # is read; a store-level check before training would leave it absent)
+    Case("train-store-with-nan", "train",
+         ["--config", "{train_yaml}", "--store", "{nan_store}", "--out", "{new_out}"], 2,
+         r"layer 1 holds non-finite values \(NaN/Inf\) in 1 row\(s\) of shard 0, first row 19 "
+         r"\(protein 'P2'\)"),
     Case("train-unknown-key", "train",
          ["--config", "{bad_key_yaml}", "--store", "{store}", "--out", "{new_out}"], 2,
          r"bad_key\.yaml.*stepz", out="new_out"),
@@ -228,6 +246,9 @@ def inputs(tmp_path_factory, tiny_esm) -> dict:
 
     gz = gzip.compress(FASTA.encode() * 40)
     files["good_fa"] = put("good.fa", FASTA)
+    files["other_residues_fa"] = put("other.fa", FASTA.replace("ISFVK", "ISFVW"))  # same ids
+    files["esm_store"] = tmp / "esm_store"
+    extract_to_store(read_fasta(files["good_fa"])[0], tiny_esm, [1], files["esm_store"])
     files["big_fa"] = put("big.fa", "".join(f">P{i}\nMKTAYIAKQRQISFVK\n" for i in range(300)))
     files["truncated_gz"] = put("truncated.fa.gz", gz[: len(gz) // 2])
     files["corrupted_gz"] = put("corrupted.fa.gz", gz[:12] + b"\xff" * 16 + gz[28:])
@@ -254,6 +275,18 @@ def inputs(tmp_path_factory, tiny_esm) -> dict:
     damaged = write_store(tmp / "damaged", ["P1", "P2", "P3"], acts, shard_size=2, chunk_rows=16)
     (tmp / "damaged" / "layer_2" / "c" / "1" / "0").unlink()  # rows 16..31: proteins P2, P3
     files["damaged_store"] = damaged.url
+    write_store(tmp / "no_layers", ["P1", "P2", "P3"], acts, shard_size=2)
+    manifest = json.loads((tmp / "no_layers" / "manifest.json").read_text())
+    del manifest["layers"]
+    (tmp / "no_layers" / "manifest.json").write_text(json.dumps(manifest))
+    files["no_layers_store"] = tmp / "no_layers"
+    files["truncated_store"] = write_store(tmp / "truncated", ["P1", "P2", "P3"], acts,
+                                           shard_size=2).url
+    chunk = tmp / "truncated" / "layer_1" / "c" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:10])
+    nan = {L: [a.copy() for a in acts[L]] for L in acts}
+    nan[1][1][3, 2] = np.nan  # row 16 + 3 of layer 1: protein P2
+    files["nan_store"] = write_store(tmp / "nan_store", ["P1", "P2", "P3"], nan, shard_size=2).url
     files["sae"] = save_sae(tmp / "sae", random_sae("relu", d=8, F=16))  # of the store's width
     files["sae32"] = save_sae(tmp / "sae32", random_sae("relu", d=32, F=64))  # tiny ESM-2's
 

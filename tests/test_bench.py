@@ -186,7 +186,7 @@ def test_script_measure_then_table(study, tmp_path):
     assert [r["chosen"] for r in rows] == [False, False, True]
     for r, sae in zip(rows, study["saes"]):
         assert r["fve"] == pytest.approx(numpy_metrics(study, sae)["fve"], rel=1e-5)
-    for name in ("pareto_fve.png", "pareto_loss_recovered.png", "pareto_concepts.png"):
+    for name in ("pareto_fve.png", "pareto_loss_recovered.png", "pareto_n_concepts.png"):
         assert (tmp_path / "b" / name).stat().st_size > 1000
     assert "few proteins" in (tmp_path / "b" / "warnings.json").read_text()
 

@@ -214,3 +214,28 @@ def test_bad_input_exits_with_status_2(pipeline, tmp_path):
                                      str(out / "es" / "evalset.json"), "--store", str(out / "store"),
                                      "--layer", "2", "--split", "valid", "--out", str(tmp_path / "c.npz")])
     assert res.exit_code == 2 and "exactly one of --sae" in res.output
+
+
+@pytest.mark.parametrize("kill_at", ["interplm_jax.concepts.report:write_csv",
+                                     "interplm_jax.concepts.f1:ConceptCounts.save"])
+def test_a_kill_while_writing_counts_loses_no_table(pipeline, tmp_path, kill_at):
+    """Counts file and table are complete together or not at all: the counts file (whose
+    presence tells the pipeline the run is done) is written last."""
+    from _faults import run_killed_at, was_killed
+
+    out, _ = pipeline
+    dest = tmp_path / "esm2_L2_sae_a_select.npz"
+    call = (f"from interplm_jax.concepts.config import ConceptsConfig\n"
+            f"from interplm_jax.concepts.run import count_f1\n"
+            f"count_f1({str(out / 'labels.npz')!r}, {str(out / 'es' / 'evalset.json')!r}, "
+            f"{str(out / 'store')!r}, 2, 'select', {str(dest)!r}, "
+            f"ConceptsConfig(chunk_residues=1500), sae={str(out / 'sae_a')!r})")
+    proc = run_killed_at(kill_at, call)
+    assert was_killed(proc), proc.stderr
+    table = dest.with_suffix(".csv")
+    assert not dest.exists() or table.exists()
+    if not dest.exists():  # what the pipeline's rerun does
+        run("f1", "--labels", out / "labels.npz", "--evalset", out / "es" / "evalset.json",
+            "--store", out / "store", "--layer", 2, "--split", "select", "--sae", out / "sae_a",
+            "--out", dest, "--chunk-residues", 1500)
+    assert table.read_text() == (out / "sae_a_select.csv").read_text()

@@ -151,3 +151,20 @@ def test_config_options_file_errors_name_the_section(tmp_path):
     path.write_text("analysis:\n  umap: {k: x}\n")
     with pytest.raises(InputError, match=r"c.yaml:analysis.umap.k: 'x' is not an integer"):
         load_yaml(Inner, path, "analysis.umap")
+
+
+def test_config_options_reach_a_nested_field(tmp_path):
+    @click.command()
+    @command
+    @config_options(Opts, "train", "inner.k", "steps")
+    def cli(cfg):
+        click.echo(repr(cfg))
+
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  steps: 3\n  inner: {k: 4}\n")
+    r = CliRunner().invoke(cli, ["--config", str(path), "--k", "8"])
+    assert r.exit_code == 0 and r.output.strip() == repr(Opts(steps=3, inner=Inner(8)))
+    r = CliRunner().invoke(cli, ["--k", "x"])
+    assert r.exit_code == 2 and "Invalid value for '--k'" in r.output
+    with pytest.raises(TypeError, match="Opts.inner: no command-line form"):
+        config_options(Opts, "train", "inner")

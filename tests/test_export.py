@@ -16,10 +16,8 @@ from reference import inference as reference
 from _saes import np_forward, random_sae
 from interplm_jax.errors import InputError
 from interplm_jax.sae_dir import load_sae, save_sae
-from torch_bridge.export import (
-    interplm_state_dict, read_interplm, read_saelens, safe_torch_load, write_interplm,
-    write_saelens,
-)
+from torch_bridge.export import interplm_state_dict, read_interplm, safe_torch_load, write_interplm
+from torch_bridge.saelens import read_saelens, write_saelens
 from torch_bridge.sae import TorchSAE
 
 ARCHS = ("relu", "topk", "batchtopk", "jumprelu")
@@ -231,7 +229,8 @@ def test_sae_dir_round_trip_and_config_is_yaml(tmp_path):
 def test_the_neuron_baseline_has_no_torch_export(tmp_path):
     from interplm_jax.errors import InputError
     from interplm_jax.normalize import neuron_sae
-    from torch_bridge.export import write_interplm, write_saelens
+    from torch_bridge.export import write_interplm
+    from torch_bridge.saelens import write_saelens
 
     sae = neuron_sae(np.zeros(4, np.float32), np.ones(4, np.float32))
     for write in (write_interplm, write_saelens):

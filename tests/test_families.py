@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,3 +182,63 @@ def test_extraction_streams_statistics_equal_to_numpy_over_the_store(esmc_store)
         np.testing.assert_allclose(s.mean, x.mean(0), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(s.var, x.var(0), rtol=1e-6)
         assert s.norm_max == pytest.approx(np.linalg.norm(x, axis=1).max(), rel=1e-6)
+
+
+def test_esmc_study_by_hand_extract_train_export_steer(tmp_path, tiny_esmc):
+    """The stage scripts on a tiny ESM C: statistics shown, a centred SAE trained, its SAELens
+    export hooked at ESM C's final norm, and steering runs on the export."""
+    from click.testing import CliRunner
+
+    from interplm_jax.cli import load_script
+    from interplm_jax.fasta import write_fasta
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def run(name, *args):
+        r = CliRunner().invoke(load_script(repo / "scripts" / f"{name}.py").main,
+                               [str(a) for a in args], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return r.output
+
+    fasta = tmp_path / "p.fasta"
+    write_fasta(fasta, PROTEINS)
+    out = run("extract", "--fasta", fasta, "--model", tiny_esmc, "--layers", "2,4", "--out", tmp_path / "store")
+    assert "layers: [2, 4]" in out
+    n_tokens = sum(len(p.sequence) for p in PROTEINS)
+    assert f"layer 4: {n_tokens} tokens" in run("inspect_store", tmp_path / "store")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  steps: 20\n  batch_size: 16\n  expansion: 2\n  layers: [4]\n"
+                   "  grid: {lr: [1.0e-3]}\n  log_every: 10\n  checkpoint_every: 10\n"
+                   "  input_center: true\n")
+    run("train", "--config", cfg, "--store", tmp_path / "store", "--out", tmp_path / "runs")
+    run("export", "--sweep", tmp_path / "runs" / "layer_4", "--format", "saelens", "--out", tmp_path / "exp")
+    meta = json.loads((tmp_path / "exp" / "sae000" / "cfg.json").read_text())["metadata"]
+    assert meta["hook_name"] == "esmc.norm" and meta["model_class_name"] == "EsmcForMaskedLM"
+    run("steer", "--model", tiny_esmc, "--sae", tmp_path / "exp" / "sae000", "--layer", 4,
+        "--feature", 0, "--value", "0,2", "--units", "raw", "--sequence", "MKTAYIAKQ",
+        "--out", tmp_path / "steer.tsv")
+    assert (tmp_path / "steer.tsv").read_text().splitlines()[1].startswith("unsteered")
+
+
+def test_a_checkpoint_without_the_unused_contact_head_loads(tmp_path, tiny_esm):
+    """ESM-2 checkpoints of some derived models (e.g. SaProt) have no contact-prediction head,
+    which neither the hidden states nor the LM head use."""
+    from safetensors.torch import load_file, save_file
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_esm, bare)
+    weights = load_file(bare / "model.safetensors")
+    dropped = [k for k in weights if "contact_head" in k]
+    assert dropped
+    save_file({k: v for k, v in weights.items() if k not in dropped}, bare / "model.safetensors",
+              metadata={"format": "pt"})
+    model, _, _ = load_model(bare)
+    reference, _, _ = load_model(tiny_esm)
+    ids = torch.tensor([[0, 20, 15, 7, 2]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).last_hidden_state, reference(ids).last_hidden_state)
+    weights.pop(next(k for k in weights if "layer.1.attention.self.query.weight" in k))
+    save_file(weights, bare / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(InputError, match=r"1 tensor\(s\) missing from the checkpoint: "
+                                         r"encoder.layer.1.attention.self.query.weight"):
+        load_model(bare)

@@ -95,7 +95,7 @@ def test_bench_table_of_every_sae(demo_study):
     from torch_bridge.sae import TorchSAE
 
     out = StudyLayout(demo_study.out)
-    rows = _rows(out.bench / "bench.csv")
+    rows = _rows(out.bench.table)
     assert sorted((r["model"], r["layer"], r["sae"]) for r in rows) == sorted(
         [(m, str(L), s) for m in ("esm2", "shuffled") for L in (2, 4) for s in ("sae000", "sae001")]
         + [("esm2", str(L), "neurons") for L in (2, 4)])
@@ -115,9 +115,12 @@ def test_bench_table_of_every_sae(demo_study):
     lm, tok = load_masked_lm(str(out.model("tiny-esm2")))
     (fid,) = fidelity_table(lm, tok, seqs, 4, {"c": TorchSAE.from_saved(load_sae(chosen))})
     assert float(row["loss_recovered"]) == pytest.approx(fid.loss_recovered, rel=1e-4)
-    for name in ("pareto_fve.png", "pareto_loss_recovered.png", "pareto_concepts.png"):
-        assert (out.bench / name).stat().st_size > 1000
-    warnings = json.loads((out.bench / "warnings.json").read_text())
+    for y in ("fve", "loss_recovered", "n_concepts"):
+        assert out.bench.pareto(y).stat().st_size > 1000
+    assert out.bench.probes_plot.stat().st_size > 1000
+    probes = {(r["model"], r["layer"], r["probe"], r["k"]) for r in _rows(out.bench.probes_summary)}
+    assert ("esm2", "4", chosen.name, "10") in probes and ("shuffled", "2", "neurons", "1") in probes
+    warnings = json.loads(out.bench.warnings.read_text())
     assert any("selection split has" in w for w in warnings)  # the demo's 9 selection proteins
 
 
@@ -267,3 +270,46 @@ def test_logs_are_quiet_and_informative(demo_study):
     t = read_table(out.analysis(4) / "structures_layer4.tsv")
     assert {Path(f).name for f, s in zip(t["file"], t["status"]) if s == "used"} == {
         "O15552.cif.gz", "Q7Z6M3.pdb.gz"}
+
+
+def test_tiny_esmc_study_builds_its_model_and_extracts(tmp_path):
+    """extract.model: tiny-esmc runs the study on the locally built ESM C (first two stages)."""
+    from _study import small_config
+
+    cfg = yaml.safe_load(small_config(tmp_path / "c.yaml").read_text())
+    cfg["extract"]["model"] = "tiny-esmc"
+    cfg["study"]["baselines"] = []
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    r = _cli("--config", tmp_path / "c.yaml", "--out", tmp_path / "out", "--until", "extract")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "out" / "models" / "tiny-esmc" / "config.json").is_file()
+    [manifest] = list((tmp_path / "out").rglob("manifest.json"))
+    model = ActivationStore.open(manifest.parent).manifest["model"]
+    assert model["model_family"] == "esmc" and "esmc.norm" in model["layer_semantics"]
+
+
+def test_a_same_size_edit_of_an_input_file_is_seen(tmp_path):
+    """Stage markers record input files by content: an edit that keeps the size (one residue
+    for another) makes extract and every later stage 'changed', not 'done'."""
+    import gzip
+
+    from _study import small_config
+    from interplm_jax.study import Ledger
+
+    module = load_script(PIPELINE)
+    config = small_config(tmp_path / "c.yaml")
+    cfg = yaml.safe_load(config.read_text())
+    fasta = tmp_path / "train.fasta"
+    fasta.write_bytes(gzip.decompress(open(cfg["study"]["train_fasta"], "rb").read()))
+    cfg["study"]["train_fasta"] = str(fasta)
+    config.write_text(yaml.safe_dump(cfg))
+    s = module.load_study(config, tmp_path / "out")
+    for stage, inputs in module.stage_inputs(s).items():
+        Ledger(s.out.ledger).mark(stage, inputs)
+    text = fasta.read_text()
+    i = text.index("\n") + 1  # the first residue of the first protein
+    fasta.write_text(text[:i] + ("G" if text[i] == "A" else "A") + text[i + 1:])
+    r = _cli("--config", config, "--out", tmp_path / "out", "--plan")
+    assert r.exit_code == 0, r.output
+    status = dict(line.split() for line in r.output.splitlines())
+    assert status == {st: "done" if st == "model" else "changed" for st in STAGES}

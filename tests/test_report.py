@@ -201,6 +201,20 @@ def test_feature_examples_match_numpy(study, reference):
                                        atol=ex.feature_max[k] / 510 + 1e-5)
 
 
+def test_layer_header_carries_the_store_statistics(study):
+    from interplm_jax.store import ActivationStore
+    from interplm_jax.store.stats import load_stats
+
+    li = study.layers[-1]
+    [layer] = report_data("t", study.store, FASTA, [li])["layers"]
+    store = ActivationStore.open(study.store)
+    x = store.rows(li.layer, 0, store.n_tokens).astype(np.float64)
+    ratio = np.linalg.norm(x.mean(0)) / np.linalg.norm(x, axis=1).mean()
+    assert layer["activations"]["mean_norm_ratio"] == pytest.approx(ratio, rel=1e-3)
+    stats = load_stats(store, li.layer)
+    assert layer["activations"]["outliers"] == sorted(set(sum(stats.outliers().values(), [])))
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_bad_inputs_name_the_file(study, tmp_path):
@@ -366,6 +380,7 @@ def test_page_in_headless_chromium(page, study, reference, tmp_path_factory):
     grid = json.loads((study.layers[-1].sweep / "grid.json").read_text())
     assert pg.locator("#grid tbody tr").count() == len(grid)
     assert pg.inner_text("#grid tr.chosen td >> nth=0") == study.layers[-1].sae.name
+    assert "activations: ||mean|| / mean token norm" in pg.inner_text("#layerinfo")
     header = pg.eval_on_selector_all("#grid th", "hs => hs.map(h => h.textContent)")
     cells = pg.eval_on_selector_all("#grid tr.chosen td", "ts => ts.map(t => t.textContent)")
     lines = [json.loads(x) for x in (study.layers[-1].sweep / "metrics.jsonl").read_text().splitlines()]

@@ -77,7 +77,7 @@ def test_torch_tables_place_every_leaf(name):
 
 def test_neuron_baseline_is_neither_trained_nor_exported():
     assert "neuron" not in sae.TRAINABLE_ARCHS and "neuron" not in sae.EXPORTABLE_ARCHS
-    assert sae.TRAINABLE_ARCHS == ("relu", "topk", "batchtopk", "jumprelu")
+    assert sae.TRAINABLE_ARCHS == ("relu", "topk", "batchtopk", "jumprelu", "matryoshka")
 
 
 def test_hparam_ranges_hand_checked():

@@ -106,3 +106,26 @@ def test_damaged_or_missing_statistics(store, tmp_path):
     with pytest.raises(StoreError, match=r"layer 4 not stored"):
         load_stats(s, 4)
     assert s.objects.read(shard_key(0)) is not None
+
+
+def test_inspect_store_shows_statistics_and_computes_missing_ones(store, tmp_path):
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from interplm_jax.cli import load_script
+
+    inspect = load_script(Path(__file__).resolve().parents[1] / "scripts" / "inspect_store.py").main
+    r = CliRunner().invoke(inspect, [store.url])
+    assert r.exit_code == 0, r.output
+    s = load_stats(store, 3)
+    assert f"layer 3: {store.n_tokens} tokens; token norm mean {s.norm_mean:.4g}" in r.output
+    assert f"outlier dimensions by variance: {OUTLIER} (" in r.output
+    ids, acts = planted()
+    old = write_store(tmp_path / "old", ids, {3: acts}, shard_size=5)
+    old.objects.kv.delete_range(ts.KvStore.KeyRange("stats/", "stats/\xff")).result()
+    r = CliRunner().invoke(inspect, [old.url])
+    assert r.exit_code == 0 and "layer 3: no activation statistics" in r.output
+    r = CliRunner().invoke(inspect, [old.url, "--compute-stats"])
+    assert r.exit_code == 0 and f"layer 3: {old.n_tokens} tokens" in r.output
+    np.testing.assert_array_equal(load_stats(old, 3).var, s.var)

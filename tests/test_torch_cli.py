@@ -112,6 +112,21 @@ def test_trained_sweep_exports(tmp_path):
     for g, sae in enumerate(saes.values()):
         np.testing.assert_array_equal(sae.params["W_dec"], np.asarray(res.params["W_dec"][g]))
         assert sae.meta["layer"] == 3
+    # the InterPLM export records the real training, and its import keeps lr, l1 and layer
+    import yaml
+
+    sae = saes["sae001"]
+    write_interplm(sae, tmp_path / "ae")
+    written = yaml.safe_load((tmp_path / "ae" / "config.yaml").read_text())
+    trainer, loader = written["trainer_cfg"], written["dataloader_cfg"]
+    assert (loader["batch_size"], loader["plm_layer"], trainer["steps"]) == (16, 3, 4)
+    assert (trainer["lr"], trainer["l1_penalty"]) == (1e-2, 0.01) == (sae.hparams["lr"], sae.hparams["l1"])
+    swept = yaml.safe_load((tmp_path / "sw" / "config.yaml").read_text())
+    assert (trainer["warmup_steps"], trainer["decay_start"], trainer["grad_clip_norm"]) == (
+        swept["warmup_steps"], swept["decay_start"], swept["grad_clip"])
+    back = read_interplm(tmp_path / "ae" / "ae.pt")
+    assert back.hparams == {"lr": 1e-2, "l1": 0.01} and back.meta["layer"] == 3
+    assert back.meta["train"]["batch_size"] == 16 and back.meta["train"]["steps"] == 4
 
 
 @pytest.fixture(scope="module")

@@ -97,3 +97,66 @@ def test_every_bad_train_option_exits_2_naming_file_and_key(store, tmp_path, bod
     assert res.exit_code == 2, res.output
     assert f"{cfg}:train" in res.output and message in res.output, res.output
     assert "Traceback" not in res.output and not out.exists()
+
+
+def _corrupt_newest(sweep: Path) -> int:
+    """Truncate the array data of the sweep's newest checkpoint (a torn copy, a bad disk)."""
+    ck = sweep / "checkpoints"
+    newest = max(int(p.name) for p in ck.iterdir() if p.name.isdigit())
+    data = [p for p in (ck / str(newest) / "state").rglob("*") if p.is_file() and p.parent.name == "d"]
+    assert data
+    for p in data:
+        with open(p, "r+b") as f:
+            f.truncate(10)
+    return newest
+
+
+def test_a_corrupted_newest_checkpoint_falls_back_to_the_one_before(store, tmp_path):
+    """train --resume, normalize --sweep and export read the newest checkpoint that reads back,
+    say so, and end like an uninterrupted run."""
+    import shutil
+    import subprocess
+    import sys
+
+    from interplm_jax.sweep_saes import read_sweep
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  steps: 30\n  batch_size: 64\n  expansion: 2\n  layers: [2]\n"
+                   "  grid: {lr: [1.0e-3, 1.0e-2]}\n  log_every: 10\n  checkpoint_every: 10\n")
+    whole = tmp_path / "whole"
+    res = CliRunner().invoke(script("train"), ["--config", str(cfg), "--store", store.url, "--out", str(whole)])
+    assert res.exit_code == 0, res.output
+    broken = tmp_path / "broken"
+    shutil.copytree(whole, broken)
+    assert _corrupt_newest(broken / "layer_2") == 30
+
+    # normalize and export: the SAEs of step 20, with a warning naming step 30
+    def python(*args):
+        return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                              cwd=REPO, env={**__import__("os").environ, "INTERPLM_PROGRESS": "0"})
+
+    norm = python(REPO / "scripts" / "normalize.py", "--sweep", broken / "layer_2", "--store", store.url)
+    assert norm.returncode == 0 and "Traceback" not in norm.stderr, norm.stderr
+    assert "step 30" in norm.stderr and "step 20" in norm.stderr
+    assert len(norm.stderr.splitlines()) < 30  # no shutdown noise
+    old = read_sweep(whole / "layer_2", step=20)
+    got = read_sweep(broken / "layer_2")
+    for sae_id, sae in old.items():
+        assert got[sae_id].meta["step"] == 20
+        np.testing.assert_array_equal(got[sae_id].params["W_enc"], sae.params["W_enc"])
+    res = CliRunner().invoke(script("export"), ["--sweep", str(broken / "layer_2"), "--format",
+                                                "native", "--out", str(tmp_path / "exported")])
+    assert res.exit_code == 0, res.output
+
+    # train --resume: from step 20 to the same end as the uninterrupted run
+    train = python(REPO / "scripts" / "train.py", "--config", cfg, "--store", store.url,
+                   "--out", broken, "--resume")
+    assert train.returncode == 0 and "Traceback" not in train.stderr, train.stderr
+    assert "step 30" in train.stderr and "step 20" in train.stderr
+    a, b = read_sweep(whole / "layer_2"), read_sweep(broken / "layer_2")
+    for sae_id in a:
+        assert b[sae_id].meta["step"] == 30
+        for k in a[sae_id].params:
+            np.testing.assert_array_equal(b[sae_id].params[k], a[sae_id].params[k])
+    assert ((broken / "layer_2" / "metrics.jsonl").read_text()
+            == (whole / "layer_2" / "metrics.jsonl").read_text())

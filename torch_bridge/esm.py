@@ -163,7 +163,7 @@ def embed_shard(model, tokens: ResidueTokenizer, proteins: Sequence[Protein], la
 
 
 def extract_to_store(proteins: Sequence[Protein], model: str | os.PathLike, layers: Sequence[int],
-                     out: str | os.PathLike, shard_size: int = 1000,
+                     out: str | os.PathLike, shard_size: int = ExtractConfig.shard_size,
                      max_tokens: int = DEFAULT_MAX_TOKENS, worker: tuple[int, int] = (0, 1),
                      device: str | None = None, store_dtype: str = "float32",
                      model_dtype: torch.dtype = torch.float32) -> ActivationStore | None:

@@ -1,4 +1,5 @@
-"""Our SAEs to and from the formats torch users load: InterPLM's ``ae.pt`` and SAELens's folder.
+"""Our SAEs to and from InterPLM's ``ae.pt`` (SAELens's folder: torch_bridge/saelens.py), and
+what both formats share: the walk over an architecture's table of torch leaves.
 
 Where each leaf goes is the architecture's spec (``interplm_jax.sae.<arch>.SPEC``: its
 ``interplm`` and ``saelens`` tables of :class:`~interplm_jax.sae.TorchLeaf`); this module has one
@@ -15,18 +16,12 @@ InterPLM (``interplm.sae.dictionary``), as ``nn.Linear`` stores weights (``encod
     all        activation_rescale_factor (F) = 1 / scale (0 where scale is 0),
                normalize_to_sqrt_d = False
 
-SAELens (``sae_weights.safetensors`` + ``cfg.json``): W_enc (d, F), b_enc, W_dec (F, d),
-b_dec = b_pre (``apply_b_dec_to_input`` true; jumprelu: b_dec = b_dec, false), threshold
-(jumprelu); architecture "standard" (relu), "topk", "jumprelu" (jumprelu, and batchtopk with its
-scalar threshold broadcast: the same function).
-SAELens has no per-feature scale: by default weights are written raw and the scale goes to
-``interplm_feature_scale.safetensors`` beside them (read back on import); ``fold_scale=True``
-folds it into the weights instead (features then come out normalized in SAELens).
+``config.yaml`` beside ``ae.pt`` is the reference's own layout, carrying the training's
+provenance (store, batch size, steps, lr, the architecture's hyperparameters, layer, model).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -35,43 +30,42 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 import yaml
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save as save_bytes
 
 from interplm_jax import sae as sae_arch
 from interplm_jax.atomic import atomic_path, atomic_write
 from interplm_jax.errors import InputError
 from interplm_jax.normalize import scale_from_max
-from interplm_jax.paths import read_json
 from interplm_jax.sae import Architecture, TorchLeaf
 from interplm_jax.sae_dir import SavedSAE, check_params
 
 log = logging.getLogger(__name__)
 
-SAELENS_WEIGHTS = "sae_weights.safetensors"
-SAELENS_CFG = "cfg.json"
-SAELENS_SCALE = "interplm_feature_scale.safetensors"
-#: How each format names the sizes d and F in messages.
+#: How InterPLM's format names the sizes d and F in messages.
 INTERPLM_DIMS = {"d": "d", "F": "F"}
-SAELENS_DIMS = {"d": "d_in", "F": "d_sae"}
+#: (reference trainer_cfg key, our training setting: sweep_saes.TRAINING) written as provenance.
+TRAINER_KEYS = (("steps", "steps"), ("warmup_steps", "warmup_steps"), ("decay_start", "decay_start"),
+                ("resample_steps", "resample_steps"), ("grad_clip_norm", "grad_clip"))
 
 
 # ----------------------------------------------------------------------------- both formats
-def _exportable(sae: SavedSAE) -> tuple[Architecture, dict[str, np.ndarray]]:
-    """(spec, checked parameters) of an SAE that torch formats can hold (not the neuron baseline)."""
+def exportable(sae: SavedSAE, fmt: str) -> tuple[Architecture, dict[str, np.ndarray]]:
+    """(spec, checked parameters) of an SAE that the torch format ``fmt`` (``interplm`` or
+    ``saelens``) can hold (neither holds the neuron baseline; InterPLM has no Matryoshka SAE)."""
     spec = sae_arch.get(sae.arch)
-    if spec.interplm is None or spec.saelens is None:
-        raise InputError(f"the {spec.title} is not an SAE that the InterPLM and SAELens formats "
-                         "have a place for (use its SAE directory)")
+    if getattr(spec, fmt) is None:
+        name = {"interplm": "InterPLM", "saelens": "SAELens"}[fmt]
+        other = " or SAELens's format" if fmt == "interplm" and spec.saelens else ""
+        raise InputError(f"the {spec.title} is not an SAE that the {name} format has a place for "
+                         f"(use its SAE directory{other})")
     return spec, check_params(sae.arch, sae.params)
 
 
-def _tensor(a: np.ndarray) -> torch.Tensor:
+def as_tensor(a: np.ndarray) -> torch.Tensor:
     """A torch tensor of ``a`` (its dtype: float32 or int32), C-contiguous."""
     return torch.from_numpy(np.array(a, order="C"))
 
 
-def _stored(leaf: TorchLeaf, value: np.ndarray, F: int) -> np.ndarray:
+def stored_value(leaf: TorchLeaf, value: np.ndarray, F: int) -> np.ndarray:
     """Our leaf's value as the format stores it."""
     if leaf.how == "T":
         return value.T
@@ -83,7 +77,7 @@ def _stored(leaf: TorchLeaf, value: np.ndarray, F: int) -> np.ndarray:
 
 
 def _ours(leaf: TorchLeaf, stored: np.ndarray) -> np.ndarray:
-    """The inverse of :func:`_stored` (a ``broadcast`` leaf is never read back)."""
+    """The inverse of :func:`stored_value` (a ``broadcast`` leaf is never read back)."""
     if leaf.how == "T":
         return stored.T
     if leaf.how == "reciprocal":
@@ -91,7 +85,7 @@ def _ours(leaf: TorchLeaf, stored: np.ndarray) -> np.ndarray:
     return stored
 
 
-def _read_leaves(spec: Architecture, leaves: Mapping[str, TorchLeaf], sd: Mapping[str, Any],
+def read_leaves(spec: Architecture, leaves: Mapping[str, TorchLeaf], sd: Mapping[str, Any],
                  dims: dict[str, int], names: dict[str, str], where: str) -> dict[str, np.ndarray]:
     """Our leaves from the tensors ``sd`` of a file, following a format's table ``leaves``."""
     params = {}
@@ -104,11 +98,11 @@ def _read_leaves(spec: Architecture, leaves: Mapping[str, TorchLeaf], sd: Mappin
             params[name] = np.full(shape, leaf.default, np.float32)
             continue
         text = "(" + ", ".join(names[s] for s in sym) + ("," if len(sym) == 1 else "") + ")"
-        params[name] = _ours(leaf, _take(sd, leaf.key, shape, text if sym else "() (a scalar)", where))
+        params[name] = _ours(leaf, take_tensor(sd, leaf.key, shape, text if sym else "() (a scalar)", where))
     return params
 
 
-def _take(sd: Mapping[str, Any], key: str, shape: tuple, sym: str, where: str) -> np.ndarray:
+def take_tensor(sd: Mapping[str, Any], key: str, shape: tuple, sym: str, where: str) -> np.ndarray:
     if key not in sd:
         raise InputError(f"{where}: missing key {key!r} (expected shape {shape} = {sym}); "
                          f"keys present: {sorted(sd)}")
@@ -122,8 +116,8 @@ def _take(sd: Mapping[str, Any], key: str, shape: tuple, sym: str, where: str) -
 # ----------------------------------------------------------------------------- InterPLM
 def interplm_state_dict(sae: SavedSAE) -> dict[str, torch.Tensor]:
     """The state dict InterPLM's class for ``sae.arch`` loads (see the module docstring)."""
-    spec, p = _exportable(sae)
-    sd = {leaf.key: _tensor(_stored(leaf, p[name], sae.n_features))
+    spec, p = exportable(sae, "interplm")
+    sd = {leaf.key: as_tensor(stored_value(leaf, p[name], sae.n_features))
           for name, leaf in spec.interplm.leaves.items() if leaf.key is not None}
     sd["normalize_to_sqrt_d"] = torch.tensor(False)
     return sd
@@ -136,18 +130,26 @@ def interplm_config(sae: SavedSAE, save_dir: str | os.PathLike) -> dict[str, Any
     ReLU, ``bandwidth``: JumpReLU, ``auxk_alpha``: BatchTopK, else ``k``: TopK): each spec's
     ``interplm.trainer_cfg`` lists the keys its class needs (TopK's leaves ``auxk_alpha`` out).
     """
-    spec, p = _exportable(sae)
+    spec, p = exportable(sae, "interplm")
     d, F = sae.d_model, sae.n_features
-    hp = sae.hparams
+    hp, train = sae.hparams, sae.meta.get("train") or {}
     trainer: dict[str, Any] = {"activation_dim": d, "dictionary_size": F,
-                               "expansion_factor": F / d, "lr": hp.get("lr"),
-                               "steps": hp.get("steps")}
+                               "expansion_factor": F / d, "lr": hp.get("lr")}
+    trainer.update({key: train[ours] for key, ours in TRAINER_KEYS if train.get(ours) is not None})
     for key, name, unknown in spec.interplm.trainer_cfg:
         trainer[key] = p[name].item() if name in p else hp.get(name, unknown)
+    if "l1_penalty" in trainer and train.get("sparsity_warmup_steps") is not None:
+        trainer["l1_penalty_warmup_steps"] = train["sparsity_warmup_steps"]
+    model = sae.meta.get("model")
+    loader = {"plm_embd_dir": str(sae.meta.get("store") or ""), "seed": int(hp.get("seed", 0))}
+    if train.get("batch_size") is not None:
+        loader["batch_size"] = int(train["batch_size"])
+    # Beside the reference's keys (its loader keeps only the fields it knows): which model and
+    # layer the activations came from, as its Hugging Face SAEs are named (plm_model, plm_layer).
+    loader["plm_model"] = model.get("name") if isinstance(model, dict) else model
+    loader["plm_layer"] = sae.meta.get("layer")
     return {
-        "dataloader_cfg": {"plm_embd_dir": str(sae.meta.get("store", "")),
-                           "batch_size": int(hp.get("batch_size", 2048)),
-                           "seed": int(hp.get("seed", 0))},
+        "dataloader_cfg": loader,
         "trainer_cfg": trainer,
         "eval_cfg": {},
         "wandb_cfg": {"use_wandb": False},
@@ -189,17 +191,38 @@ def safe_torch_load(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _arch_from_config(config_path: Path, candidates: list[str]) -> str | None:
-    """One of ``candidates`` (architectures with the same state-dict keys: TopK, BatchTopK) from
-    the reference's config.yaml beside ``ae.pt``, or None."""
-    if not config_path.is_file():
-        return None
+def _reference_config(config_path: Path) -> dict[str, dict]:
+    """``dataloader_cfg`` and ``trainer_cfg`` of the reference's config.yaml beside ``ae.pt``
+    (empty when absent or unreadable: the state dict alone still loads)."""
     try:
-        trainer = (yaml.safe_load(config_path.read_text()) or {}).get("trainer_cfg", {})
-    except yaml.YAMLError:
-        return None
-    if not isinstance(trainer, dict):
-        return None
+        cfg = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        log.warning("%s: unreadable, ignored", config_path)
+        cfg = {}
+    cfg = cfg if isinstance(cfg, dict) else {}
+    return {key: cfg[key] if isinstance(cfg.get(key), dict) else {}
+            for key in ("dataloader_cfg", "trainer_cfg")}
+
+
+def _provenance(spec: Architecture, config: dict[str, dict]) -> tuple[dict, dict]:
+    """(hparams, meta) from the reference's config: lr and the architecture's hyperparameters
+    (l1, ...); layer, model, store and the training settings, where present."""
+    trainer, loader = config["trainer_cfg"], config["dataloader_cfg"]
+    hparams = {} if trainer.get("lr") is None else {"lr": trainer["lr"]}
+    leaves = spec.leaf_dims()
+    hparams.update({name: trainer[key] for key, name, _ in spec.interplm.trainer_cfg
+                    if name not in leaves and trainer.get(key) is not None})
+    train = {ours: trainer[key] for key, ours in TRAINER_KEYS if trainer.get(key) is not None}
+    if loader.get("batch_size") is not None:
+        train["batch_size"] = loader["batch_size"]
+    meta = {"layer": loader.get("plm_layer"), "model": loader.get("plm_model"),
+            "store": loader.get("plm_embd_dir") or None, "train": train or None}
+    return hparams, {k: v for k, v in meta.items() if v is not None}
+
+
+def _arch_from_config(trainer: dict, candidates: list[str]) -> str | None:
+    """One of ``candidates`` (architectures with the same state-dict keys: TopK, BatchTopK) from
+    the ``trainer_cfg`` of the reference's config.yaml, or None."""
     for name in candidates:
         if trainer.get("trainer_name") == sae_arch.get(name).interplm.trainer:
             return name
@@ -210,7 +233,7 @@ def _arch_from_config(config_path: Path, candidates: list[str]) -> str | None:
     return "topk" if "k" in trainer and "topk" in candidates else None
 
 
-def _interplm_arch(sd: Mapping[str, Any], config_path: Path, where: str) -> str:
+def _interplm_arch(sd: Mapping[str, Any], trainer: dict, where: str) -> str:
     """The architecture whose InterPLM keys ``sd`` holds (TopK vs BatchTopK from config.yaml)."""
     required = {name: {leaf.key for leaf in sae_arch.get(name).interplm.leaves.values()
                        if leaf.key is not None and leaf.default is None}
@@ -222,7 +245,7 @@ def _interplm_arch(sd: Mapping[str, Any], config_path: Path, where: str) -> str:
     candidates = [name for name in present if len(required[name]) == most]
     if len(candidates) == 1:
         return candidates[0]
-    arch = _arch_from_config(config_path, candidates)
+    arch = _arch_from_config(trainer, candidates)
     if arch is None:
         titles = " or ".join(sae_arch.get(name).title.replace(" SAE", "") for name in candidates)
         raise InputError(f"{where}: a {titles} SAE (their keys are the same); pass arch= one of "
@@ -248,8 +271,9 @@ def read_interplm(path: str | os.PathLike, arch: str | None = None) -> SavedSAE:
     if bool(sd.get("normalize_to_sqrt_d", torch.tensor(False)).item()):
         raise InputError(f"{where}: normalize_to_sqrt_d=True SAEs (inputs rescaled to norm "
                          "sqrt(d) per token) are not supported")
+    config = _reference_config(path.parent / "config.yaml")
     if arch is None:
-        arch = _interplm_arch(sd, path.parent / "config.yaml", where)
+        arch = _interplm_arch(sd, config["trainer_cfg"], where)
     spec = sae_arch.get(arch)
     if spec.interplm is None:
         raise InputError(f"{where}: the {spec.title} has no InterPLM format")
@@ -257,126 +281,18 @@ def read_interplm(path: str | os.PathLike, arch: str | None = None) -> SavedSAE:
     if enc not in sd or sd[enc].ndim != 2:
         raise InputError(f"{where}: missing key {enc!r} of shape (F, d); keys present: {sorted(sd)}")
     F, d = sd[enc].shape
-    params = _read_leaves(spec, spec.interplm.leaves, sd, {"d": d, "F": F}, INTERPLM_DIMS, where)
+    params = read_leaves(spec, spec.interplm.leaves, sd, {"d": d, "F": F}, INTERPLM_DIMS, where)
     params = check_params(arch, params, where)
-    return SavedSAE(arch, params, {}, {"source": str(path), "source_format": "interplm"})
-
-
-# ----------------------------------------------------------------------------- SAELens
-def _fold(spec: Architecture, p: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Weights whose raw features are our normalized ones (ReLU is positively homogeneous)."""
-    if not spec.saelens.foldable:
-        raise InputError(f"fold_scale is not possible for a {spec.name} SAE (rescaling its "
-                         "features changes which of them are kept); export it unfolded")
-    p = {k: v.copy() for k, v in p.items()}
-    s = p["scale"]
-    live = s > 0
-    p["W_enc"] = np.where(live, p["W_enc"] * s, 0.0).astype(np.float32)
-    p["b_enc"] = np.where(live, p["b_enc"] * s, 0.0).astype(np.float32)
-    p["W_dec"] = np.where(live[:, None], p["W_dec"] / np.where(live, s, 1.0)[:, None], p["W_dec"])
-    if "threshold" in p:  # batchtopk's scalar becomes per-feature, as SAELens's jumprelu
-        thr = np.broadcast_to(p["threshold"], s.shape)
-        p["threshold"] = np.where(live, thr * s, 0.0).astype(np.float32)
-    p["scale"] = np.ones_like(s)
-    return p
-
-
-def write_saelens(sae: SavedSAE, out_dir: str | os.PathLike, fold_scale: bool = False) -> Path:
-    """Write ``sae_weights.safetensors`` + ``cfg.json`` (+ the scale file) into ``out_dir``."""
-    out_dir = Path(out_dir)
-    spec, p = _exportable(sae)
-    fmt = spec.saelens
-    if fold_scale:
-        p = _fold(spec, p)
-    cfg: dict[str, Any] = {
-        "architecture": fmt.architecture, "d_in": sae.d_model, "d_sae": sae.n_features,
-        "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": spec.out_bias == "b_pre",
-        "normalize_activations": "none", "reshape_activations": "none",
-        "meta": {"model_name": sae.meta.get("model"),
-                 "hook_name": (f"esm.encoder.layer.{int(sae.meta['layer']) - 1}"
-                               if sae.meta.get("layer") else None),
-                 "hook_layer": sae.meta.get("layer"), "model_class_name": "EsmForMaskedLM",
-                 "prepend_bos": True},
-    }
-    weights = {}
-    for name, leaf in fmt.leaves.items():
-        if leaf.how == "cfg":
-            cfg[leaf.key] = p[name].item()
-        elif leaf.key is not None:
-            weights[leaf.key] = _tensor(_stored(leaf, p[name], sae.n_features).astype(np.float32))
-    if fmt.architecture == "topk":
-        cfg["rescale_acts_by_decoder_norm"] = False
-    atomic_write(out_dir / SAELENS_WEIGHTS, save_bytes(weights))
-    scale_file = out_dir / SAELENS_SCALE
-    if not fold_scale and not np.all(sae.params["scale"] == 1):
-        atomic_write(scale_file, save_bytes({"scale": _tensor(p["scale"])}))
-    elif scale_file.exists():
-        scale_file.unlink()
-    atomic_write(out_dir / SAELENS_CFG, json.dumps(cfg, indent=2) + "\n")
-    return out_dir
-
-
-def read_saelens(folder: str | os.PathLike) -> SavedSAE:
-    """Import a SAELens folder (standard, topk or jumprelu; legacy cfgs without architecture).
-
-    Raises:
-      InputError for an unsupported architecture or input normalization, or a missing or
-      misshapen tensor (naming the key and the shape expected).
-    """
-    folder = Path(folder)
-    cfg_path, w_path = folder / SAELENS_CFG, folder / SAELENS_WEIGHTS
-    cfg = read_json(cfg_path, f"{cfg_path}: missing (not a SAELens folder)")
-    try:
-        sd = load_file(str(w_path))
-    except FileNotFoundError:
-        raise InputError(f"{w_path}: missing") from None
-    except (SafetensorError, OSError) as e:
-        raise InputError(f"{w_path}: unreadable: {e}") from None
-    kind = cfg.get("architecture")
-    if kind is None:  # legacy SAELens configs
-        kind = "topk" if cfg.get("activation_fn_str") == "topk" else "standard"
-    if cfg.get("normalize_activations", "none") not in ("none", None):
-        raise InputError(f"{cfg_path}: normalize_activations={cfg['normalize_activations']!r} "
-                         "is not supported (fold it into the weights first)")
-    if cfg.get("rescale_acts_by_decoder_norm"):
-        raise InputError(f"{cfg_path}: rescale_acts_by_decoder_norm=true is not supported")
-    readable = {a.saelens.architecture: a for a in sae_arch.ARCHITECTURES.values()
-                if a.saelens is not None and a.saelens.reads_back}
-    if kind not in readable:
-        raise InputError(f"{cfg_path}: architecture {kind!r} is not supported "
-                         f"({', '.join(readable)})")
-    spec, where = readable[kind], str(w_path)
-    d, F = int(cfg["d_in"]), int(cfg["d_sae"])
-    leaves = {name: leaf for name, leaf in spec.saelens.leaves.items() if leaf.how != "cfg"}
-    params = _read_leaves(spec, leaves, sd, {"d": d, "F": F}, SAELENS_DIMS, where)
-    for name, leaf in spec.saelens.leaves.items():
-        if leaf.how == "cfg":  # SAELens 6 keeps k in cfg.json; older ones in activation_fn_kwargs
-            value = cfg.get(leaf.key, (cfg.get("activation_fn_kwargs") or {}).get(leaf.key))
-            if value is None:
-                raise InputError(f"{cfg_path}: a {kind} SAE without {leaf.key}")
-            params[name] = np.array(int(value), np.int32)
-    # b_dec is subtracted from x (SAELens apply_b_dec_to_input) or not, and ours is (b_pre) or
-    # not (b_dec): rewrite b_enc so that the function is the same, (x - b) W + c = x W + (c - b W)
-    subtracts = bool(cfg.get("apply_b_dec_to_input", True))
-    if subtracts != (spec.out_bias == "b_pre"):
-        shift = params[spec.out_bias] @ params["W_enc"]
-        params["b_enc"] = params["b_enc"] + (shift if not subtracts else -shift)
-    scale = np.ones(F, np.float32)
-    if (folder / SAELENS_SCALE).is_file():
-        scale = _take(load_file(str(folder / SAELENS_SCALE)), "scale", (F,), "(d_sae,)",
-                      str(folder / SAELENS_SCALE))
-    params["scale"] = scale
-    meta = cfg.get("meta") or {}
-    out_meta = {"source": str(folder), "source_format": "saelens",
-                "model": meta.get("model_name", cfg.get("model_name")),
-                "layer": meta.get("hook_layer", cfg.get("hook_layer"))}
-    return SavedSAE(spec.name, check_params(spec.name, params, where), {}, out_meta)
+    hparams, meta = _provenance(spec, config)
+    return SavedSAE(arch, params, hparams, {"source": str(path), "source_format": "interplm", **meta})
 
 
 def load_any(path: str | os.PathLike, arch: str | None = None) -> SavedSAE:
     """An SAE from our directory (sae.json), a SAELens folder (cfg.json), or an InterPLM
     ``.pt`` file or directory (ae.pt, else ae_normalized.pt)."""
     from interplm_jax.sae_dir import META_FILE, load_sae
+
+    from torch_bridge.saelens import SAELENS_CFG, read_saelens
 
     path = Path(path)
     if path.is_file():

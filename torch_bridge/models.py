@@ -39,6 +39,8 @@ class Family:
       prefix: attribute of the masked LM holding the encoder (``lm.<prefix>``).
       embeddings, blocks, final_norm: module paths inside the encoder.
       base_kwargs: extra ``from_pretrained`` arguments of the encoder class.
+      unused: name parts of tensors that neither the hidden states nor the LM head depend on
+        (ESM-2's contact-prediction head): a checkpoint without them is accepted.
     """
 
     name: str
@@ -50,6 +52,7 @@ class Family:
     blocks: str
     final_norm: str
     base_kwargs: tuple[tuple[str, object], ...] = ()
+    unused: tuple[str, ...] = ()
 
     def module_path(self, layer: int, n_layers: int) -> str:
         """Dotted path in the masked LM of the module whose output is ``hidden_states[layer]``."""
@@ -71,7 +74,7 @@ class Family:
 FAMILIES = {
     "esm2": Family("esm2", "esm", "EsmModel", "EsmForMaskedLM", "esm", "embeddings",
                    "encoder.layer", "encoder.emb_layer_norm_after",
-                   base_kwargs=(("add_pooling_layer", False),)),
+                   base_kwargs=(("add_pooling_layer", False),), unused=("contact_head.",)),
     "esmc": Family("esmc", "esmc", "EsmcModel", "EsmcForMaskedLM", "esmc", "embed_tokens",
                    "layers", "norm"),
 }
@@ -136,10 +139,10 @@ def submodule(root, path: str):
     return root
 
 
-def _check_loading(name: str, cls, info: dict) -> None:
+def _check_loading(name: str, cls, info: dict, family: Family) -> None:
     """Refuse a checkpoint that left weights of ``cls`` at their random initial values."""
     problems = []
-    missing = sorted(info.get("missing_keys") or ())
+    missing = sorted(k for k in info.get("missing_keys") or () if not any(u in k for u in family.unused))
     if missing:
         problems.append(f"{len(missing)} tensor(s) missing from the checkpoint: "
                         f"{', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")
@@ -185,7 +188,7 @@ def load_model(name_or_path: str | os.PathLike, masked_lm: bool = False, device:
         raise InputError(f"cannot load {family.name} model {name!r}: {e}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
-    _check_loading(name, cls, info)
+    _check_loading(name, cls, info, family)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(torch.device(device)).eval(), tokenizer, family

@@ -26,6 +26,7 @@ from interplm_jax.analysis.tables import (feature_column, write_dashboard_struct
                                           write_dashboard_umap, write_tsv)
 from interplm_jax.atomic import atomic_path
 from interplm_jax.errors import InputError
+from interplm_jax.layout import AnalysisFiles
 from interplm_jax.resume import load_npz
 from interplm_jax.sae.features import feature_function
 from interplm_jax.sae_dir import load_sae
@@ -57,13 +58,13 @@ def run_umap(sae: str | os.PathLike, out: str | os.PathLike, cfg: UmapConfig = U
         table["concept"] = concept
     if ratio is not None:
         table["struct_seq_ratio"] = ratio
-    out = Path(out)
+    files = AnalysisFiles(Path(out))
     title = f"{Path(sae).name}: {F} features"
-    paths = {"table": write_tsv(out / f"{name}.tsv", table),
-             "figure": plots.plot_feature_map(out / f"{name}.png", fmap.xy, fmap.cluster,
+    paths = {"table": write_tsv(files.feature_map(name), table),
+             "figure": plots.plot_feature_map(files.feature_map(name, "png"), fmap.xy, fmap.cluster,
                                               concept, ratio, title=title)}
     if dashboard:
-        paths["dashboard"] = write_dashboard_umap(out / "UMAP.csv", table)
+        paths["dashboard"] = write_dashboard_umap(files.umap_dashboard, table)
     log.info("wrote %s", ", ".join(map(str, paths.values())))
     return paths
 
@@ -99,7 +100,7 @@ def run_spatial(sae: str | os.PathLike, store_path: str | os.PathLike, layer: in
     """
     from interplm_jax.store import ActivationStore
 
-    out = Path(out)
+    files = AnalysisFiles(Path(out))
     store = ActivationStore.open(store_path)
     if layer not in store.layers:
         raise InputError(f"{store_path}: layer {layer} not stored (layers: {list(store.layers)})")
@@ -119,11 +120,11 @@ def run_spatial(sae: str | os.PathLike, store_path: str | os.PathLike, layer: in
             raise InputError(f"protein {pid!r}: {lengths[pid]} rows in {store_path} but "
                              f"{len(seqs[pid])} residues in {fasta}")
     report = structs.report_rows()
-    write_tsv(out / f"structures_layer{layer}.tsv",
+    write_tsv(files.structures(layer),
               {k: [r[k] for r in report] for k in ("protein", "status", "file", "reason")})
     if not ids:
         raise InputError(f"{structures}: no protein of {store_path} has a complete structure "
-                         f"(see {out / f'structures_layer{layer}.tsv'})")
+                         f"(see {files.structures(layer)})")
 
     # leaves in sorted order: the order safetensors gives, so earlier pair files stay valid
     checksum = _checksum(*(params[k] for k in sorted(params)))
@@ -131,14 +132,14 @@ def run_spatial(sae: str | os.PathLike, store_path: str | os.PathLike, layer: in
                           ids=spatial.ids_checksum(ids), threshold=cfg.threshold,
                           window=cfg.seq_window, radius=cfg.radius,
                           n_permutations=cfg.n_permutations, seed=cfg.seed), sort_keys=True)
-    pairs_path = out / f"spatial_layer{layer}_pairs.npz"
+    pairs_path = files.spatial_pairs(layer)
     pairs = None
     z = None if recompute else load_npz(pairs_path)
     if z is not None and str(z.get("key")) == key and set(spatial.FIELDS) <= set(z):
         pairs = spatial.PairScores(**{f: z[f] for f in spatial.FIELDS})
         log.info("reusing %s (%d pairs)", pairs_path, len(pairs))
     if pairs is None:
-        partial = out / f"spatial_layer{layer}_pairs.partial.npz"
+        partial = files.spatial_pairs(layer, partial=True)
         if recompute:
             partial.unlink(missing_ok=True)
         pairs = spatial.collect_pairs(
@@ -158,13 +159,13 @@ def run_spatial(sae: str | os.PathLike, store_path: str | os.PathLike, layer: in
                                 max_proteins=cfg.max_proteins, alpha=cfg.alpha, seed=cfg.seed,
                                 alternative=cfg.alternative)
     summary = stats.Summary.of(table)
-    paths = {"structures": out / f"structures_layer{layer}.tsv", "pairs": pairs_path,
-             "table": write_tsv(out / f"spatial_layer{layer}.tsv", table),
+    paths = {"structures": files.structures(layer), "pairs": pairs_path,
+             "table": write_tsv(files.spatial(layer), table),
              "figure": plots.plot_effect_sizes(
-                 out / f"spatial_layer{layer}.png", table,
+                 files.spatial(layer, "png"), table,
                  title=f"layer {layer}: {summary.n_tested} features tested on {len(ids)} "
                        f"proteins, {summary.n_structural_only} structural-only")}
     if dashboard:
-        paths["dashboard"] = write_dashboard_structure(out / "Structure_feats.csv", table)
+        paths["dashboard"] = write_dashboard_structure(files.structure_dashboard, table)
     log.info("layer %d: %s", layer, dataclasses.asdict(summary))
     return paths

@@ -92,9 +92,11 @@ def load_examples(path: str | Path) -> tuple[list[FeatureExamples], dict[str, An
 
 
 def description_requests(examples: Sequence[FeatureExamples], metadata: Mapping[str, ProteinInfo],
-                         cfg: AnnotateConfig, prompt_dir: str | Path | None = None) -> list[Request]:
-    """One description request per feature that is not excluded."""
-    system = render("describe_system", prompt_dir)
+                         cfg: AnnotateConfig, prompt_dir: str | Path | None = None,
+                         model: str = "ESM-2") -> list[Request]:
+    """One description request per feature that is not excluded (``model``: the protein LM's
+    name in the prompt, e.g. ``ESM C``)."""
+    system = render("describe_system", prompt_dir, model=model)
     reqs = []
     for fx in examples:
         if fx.excluded:
@@ -108,9 +110,9 @@ def description_requests(examples: Sequence[FeatureExamples], metadata: Mapping[
 
 def describe_features(examples: Sequence[FeatureExamples], metadata: Mapping[str, ProteinInfo],
                       llm: LLM, cfg: AnnotateConfig,
-                      prompt_dir: str | Path | None = None) -> list[dict[str, Any]]:
+                      prompt_dir: str | Path | None = None, model: str = "ESM-2") -> list[dict[str, Any]]:
     """Ask Claude for each feature's description and summary; one row per feature."""
-    reqs = description_requests(examples, metadata, cfg, prompt_dir)
+    reqs = description_requests(examples, metadata, cfg, prompt_dir, model)
     answers = {o.label: o for o in llm.run(reqs, parse_description, desc="descriptions")}
     rows = []
     for fx in examples:

@@ -32,20 +32,22 @@ from interplm_jax.annotate.validate import (VALIDATION_COLUMNS, plot_histogram, 
 from interplm_jax.atomic import atomic_path, atomic_write
 from interplm_jax.config import to_dict
 from interplm_jax.errors import InputError
+from interplm_jax.layout import AnnotateFiles
 from interplm_jax.resume import load_npz
+from interplm_jax.store.manifest import model_display_name
 
 log = logging.getLogger(__name__)
 
 
 def _llm(cfg: AnnotateConfig, out: Path, cache_dir: str | Path | None, client) -> LLM:
-    return LLM(cfg.llm, Path(cache_dir) if cache_dir else out / "cache", client)
+    return LLM(cfg.llm, Path(cache_dir) if cache_dir else AnnotateFiles(out).cache, client)
 
 
 def _max_acts(out: Path, store, layer: int, encode, features: np.ndarray,
               batch_rows: int) -> np.ndarray:
     """Per-protein max activations of ``features``, reused from ``out/max_acts.npz`` when it
     was computed for the same proteins and features (a resumed run skips the store pass)."""
-    path = out / "max_acts.npz"
+    path = AnnotateFiles(out).max_acts
     ids = np.asarray(store.protein_ids)
     z = load_npz(path)
     if z is not None and {"features", "protein_ids", "max_acts"} <= set(z) \
@@ -65,6 +67,7 @@ def run_features(out: str | Path, cfg: AnnotateConfig, metadata_path: str | Path
                  client=None, arch: str = "relu") -> dict[str, Any]:
     """Select examples for the sampled features and ask Claude to describe them."""
     out = Path(out)
+    files = AnnotateFiles(out)
     metadata = read_uniprot_tsv(metadata_path, cfg.prompt.max_annotation_chars)
     n_feat = int(np.asarray(sae_params["W_enc"]).shape[1])
     feats = (np.unique(np.asarray(features, np.int64)) if features is not None
@@ -97,20 +100,21 @@ def run_features(out: str | Path, cfg: AnnotateConfig, metadata_path: str | Path
                                                 cfg.prompt.max_positions)
     positions = {(int(np.searchsorted(rows, p)), k): v for (p, k), v in positions.items()}
     examples = build_examples(selection, sub_ids, max_acts[rows], seqs, positions)
-    info = {"metadata": str(Path(metadata_path).resolve()), "layer": layer,
+    model = model_display_name(store.manifest.get("model"))
+    info = {"metadata": str(Path(metadata_path).resolve()), "layer": layer, "model": model,
             "n_sae_features": n_feat, "n_proteins": len(sub_ids), "config": to_dict(cfg)}
-    save_examples(out / "examples.json", examples, info)
+    save_examples(files.examples, examples, info)
 
     llm = _llm(cfg, out, cache_dir, client)
     if dry_run:
-        reqs = description_requests(examples, metadata, cfg, prompt_dir)
-        est = write_dry_run(llm, reqs, out / "dry_run", "features")
+        reqs = description_requests(examples, metadata, cfg, prompt_dir, model)
+        est = write_dry_run(llm, reqs, files.dry_run, "features")
         val = [r for r, _ in validation_requests(examples, {}, metadata, cfg, prompt_dir,
-                                                 placeholder=True)]
-        est_val = write_dry_run(llm, val, out / "dry_run", "validate")
+                                                 placeholder=True, model=model)]
+        est_val = write_dry_run(llm, val, files.dry_run, "validate")
         return {"dry_run": True, "features": est, "validate": est_val}
-    described = describe_features(examples, metadata, llm, cfg, prompt_dir)
-    write_csv(out / "descriptions.csv", described, DESCRIPTION_COLUMNS)
+    described = describe_features(examples, metadata, llm, cfg, prompt_dir, model)
+    write_csv(files.descriptions, described, DESCRIPTION_COLUMNS)
     _write_usage(out, "features", llm)
     return {"descriptions": _counts(described), "usage": llm.usage}
 
@@ -120,22 +124,25 @@ def run_validate(run: str | Path, cfg: AnnotateConfig, metadata_path: str | Path
                  prompt_dir: str | Path | None = None, client=None) -> dict[str, Any]:
     """Ask Claude to predict eval activations from each description; score with Pearson r."""
     run = Path(run)
-    examples, info = load_examples(run / "examples.json")
+    files = AnnotateFiles(run)
+    examples, info = load_examples(files.examples)
     metadata = read_uniprot_tsv(metadata_path or info["metadata"], cfg.prompt.max_annotation_chars)
-    described = {int(r["feature"]): r for r in read_csv(run / "descriptions.csv")
+    described = {int(r["feature"]): r for r in read_csv(files.descriptions)
                  if r["status"] == "ok"}
     llm = _llm(cfg, run, cache_dir, client)
     if dry_run:
-        reqs = [r for r, _ in validation_requests(examples, described, metadata, cfg, prompt_dir)]
-        return {"dry_run": True, "validate": write_dry_run(llm, reqs, run / "dry_run", "validate")}
-    rows, preds = validate_features(examples, described, metadata, llm, cfg, prompt_dir)
-    write_csv(run / "validation.csv", rows, VALIDATION_COLUMNS)
-    write_csv(run / "predictions.csv", preds, ("feature", "protein", "measured", "predicted"))
+        reqs = [r for r, _ in validation_requests(examples, described, metadata, cfg, prompt_dir,
+                                                  model=info.get("model", "ESM-2"))]
+        return {"dry_run": True, "validate": write_dry_run(llm, reqs, files.dry_run, "validate")}
+    rows, preds = validate_features(examples, described, metadata, llm, cfg, prompt_dir,
+                                    info.get("model", "ESM-2"))
+    write_csv(files.validation, rows, VALIDATION_COLUMNS)
+    write_csv(files.predictions, preds, ("feature", "protein", "measured", "predicted"))
     stats = summarise(rows)
-    write_summary(run / "validation_summary.json", stats)
-    plot_histogram(rows, run / "validation_hist.png")
+    write_summary(files.validation_summary, stats)
+    plot_histogram(rows, files.validation_hist)
     # The reference dashboard's file (InterPLM dashboard_cache: LLM_Autointerp.csv).
-    write_csv(run / "LLM_Autointerp.csv",
+    write_csv(files.dashboard,
               [{"Feature": r["feature"], "Correlation": r["pearson_r"], "Summary": r["summary"]}
                for r in rows if r["status"] == "ok"], ("Feature", "Correlation", "Summary"))
     _write_usage(run, "validate", llm)
@@ -147,20 +154,21 @@ def run_categorise(out: str | Path, cfg: AnnotateConfig, concepts_by_model: Mapp
                    prompt_dir: str | Path | None = None, client=None) -> dict[str, Any]:
     """Describe, categorise and assign the concepts; write the table and the plot."""
     out = Path(out)
+    files = AnnotateFiles(out)
     llm = _llm(cfg, out, cache_dir, client)
     if dry_run:
         concepts = sorted({c for v in concepts_by_model.values() for c in v})
         reqs = cat_mod.dry_run_requests(concepts, cfg, prompt_dir)
-        return {"dry_run": True, "categorise": write_dry_run(llm, reqs, out / "dry_run", "categorise")}
+        return {"dry_run": True, "categorise": write_dry_run(llm, reqs, files.dry_run, "categorise")}
     rows, categories = cat_mod.categorise_concepts(concepts_by_model, llm, cfg, prompt_dir)
-    write_csv(out / "concept_categories.csv", rows, cat_mod.CATEGORY_COLUMNS)
-    atomic_write(out / "categories.json",
+    write_csv(files.concept_categories, rows, cat_mod.CATEGORY_COLUMNS)
+    atomic_write(files.categories,
                  json.dumps([dataclasses.asdict(c) for c in categories], indent=2))
     counts = cat_mod.category_counts(rows, list(concepts_by_model), categories)
-    write_csv(out / "category_counts.csv",
+    write_csv(files.category_counts(),
               [{"category": c, **by_model} for c, by_model in counts.items()],
               ("category", *concepts_by_model))
-    cat_mod.plot_category_counts(counts, out / "category_counts.png")
+    cat_mod.plot_category_counts(counts, files.category_counts("png"))
     _write_usage(out, "categorise", llm)
     return {"concepts": len(rows), "categories": len(categories), "usage": llm.usage}
 
@@ -175,8 +183,7 @@ def _counts(rows: Sequence[Mapping[str, Any]]) -> dict[str, int]:
 def _write_usage(out: Path, stage: str, llm: LLM) -> None:
     """Token totals of the calls made (cached answers cost nothing), and the failed requests
     with their reasons and answers (``failures_<stage>.jsonl``); no credentials."""
-    atomic_write(out / f"usage_{stage}.json", json.dumps({"model": llm.cfg.model, **llm.usage},
-                                                         indent=2))
-    atomic_write(out / f"failures_{stage}.jsonl", "".join(json.dumps(f) + "\n"
-                                                          for f in llm.failures))
+    files = AnnotateFiles(out)
+    atomic_write(files.usage(stage), json.dumps({"model": llm.cfg.model, **llm.usage}, indent=2))
+    atomic_write(files.failures(stage), "".join(json.dumps(f) + "\n" for f in llm.failures))
 

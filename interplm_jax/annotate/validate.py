@@ -43,13 +43,13 @@ def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
 def validation_requests(examples: Sequence[FeatureExamples], described: Mapping[int, Mapping[str, str]],
                         metadata: Mapping[str, ProteinInfo], cfg: AnnotateConfig,
                         prompt_dir: str | Path | None = None,
-                        placeholder: bool = False) -> list[tuple[Request, list[str]]]:
+                        placeholder: bool = False, model: str = "ESM-2") -> list[tuple[Request, list[str]]]:
     """(request, shown protein ids) per described feature.
 
     With ``placeholder`` (dry runs before any description exists) every feature gets a
     stand-in description as long as the description answer budget allows.
     """
-    system = render("validate_system", prompt_dir)
+    system = render("validate_system", prompt_dir, model=model)
     filler = "x" * int(cfg.llm.max_tokens_describe * cfg.llm.chars_per_token)
     out = []
     for fx in examples:
@@ -69,10 +69,10 @@ def validation_requests(examples: Sequence[FeatureExamples], described: Mapping[
 def validate_features(examples: Sequence[FeatureExamples],
                       described: Mapping[int, Mapping[str, str]],
                       metadata: Mapping[str, ProteinInfo], llm: LLM, cfg: AnnotateConfig,
-                      prompt_dir: str | Path | None = None,
+                      prompt_dir: str | Path | None = None, model: str = "ESM-2",
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Predict eval activations per described feature; (per-feature rows, prediction rows)."""
-    pairs = validation_requests(examples, described, metadata, cfg, prompt_dir)
+    pairs = validation_requests(examples, described, metadata, cfg, prompt_dir, model=model)
     ids_of = {req.label: ids for req, ids in pairs}
     parsers = [functools.partial(parse_predictions, ids=ids) for _, ids in pairs]
     outcomes = {o.label: o for o in llm.run([r for r, _ in pairs], parsers, desc="validation")}

@@ -19,14 +19,12 @@ from interplm_jax.bench.table import columns, grid_rows, plot_all, read_table, s
 from interplm_jax.concepts.report import write_csv
 from interplm_jax.concepts.config import ConceptsConfig
 from interplm_jax.errors import InputError
+from interplm_jax.layout import BenchFiles
 
 log = logging.getLogger(__name__)
 
 #: Model label -> the selection's row kind of its SAEs (``selection.csv``).
 KINDS = {"esm2": "sae", "shuffled": "shuffled"}
-#: The files ``bench_table`` writes in its output directory.
-TABLE, WARNINGS, PROBES, PROBES_SUMMARY, PROBES_PLOT = (
-    "bench.csv", "warnings.json", "probes.csv", "probes_summary.csv", "probes.png")
 PROBE_COLUMNS = ("model", "layer", "probe", "k", "concept", "features", "test_f1")
 
 
@@ -129,20 +127,20 @@ def bench_table(parts: Sequence, out, warnings: Sequence[str] = (),
         if key in seen:
             raise InputError(f"SAE {key} appears in two part tables")
         seen.add(key)
-    out = Path(out)
-    write_table(out / TABLE, rows)
-    skipped = plot_all(rows, out)
+    files = BenchFiles(Path(out))
+    write_table(files.table, rows)
+    skipped = plot_all(rows, files)
     if probe_parts:
         probes = [r for p in probe_parts for r in read_probes(p)]
-        write_csv(out / PROBES, probes, PROBE_COLUMNS)
+        write_csv(files.probes, probes, PROBE_COLUMNS)
         means = summary(probes)
-        write_csv(out / PROBES_SUMMARY, means, ["model", "layer", "probe", "k", "mean_test_f1", "n_concepts"])
+        write_csv(files.probes_summary, means, ["model", "layer", "probe", "k", "mean_test_f1", "n_concepts"])
         why = plot_probes(means, {(r["model"], r["layer"]): r["sae"] for r in rows if r["chosen"]},
-                          out / PROBES_PLOT)
+                          files.probes_plot)
         if why is not None:
-            skipped[PROBES_PLOT] = why
+            skipped[files.probes_plot.name] = why
     notes = list(warnings) + [f"{name} not drawn: {why}" for name, why in skipped.items()]
     for w in warnings:
         log.warning("%s", w)
-    atomic_write(out / WARNINGS, json.dumps(notes, indent=1) + "\n")
+    atomic_write(files.warnings, json.dumps(notes, indent=1) + "\n")
     return rows, notes

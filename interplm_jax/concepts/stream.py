@@ -10,9 +10,7 @@ With ``checkpoint`` the accumulator and the chunk cursor are saved every
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
 import os
 import time
@@ -25,6 +23,7 @@ from interplm_jax.atomic import atomic_write
 from interplm_jax.concepts.evalset import EvalSet
 from interplm_jax.concepts.f1 import DEFAULT_THRESHOLDS, ConceptCounts, CountAccumulator
 from interplm_jax.concepts.labels import ConceptLabels, is_per_residue, protein_chunks
+from interplm_jax.digest import fingerprint
 from interplm_jax.errors import InputError, StoreError
 from interplm_jax.progress import progress_bar
 from interplm_jax.resume import load_npz
@@ -33,10 +32,6 @@ from interplm_jax.store import prefetch
 log = logging.getLogger(__name__)
 
 Features = Callable[[np.ndarray], np.ndarray]
-
-
-def _fingerprint(**parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def count_split(store, layer: int, labels: ConceptLabels, eval_set: EvalSet, split: str,
@@ -83,14 +78,14 @@ def count_split(store, layer: int, labels: ConceptLabels, eval_set: EvalSet, spl
 
     per_res = np.array([is_per_residue(c) for c in eval_set.concepts], bool)
     acc = CountAccumulator(n_features, len(concept_idx), thresholds, per_res)
-    fingerprint = _fingerprint(split=split, layer=layer, ids=ids, concepts=eval_set.concepts,
-                      thresholds=acc.thresholds.tolist(), chunk_residues=chunk_residues,
-                      store=getattr(store, "url", ""), features=features_id, F=n_features,
-                      worker=list(worker))
+    key = fingerprint(dict(split=split, layer=layer, ids=ids, concepts=eval_set.concepts,
+                           thresholds=acc.thresholds.tolist(), chunk_residues=chunk_residues,
+                           store=getattr(store, "url", ""), features=features_id, F=n_features,
+                           worker=list(worker)))
     start = 0
     state = load_npz(checkpoint)
     if state is not None:
-        if str(state.get("fingerprint")) == fingerprint:
+        if str(state.get("fingerprint")) == key:
             acc.load_state(state)
             start = int(state["next_chunk"])
             log.info("resuming from %s at chunk %d of %d", checkpoint, start, len(chunks))
@@ -99,7 +94,7 @@ def count_split(store, layer: int, labels: ConceptLabels, eval_set: EvalSet, spl
 
     def save(next_chunk: int) -> None:
         buf = io.BytesIO()
-        np.savez(buf, fingerprint=np.array(fingerprint), next_chunk=np.array(next_chunk), **acc.state())
+        np.savez(buf, fingerprint=np.array(key), next_chunk=np.array(next_chunk), **acc.state())
         atomic_write(checkpoint, buf.getvalue())
 
     bar = progress_bar(total=int(sum(lengths[c].sum() for c in chunks)), desc=f"F1 {split}", unit="res")

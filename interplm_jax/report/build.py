@@ -22,9 +22,11 @@ from typing import Sequence
 
 from interplm_jax.atomic import atomic_write
 from interplm_jax.errors import InputError
+from interplm_jax.layout import report_page
 from interplm_jax.report import inputs
 from interplm_jax.report.config import ReportConfig
 from interplm_jax.report.examples import FeatureExamples, b64, feature_examples
+from interplm_jax.store.stats import load_stats
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,13 @@ def _layer_data(li: LayerInputs, store, cfg: ReportConfig,
            "normalized": "normalized_on" in sae.meta,
            "grid": inputs.grid_table(Path(li.sweep), name, li.selection_csv, li.layer),
            "features": _features_json(ex, proteins)}
+    stats = load_stats(store, li.layer)
+    if stats is not None:  # the layer header's activation statistics (docs/extraction.md)
+        s = stats.summary()
+        out["activations"] = {"norm_mean": inputs._round(s["norm_mean"]),
+                              "norm_max": inputs._round(s["norm_max"]),
+                              "mean_norm_ratio": inputs._round(s["mean_norm_ratio"]),
+                              "outliers": sorted(set(s["outliers_var"]) | set(s["outliers_absmax"]))}
     if li.concept_f1 is not None:
         fc = inputs.feature_concepts(Path(li.concept_f1), sae.n_features, ex.features,
                                      cfg.top_concepts, cfg.min_f1, li.concept_f1_test)
@@ -194,7 +203,7 @@ def build_report(title: str, store: str | os.PathLike, fasta: str | os.PathLike,
     data = report_data(title, Path(store), Path(fasta), layers,
                        Path(metadata_tsv) if metadata_tsv else None, cfg)
     page = render_html(data)
-    path = atomic_write(Path(out) / "index.html", page)
+    path = atomic_write(report_page(out), page)
     log.info("wrote %s (%.2f MB; %d proteins, %s live features)", path, len(page.encode()) / 1e6,
              len(data["proteins"]["id"]),
              ", ".join(f"L{d['layer']}: {len(d['features']['ids'])}" for d in data["layers"]))

@@ -14,6 +14,7 @@ import numpy as np
 
 from interplm_jax.analysis.tables import read_table
 from interplm_jax.errors import InputError
+from interplm_jax.layout import AnnotateFiles
 
 #: Final metrics of ``metrics.jsonl`` shown in the grid table (when the sweep logged them).
 METRICS = ("loss", "l0", "fve", "dead")
@@ -206,8 +207,8 @@ def descriptions(run: Path) -> dict[int, dict]:
     of ``validation.csv`` when present)."""
     from interplm_jax.annotate.describe import read_csv
 
-    run = Path(run)
-    path = run / "descriptions.csv"
+    files = AnnotateFiles(Path(run))
+    path = files.descriptions
     if not path.is_file():
         return {}
     out = {}
@@ -215,9 +216,9 @@ def descriptions(run: Path) -> dict[int, dict]:
         if row.get("status") == "ok" or row.get("description"):
             out[_int(row.get("feature"), path, line)] = {"summary": row.get("summary", ""),
                                         "description": row.get("description", "")}
-    if (run / "validation.csv").is_file():
-        for line, row in enumerate(read_csv(run / "validation.csv"), 2):
-            f = _int(row.get("feature"), run / "validation.csv", line)
+    if files.validation.is_file():
+        for line, row in enumerate(read_csv(files.validation), 2):
+            f = _int(row.get("feature"), files.validation, line)
             if f in out and _num(row.get("pearson_r", "")) is not None:
                 out[f]["pearson_r"] = round(float(row["pearson_r"]), 3)
     return out

@@ -16,6 +16,7 @@ relu       b_pre (d,) W_enc (d,F) b_enc (F,) W_dec (F,d) scale (F,)
 topk       b_pre W_enc b_enc W_dec scale, k () int32, threshold () float32
 batchtopk  as topk (threshold is used at inference)
 jumprelu   W_enc b_enc W_dec, b_dec (d,) (not subtracted from the input), threshold (F,), scale
+matryoshka as batchtopk (nested prefixes of the dictionary in the loss only)
 neuron     as relu with F = d (the neuron baseline; inference clipped to [0, 1]; not trained)
 ========== =====================================================================
 
@@ -29,13 +30,13 @@ neuron     as relu with F = d (the neuron baseline; inference clipped to [0, 1];
 from __future__ import annotations
 
 from interplm_jax.errors import InputError
-from interplm_jax.sae import batchtopk, jumprelu, neuron, relu, topk
+from interplm_jax.sae import batchtopk, jumprelu, matryoshka, neuron, relu, topk
 from interplm_jax.sae._spec import COMMON_HPARAMS, Architecture, HParam, TorchLeaf
 from interplm_jax.sae._types import LossAux, LossOutput, Params, StepContext
 
 #: Every architecture by name: the one list to extend with a new module's ``SPEC``.
 ARCHITECTURES: dict[str, Architecture] = {
-    m.SPEC.name: m.SPEC for m in (relu, topk, batchtopk, jumprelu, neuron)
+    m.SPEC.name: m.SPEC for m in (relu, topk, batchtopk, jumprelu, matryoshka, neuron)
 }
 #: Architectures the sweep trainer trains (``train.arch``).
 TRAINABLE_ARCHS = tuple(name for name, a in ARCHITECTURES.items() if a.trains)
@@ -44,7 +45,7 @@ EXPORTABLE_ARCHS = tuple(name for name, a in ARCHITECTURES.items() if a.interplm
 
 
 def get(name: str) -> Architecture:
-    """The architecture called ``name`` (relu, topk, batchtopk, jumprelu, neuron)."""
+    """The architecture called ``name`` (relu, topk, batchtopk, jumprelu, matryoshka, neuron)."""
     try:
         return ARCHITECTURES[name]
     except (KeyError, TypeError):

@@ -177,6 +177,15 @@ class Architecture:
     """F = d: one feature per input dimension."""
     interplm: InterPLM | None = None
     saelens: SAELens | None = None
+    sparse_decoder: bool = False
+    """``train.decoder: sparse`` applies: the loss can decode each token's active features by
+    gather (:mod:`interplm_jax.sae.sparse`)."""
+    pre_activations: Callable | None = None
+    """(params, x (B, d), dtype) -> (B, F) encoder product, for a step with a sparse branch."""
+    active_scores: Callable | None = None
+    """(params, pre, hparams) -> (B, F), -inf where an entry is inactive: the step packs the
+    others into ``train.sparse_capacity`` slots (the sparse ReLU/JumpReLU step); None: the loss
+    decides alone (TopK) or decodes densely."""
 
     @property
     def hparams(self) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from interplm_jax.sae import sparse
 from interplm_jax.sae._common import matmul, torch_kaiming_uniform, unit_rows
 from interplm_jax.sae._spec import (
     INTERPLM_COMMON, SAELENS_COMMON, Architecture, HParam, InterPLM, Optimizer, SAELens, TorchLeaf,
@@ -96,6 +97,11 @@ def _sum_to(g: Array, shape: tuple[int, ...]) -> Array:
     return g.sum(axis=tuple(range(lead))) if lead else g
 
 
+def pre_activations(params: Params, x: Array, dtype=None) -> Array:
+    """x W_enc + b_enc. x: (B, d) -> (B, F)."""
+    return matmul(x, params["W_enc"], dtype) + params["b_enc"]
+
+
 def encode(params: Params, x: Array) -> Array:
     """Features f = ReLU(jump(x W_enc + b_enc)) * scale, as the reference's ``JumpReLUSAE.encode``
     (the ReLU matters only where a threshold is negative). x: (B, d) -> (B, F)."""
@@ -108,17 +114,54 @@ def decode(params: Params, f: Array, dtype=None) -> Array:
     return matmul(f, params["W_dec"], dtype) + params["b_dec"]
 
 
+def active_scores(params: Params, pre: Array, hp: dict[str, Array]) -> Array:
+    """pre where an entry takes part in the loss or its gradients (pre above the threshold, or
+    inside the rectangle window of the threshold's gradient, pre > threshold - bandwidth/2),
+    else -inf: what :func:`sparse.compact` packs. The other entries have f = 0 and only the L0
+    estimator's gradient sees them, through a per-feature count."""
+    t = params["threshold"]
+    near = (pre > t) | ((pre - t) / hp["bandwidth"] > -0.5)
+    return jnp.where(near, pre, -jnp.inf)
+
+
 def loss(params: Params, x: Array, hp: dict[str, Array], ctx: StepContext) -> LossOutput:
-    """JumpReLU training loss on a batch x: (B, d)."""
-    pre = matmul(x, params["W_enc"], ctx.matmul_dtype) + params["b_enc"]
+    """JumpReLU training loss on a batch x: (B, d). With ``ctx.active`` (each row's entries
+    of :func:`active_scores`) the decoder and gradients use those entries only (same numbers)."""
     bw = hp["bandwidth"]  # a (vmapped) array: an ordinary argument with a zero gradient
+    if ctx.active is not None:
+        return _loss_sparse(params, x, hp, ctx)
+    if ctx.pre is None:
+        pre = pre_activations(params, x, ctx.matmul_dtype)
+    else:
+        pre = sparse.with_encoder_grad(x, jnp.zeros_like(params["b_dec"]), params["W_enc"],
+                                       params["b_enc"], ctx.pre)
     f = jump(pre, params["threshold"], bw)
     x_hat = decode(params, f, ctx.matmul_dtype)
-    recon = jnp.mean(jnp.sum((x - x_hat) ** 2, axis=-1))
     l0 = jnp.mean(jnp.sum(step(f, params["threshold"], bw), axis=-1))
+    return _total(params, x, x_hat, f, l0, nonzero_counts(f), hp, ctx)
+
+
+def _loss_sparse(params: Params, x: Array, hp: dict[str, Array], ctx: StepContext) -> LossOutput:
+    idx, F, B = ctx.active, params["W_enc"].shape[-1], x.shape[0]
+    t, bw = params["threshold"], hp["bandwidth"]
+    pre = sparse.gather_pre(x, jnp.zeros_like(params["b_dec"]), params["W_enc"], params["b_enc"],
+                            ctx.pre, idx)                                 # (B, K)
+    t_k = jnp.take(t, idx)
+    f = jump(pre, t_k, bw)
+    x_hat = sparse.decode_rows(params["W_dec"], idx, f) + params["b_dec"]
+    # every entry outside the slots has f = 0: its L0 term is step(0, t_i), once per such row
+    outside = B - sparse.column_counts(idx, jnp.ones(idx.shape, bool), F)
+    l0_out = jnp.sum(outside * step(jnp.zeros_like(t), t, bw))
+    l0 = (jnp.sum(step(f, t_k, bw)) + l0_out) / B
+    counts = sparse.column_counts(idx, f != 0, F)
+    return _total(params, x, x_hat, sparse.densify(idx, f, F), l0, counts, hp, ctx)
+
+
+def _total(params, x, x_hat, f, l0, counts, hp, ctx: StepContext) -> LossOutput:
+    recon = jnp.mean(jnp.sum((x - x_hat) ** 2, axis=-1))
     sparsity = hp["sparsity_penalty"] * (l0 / hp["target_l0"] - 1.0) ** 2 * ctx.sparsity_scale
     total = recon + sparsity
-    return total, LossAux(x_hat, f, nonzero_counts(f), {"recon": recon, "sparsity": sparsity, "l0_ste": l0})
+    return total, LossAux(x_hat, f, counts, {"recon": recon, "sparsity": sparsity, "l0_ste": l0})
 
 
 SPEC = Architecture(
@@ -138,4 +181,7 @@ SPEC = Architecture(
                       "JumpReLUTrainer", (("bandwidth", "bandwidth", BANDWIDTH.default),)),
     saelens=SAELens("jumprelu", {**SAELENS_COMMON, "b_dec": TorchLeaf("b_dec"),
                                  "threshold": TorchLeaf("threshold")}),
+    sparse_decoder=True,
+    pre_activations=pre_activations,
+    active_scores=active_scores,
 )

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import Array
 
+from interplm_jax.sae import sparse
 from interplm_jax.sae._common import matmul, torch_linear_uniform, unit_rows
 from interplm_jax.sae._spec import (
     INTERPLM_COMMON, SAELENS_COMMON, Architecture, HParam, InterPLM, Optimizer, SAELens, TorchLeaf,
@@ -54,18 +55,43 @@ def decode(params: Params, f: Array, dtype=None) -> Array:
     return matmul(f, params["W_dec"], dtype) + params["b_pre"]
 
 
+def active_scores(params: Params, pre: Array, hp: dict[str, Array]) -> Array:
+    """pre where a feature is active (pre > 0), else -inf: what :func:`sparse.compact` packs."""
+    return jnp.where(pre > 0, pre, -jnp.inf)
+
+
 def loss(params: Params, x: Array, hp: dict[str, Array], ctx: StepContext) -> LossOutput:
     """Training loss of one SAE on a batch x: (B, d); hp["l1"] is the L1 coefficient.
 
-    Value and gradients come from :func:`_loss_parts`, whose backward pass is written out
+    Dense: value and gradients come from :func:`_loss_parts`, whose backward pass is written out
     (the five matmuls of a step and three passes over (B, F) arrays); tests check it against
-    autodiff of :func:`reference_loss` and against a NumPy forward/backward.
+    autodiff of :func:`reference_loss` and against a NumPy forward/backward. With
+    ``ctx.active`` (each row's active features) the decoder and the gradients work on those
+    entries only (:func:`_loss_sparse`, the same numbers).
     """
     l1_coef = hp["l1"] * ctx.sparsity_scale
+    if ctx.active is not None:
+        return _loss_sparse(params, x, l1_coef, ctx)
     total, recon, l1, x_hat, f, counts = _loss_parts(
-        params["b_pre"], params["W_enc"], params["b_enc"], params["W_dec"], x, l1_coef,
+        params["b_pre"], params["W_enc"], params["b_enc"], params["W_dec"], x, l1_coef, ctx.pre,
         ctx.matmul_dtype)
     return total, LossAux(x_hat, f, counts, {"recon": recon, "l1": l1, "l1_coef": l1_coef})
+
+
+def _loss_sparse(params: Params, x: Array, l1_coef: Array, ctx: StepContext) -> LossOutput:
+    """The loss from each row's active features ``ctx.active`` (B, K), which must hold every
+    entry with pre > 0 (the other slots pad: pre <= 0 there, so ReLU makes them 0)."""
+    idx, F = ctx.active, params["W_enc"].shape[-1]
+    f = jax.nn.relu(sparse.gather_pre(x, params["b_pre"], params["W_enc"], params["b_enc"],
+                                      ctx.pre, idx))                      # (B, K)
+    x_hat = sparse.decode_rows(params["W_dec"], idx, f) + params["b_pre"]
+    e = x - x_hat
+    recon = jnp.mean(jnp.sqrt(jnp.sum(e * e, axis=-1)))
+    l1 = jnp.sum(f) / x.shape[0]
+    total = recon + l1_coef * l1
+    counts = sparse.column_counts(idx, f > 0, F)
+    dense_f = sparse.densify(idx, f, F)  # dead code unless a caller reads aux.f
+    return total, LossAux(x_hat, dense_f, counts, {"recon": recon, "l1": l1, "l1_coef": l1_coef})
 
 
 def reference_loss(params: Params, x: Array, hp: dict[str, Array], ctx: StepContext) -> LossOutput:
@@ -79,9 +105,9 @@ def reference_loss(params: Params, x: Array, hp: dict[str, Array], ctx: StepCont
     return total, LossAux(x_hat, f, nonzero_counts(f), {"recon": recon, "l1": l1, "l1_coef": l1_coef})
 
 
-def _forward(b_pre, W_enc, b_enc, W_dec, x, l1_coef, dtype):
+def _forward(b_pre, W_enc, b_enc, W_dec, x, l1_coef, pre, dtype):
     xc = x - b_pre
-    f = jax.nn.relu(matmul(xc, W_enc, dtype) + b_enc)
+    f = jax.nn.relu(matmul(xc, W_enc, dtype) + b_enc if pre is None else pre)
     x_hat = matmul(f, W_dec, dtype) + b_pre
     e = x - x_hat
     norms = jnp.sqrt(jnp.sum(e * e, axis=-1))
@@ -95,20 +121,20 @@ def _forward(b_pre, W_enc, b_enc, W_dec, x, l1_coef, dtype):
     return (total, recon, l1, x_hat, f, counts), (xc, f, e, norms)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
-def _loss_parts(b_pre, W_enc, b_enc, W_dec, x, l1_coef, dtype=None):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _loss_parts(b_pre, W_enc, b_enc, W_dec, x, l1_coef, pre=None, dtype=None):
     """(total, recon, l1, x_hat, f, counts); only ``total`` is differentiated (w.r.t. the
-    four parameters)."""
-    return _forward(b_pre, W_enc, b_enc, W_dec, x, l1_coef, dtype)[0]
+    four parameters). ``pre``: the encoder product when the step computed it (else None)."""
+    return _forward(b_pre, W_enc, b_enc, W_dec, x, l1_coef, pre, dtype)[0]
 
 
-def _loss_parts_fwd(b_pre, W_enc, b_enc, W_dec, x, l1_coef, dtype):
-    out, (xc, f, e, norms) = _forward(b_pre, W_enc, b_enc, W_dec, x, l1_coef, dtype)
-    return out, (xc, f, e, norms, W_enc, W_dec, l1_coef)
+def _loss_parts_fwd(b_pre, W_enc, b_enc, W_dec, x, l1_coef, pre, dtype):
+    out, (xc, f, e, norms) = _forward(b_pre, W_enc, b_enc, W_dec, x, l1_coef, pre, dtype)
+    return out, (xc, f, e, norms, W_enc, W_dec, l1_coef, None if pre is None else ())
 
 
 def _loss_parts_bwd(dtype, res, cotangents):
-    xc, f, e, norms, W_enc, W_dec, l1_coef = res
+    xc, f, e, norms, W_enc, W_dec, l1_coef, pre_given = res
     g = cotangents[0]  # the other outputs are metrics, never differentiated
     B = xc.shape[0]
     r = e * (-g / B / norms)[:, None]                    # dL/dx_hat (B, d)
@@ -120,7 +146,8 @@ def _loss_parts_bwd(dtype, res, cotangents):
     # folds the transpose into a batched dot contracting the lhs rows, ~30% slower (vmapped).
     dW_enc = matmul(jax.lax.optimization_barrier(xc.T), dpre, dtype)
     db_pre = jnp.sum(r, axis=0) - W_enc @ db_enc         # through x_hat and through x - b_pre
-    return db_pre, dW_enc, db_enc, dW_dec, jnp.zeros_like(xc), jnp.zeros_like(l1_coef)
+    dpre_given = None if pre_given is None else jnp.zeros_like(f)  # (no leaves: a static flag)
+    return db_pre, dW_enc, db_enc, dW_dec, jnp.zeros_like(xc), jnp.zeros_like(l1_coef), dpre_given
 
 
 _loss_parts.defvjp(_loss_parts_fwd, _loss_parts_bwd)
@@ -141,4 +168,7 @@ SPEC = Architecture(
     interplm=InterPLM({**INTERPLM_COMMON, "b_pre": TorchLeaf("bias")}, "ReLUTrainer",
                       (("l1_penalty", "l1", None),)),
     saelens=SAELens("standard", {**SAELENS_COMMON, "b_pre": TorchLeaf("b_dec")}),
+    sparse_decoder=True,
+    pre_activations=pre_activations,
+    active_scores=active_scores,
 )

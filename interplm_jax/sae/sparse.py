@@ -1,7 +1,8 @@
-"""Sparse (indices, values) encode/decode pieces for TopK SAEs, with gather/scatter backward passes.
+"""Sparse (indices, values) encode/decode pieces, with gather/scatter backward passes.
 
-A TopK SAE uses only k of its F features per token, so the decoder and every backward matmul
-can work on the k active rows instead of all F::
+A TopK SAE uses only k of its F features per token, and a trained ReLU/JumpReLU SAE a few tens
+to hundreds, so the decoder and every backward matmul can work on the K active rows instead of
+all F::
 
     x_hat_b = sum_j v_bj W_dec[i_bj] + b_pre                     B k d   (dense: B F d)
     dv_bj   = <dx_hat_b, W_dec[i_bj]>                            B k d
@@ -10,6 +11,11 @@ can work on the k active rows instead of all F::
 
 Only the encoder's forward matmul (all F pre-activations, to pick the top k) stays dense.
 i: (B, K) int32 feature indices, v: (B, K) values (zeros pad rows with fewer than K features).
+
+ReLU and JumpReLU steps compact each row's active entries into a fixed capacity K with
+:func:`compact`; a step where some row holds more takes the dense path (the train step decides
+for the whole grid at once, see ``interplm_jax.train.step``), with the encoder product computed
+once outside the loss and its gradients attached by :func:`with_encoder_grad`.
 """
 
 from __future__ import annotations
@@ -83,6 +89,52 @@ def densify(idx: Array, v: Array, F: int) -> Array:
     """(B, F) array with v[b, j] at column idx[b, j] (indices distinct within a row)."""
     B = idx.shape[0]
     return jnp.zeros((B, F), v.dtype).at[jnp.arange(B)[:, None], idx].set(v)
+
+
+def compact(scores: Array, capacity: int) -> tuple[Array, Array]:
+    """Indices of each row's entries with ``scores > -inf``, packed into ``capacity`` slots.
+
+    scores: (B, F), -inf where an entry is inactive. Returns (idx (B, capacity) int32, distinct
+    within a row, the active entries first and then inactive ones as padding; overflow () bool:
+    some row has more than ``capacity`` active entries, and then idx holds only part of them).
+    """
+    # (the overflow from a count, not from the (capacity+1)-th of a top_k: XLA:CPU turns a
+    # slice of top_k's values into a far slower computation, ~8x the top_k itself)
+    overflow = jnp.any(jnp.sum(scores > -jnp.inf, axis=-1) > capacity)
+    return jax.lax.top_k(scores, min(capacity, scores.shape[-1]))[1], overflow
+
+
+def step_capacity(decoder: str, capacity: int, F: int) -> int:
+    """Active features per row a ReLU/JumpReLU step's sparse branch holds; 0: dense steps only.
+
+    ``capacity`` is the config's (0: F/32). Only ``decoder: sparse`` compiles the sparse branch:
+    ``auto`` stays dense for these architectures, whose rows hold a spread of active counts
+    (the capacity must cover the fullest row of the batch), measured slower than dense on the
+    CPU (docs/training.md, ``benchmarks/sparse_relu.py``)."""
+    if decoder not in ("auto", "dense", "sparse"):
+        raise ValueError(f"decoder must be auto, dense or sparse; got {decoder!r}")
+    return min(capacity or max(F // 32, 1), F) if decoder == "sparse" else 0
+
+
+@jax.custom_vjp
+def with_encoder_grad(x: Array, b_pre: Array, W_enc: Array, b_enc: Array, pre: Array) -> Array:
+    """``pre`` (which must equal (x - b_pre) W_enc + b_enc, computed without gradient) with the
+    gradients of that product: the dense counterpart of :func:`gather_pre`. (B, F) -> (B, F)."""
+    return pre
+
+
+def _with_encoder_grad_fwd(x, b_pre, W_enc, b_enc, pre):
+    return pre, (x - b_pre, W_enc)
+
+
+def _with_encoder_grad_bwd(res, dpre):
+    xc, W_enc = res
+    db_enc = jnp.sum(dpre, axis=0)
+    dx = dpre @ W_enc.T
+    return dx, -(W_enc @ db_enc), xc.T @ dpre, db_enc, jnp.zeros_like(dpre)
+
+
+with_encoder_grad.defvjp(_with_encoder_grad_fwd, _with_encoder_grad_bwd)
 
 
 @partial(jax.jit, static_argnames="k")

@@ -234,4 +234,5 @@ SPEC = Architecture(
     # SAELens's topk has no threshold (ours is -1 until the EMA starts) and k in cfg.json
     saelens=SAELens("topk", {**SAELENS_COMMON, "b_pre": TorchLeaf("b_dec"), "k": TorchLeaf("k", "cfg"),
                              "threshold": TorchLeaf(None, default=-1.0)}, foldable=False),
+    sparse_decoder=True,
 )

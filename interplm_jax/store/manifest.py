@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import zlib
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import tensorstore as ts
@@ -91,8 +91,22 @@ class Objects:
     def write_json(self, key: str, value: Any) -> None:
         self.write(key, json.dumps(value, indent=1, sort_keys=True) + "\n")
 
+    def delete(self, key: str) -> None:
+        self.kv.delete_range(ts.KvStore.KeyRange(key, key + "\x00")).result()
+
     def keys(self, prefix: str) -> list[str]:
         return sorted(k.decode() for k in self.kv.list(ts.KvStore.KeyRange(prefix, prefix + "\xff")).result())
+
+
+#: People's names of the model families a manifest's ``model.model_family`` records.
+MODEL_DISPLAY_NAMES = {"esm2": "ESM-2", "esmc": "ESM C"}
+
+
+def model_display_name(model: Mapping[str, Any] | None) -> str:
+    """'ESM-2' or 'ESM C' from a manifest's ``model`` record (stores written before
+    ``model_family`` was recorded hold ESM-2)."""
+    family = (model or {}).get("model_family", "esm2")
+    return MODEL_DISPLAY_NAMES.get(family, family)
 
 
 def crc32(a: np.ndarray) -> int:

@@ -11,15 +11,18 @@ rename; on GCS: a checkpoint counts once its commit marker is written). ``direct
 from __future__ import annotations
 
 import logging
-from typing import Any
+import sys
+from typing import Any, Callable, Iterable, TypeVar
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from interplm_jax.errors import InputError
 from interplm_jax.paths import AnyPath, as_path
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Keys of the metadata that a resumed run must share with the checkpoint.
 MUST_MATCH = ("arch", "d_model", "d_sae", "grid", "steps", "batch_size", "schedule", "layer")
@@ -62,11 +65,122 @@ class Checkpoints:
             state=ocp.args.StandardRestore(abstract_state)))
         return out["state"], meta
 
+    def restore_newest(self, abstract_state, expected_meta: dict[str, Any]):
+        """(step, state, meta) of the newest checkpoint that reads back, or None when there is
+        none (see :meth:`restore`). Newer ones that cannot be read are reported and set aside
+        as ``<step>.unreadable`` (kept, not deleted), so that the resumed run can write those
+        steps again."""
+        steps = self.manager.all_steps()
+        if not steps:
+            return None
+        step, (state, meta) = newest_readable(
+            steps, lambda s: self.restore(s, abstract_state, expected_meta), self.directory)
+        newer = [s for s in steps if s > step]
+        if newer:
+            if jax.process_index() == 0:
+                for s in newer:
+                    log.warning("%s: set aside as %s", self.directory / str(s),
+                                _set_aside(self.directory / str(s)).name)
+            if jax.process_count() > 1:
+                from jax.experimental import multihost_utils
+
+                multihost_utils.sync_global_devices("checkpoints set aside")
+            self.manager.reload()
+        return step, state, meta
+
     def wait(self) -> None:
         self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.close()
+
+
+def _reader(directory: AnyPath) -> ocp.CheckpointManager:
+    """A manager that only reads (creates nothing, deletes nothing) and knows the item types."""
+    return ocp.CheckpointManager(
+        directory, options=ocp.CheckpointManagerOptions(create=False),
+        item_handlers={"state": ocp.PyTreeCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
+
+
+def saved_steps(directory: str | AnyPath) -> list[int]:
+    """Steps of the complete checkpoints in ``directory`` (local or ``gs://``), ascending;
+    none when it does not exist."""
+    directory = as_path(directory)
+    if not directory.is_dir():
+        return []
+    reader = _reader(directory)
+    try:
+        return sorted(reader.all_steps())
+    finally:
+        reader.close()
+
+
+def newest_readable(steps: Iterable[int], read: Callable[[int], T], where: AnyPath) -> tuple[int, T]:
+    """(step, read(step)) for the newest of ``steps`` whose checkpoint reads back. One that
+    cannot be read (a torn copy, a bad disk: any error but :class:`CheckpointMismatch`) is
+    reported with the error and the next older one is tried.
+
+    Raises InputError when none can be read.
+    """
+    steps = sorted(steps, reverse=True)
+    for i, step in enumerate(steps):
+        try:
+            return step, read(step)
+        except CheckpointMismatch:
+            raise
+        except Exception as e:  # noqa: BLE001  (whatever orbax or tensorstore raise for bad bytes)
+            _drop_closed_loop_reports()
+            reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            then = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "no older one"
+            log.warning("%s: the checkpoint at step %d cannot be read (%s); %s", where, step,
+                        reason, then)
+    raise InputError(f"{where}: none of the checkpoints (steps {sorted(steps)}) can be read; "
+                     "start a new --out, or restore the directory from a copy")
+
+
+def _drop_closed_loop_reports() -> None:
+    """After a failed orbax read, TensorStore still finishes the reads that were in flight and
+    calls back into orbax's event loop, closed by then; Python prints each such call as an
+    ignored ``RuntimeError: Event loop is closed`` with a traceback. Drop those reports (only
+    those: every other unraisable exception still goes to the previous hook)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop", False):
+        return
+
+    def hook(unraisable):
+        exc = unraisable.exc_value
+        if not (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.drops_closed_loop = True
+    sys.unraisablehook = hook
+
+
+def _set_aside(path: AnyPath) -> AnyPath:
+    """Rename ``path`` to ``<name>.unreadable`` (``.unreadable<n>`` when that is taken)."""
+    target, n = path.parent / f"{path.name}.unreadable", 1
+    while target.exists():
+        target, n = path.parent / f"{path.name}.unreadable{n}", n + 1
+    path.rename(target)
+    return target
+
+
+def read_params(directory: str | AnyPath, step: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The train state's ``params`` at ``step`` as NumPy arrays (leading axis: the SAEs of the
+    grid) and the checkpoint's metadata. Only the parameters are read (an orbax partial
+    restore), so the optimizer state never has to fit in memory."""
+    reader = _reader(as_path(directory))
+    try:
+        tree = reader.item_metadata(step)["state"].tree
+        leaves = {k: 0 for k in tree["params"]}
+        restore_args = {"params": {k: ocp.RestoreArgs(restore_type=np.ndarray) for k in leaves}}
+        out = reader.restore(step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(item={"params": leaves}, restore_args=restore_args,
+                                         partial_restore=True),
+            meta=ocp.args.JsonRestore()))
+    finally:
+        reader.close()
+    return {k: np.asarray(v) for k, v in out["state"]["params"].items()}, dict(out["meta"])
 
 
 def check_meta(found: dict[str, Any], expected: dict[str, Any], where: AnyPath) -> None:

@@ -63,23 +63,45 @@ class TrainConfig:
     matmul_dtype: Literal["float32", "bfloat16"] = option(
         "float32", "Matmul input dtype (bfloat16: float32 parameters and accumulation).")
     decoder: Literal["auto", "dense", "sparse"] = option(
-        "auto", "TopK decoder: `sparse` gathers the k active decoder rows per token (and "
-        "scatter-adds the gradients), `dense` multiplies f W_dec; `auto`: sparse when k <= F/32.")
+        "auto", "TopK, ReLU, JumpReLU: `sparse` gathers each token's active decoder rows (and "
+        "scatter-adds the gradients), `dense` multiplies f W_dec; `auto`: sparse for TopK when "
+        "k <= F/32, dense for ReLU/JumpReLU. A sparse ReLU/JumpReLU step where some token has "
+        "more active features than sparse_capacity runs dense.")
+    sparse_capacity: int = option(
+        0, "ReLU/JumpReLU sparse step: active features per token it holds; 0: F/32.")
     on_nan: Literal["mask", "stop"] = option(
         "mask", "A non-finite loss: `mask` freezes that SAE and goes on, `stop` ends the run.")
+    input_center: bool = option(
+        False, "Subtract the store's per-dimension mean (its statistics) from every input; "
+        "folded into the saved SAEs (b_pre' = b_pre + mean), which take raw activations.")
+    input_scale: Literal["none", "sqrt_d"] = option(
+        "none", "`sqrt_d`: multiply inputs by one constant making the RMS token norm sqrt(d_model) "
+        "(after centring); folded into the saved SAEs.")
+    preflight: Literal["warn", "error", "off"] = option(
+        "warn", "Checks before each layer's sweep (store statistics + a dry run of the grid): "
+        "log warnings, stop on any (`error`), or skip (`off`).")
+    preflight_steps: int = option(200, "Steps of the preflight dry run (0: statistics checks only).")
+    preflight_max_dead: float = option(
+        0.9, "Preflight: warn when an SAE has more than this fraction of features dead after the dry run.")
+    preflight_max_mean_ratio: float = option(
+        0.5, "Preflight: warn when ||mean|| / mean token norm exceeds this and inputs are not centred.")
 
     def __post_init__(self):
         """Check every option (and the grid) before anything is written."""
         for name in ("steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints",
                      "dead_tokens", "expansion"):
             _require(getattr(self, name) > 0, name, getattr(self, name), "> 0")
-        for name in ("d_sae", "seed", "mesh_sae", "mesh_data"):
+        for name in ("d_sae", "seed", "mesh_sae", "mesh_data", "preflight_steps"):
             _require(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
         # the step counter and the stream seed are int32 on the device
         _require(self.steps <= INT32_MAX, "steps", self.steps, f"<= {INT32_MAX} (int32 steps)")
         _require(self.seed <= INT32_MAX, "seed", self.seed, f"<= {INT32_MAX}")
         _require(self.grad_clip is None or (math.isfinite(self.grad_clip) and self.grad_clip > 0),
                  "grad_clip", self.grad_clip, "> 0, or null for no clipping")
+        _require(0 <= self.preflight_max_dead <= 1, "preflight_max_dead", self.preflight_max_dead,
+                 "in [0, 1]")
+        _require(self.preflight_max_mean_ratio > 0, "preflight_max_mean_ratio",
+                 self.preflight_max_mean_ratio, "> 0")
         if self.grid and self.grid_list:
             raise ValueError("give either `grid` (a product) or `grid_list` (explicit rows), not both")
         if self.resample_steps is not None:
@@ -92,6 +114,15 @@ class TrainConfig:
         lr_factor(self.steps, warmup, decay)  # each raises ValueError naming the bad option
         sparsity_factor(sparsity)
         build_grid(self, where="", F=self.d_sae or None)
+        arch = sae.get(self.arch)
+        if self.decoder == "sparse" and not arch.sparse_decoder:
+            which = ", ".join(a for a in sae.TRAINABLE_ARCHS if sae.get(a).sparse_decoder)
+            raise ValueError(f"decoder: sparse applies to {which}; {self.arch} decodes densely")
+        _require(self.sparse_capacity >= 0, "sparse_capacity", self.sparse_capacity, ">= 0")
+        if self.sparse_capacity and arch.active_scores is None:
+            which = " and ".join(a for a in sae.TRAINABLE_ARCHS if sae.get(a).active_scores)
+            raise ValueError(f"sparse_capacity applies to the {which} architectures only, "
+                             f"not {self.arch}")
 
     def dict_size(self, d_model: int) -> int:
         """F for inputs of width d_model."""

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from pathlib import Path
 
+import jax
+from jax.experimental import multihost_utils
+
 from interplm_jax.data import TokenStream
 from interplm_jax.errors import InputError
-from interplm_jax.paths import AnyPath, as_path, display
+from interplm_jax.input_transform import InputTransform
+from interplm_jax.layout import sweep_dir
+from interplm_jax.paths import AnyPath, display, rmtree, write_atomic
 from interplm_jax.store import ActivationStore
+from interplm_jax.store.stats import LayerStats, store_stats
+from interplm_jax.sweep_saes import checkpoint_steps, metric_rows
 from interplm_jax.train.config import TrainConfig, build_grid
+from interplm_jax.train.preflight import PREFLIGHT_DIR, check_dry_run, check_statistics
 from interplm_jax.train.sharding import maybe_initialize_distributed
-from interplm_jax.train.sweep import SweepResult, train_sweep
+from interplm_jax.train.sweep import SweepResult, sweep_lock, train_sweep
 
 log = logging.getLogger(__name__)
-
-
-def sweep_dir(out: str | Path, layer: int) -> AnyPath:
-    """The sweep directory of ``layer`` under ``out`` (a local path or a ``gs://`` URL)."""
-    return as_path(out) / f"layer_{layer}"
 
 
 def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | Path | None = None,
@@ -52,8 +57,61 @@ def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | P
                                host_index=host_index, host_count=host_count, position=position)
 
         log.info("layer %d: %d tokens of width %d", layer, acts.n_tokens, acts.d_model)
-        results[layer] = train_sweep(cfg, make_stream, acts.d_model, sweep_dir(out, layer),
-                                     layer=layer, resume=resume,
-                                     extra_config={"store": display(store),
-                                                   "model": acts.manifest.get("model")})
+        stats = store_stats(acts, layer)
+        transform = InputTransform.of(cfg.input_center, cfg.input_scale, stats)
+        with sweep_lock(sweep_dir(out, layer)):  # the preflight writes there too
+            warnings = preflight(cfg, stats, transform, make_stream, acts.d_model,
+                                 sweep_dir(out, layer), layer, resume)
+            results[layer] = train_sweep(cfg, make_stream, acts.d_model, sweep_dir(out, layer),
+                                         layer=layer, resume=resume,
+                                         extra_config={"store": display(store),
+                                                       "model": acts.manifest.get("model")},
+                                         input_transform=transform, lock=False)
+        results[layer].preflight = warnings
     return results
+
+
+def preflight(cfg: TrainConfig, stats: LayerStats, transform: InputTransform, make_stream,
+              d_model: int, out: AnyPath, layer: int, resume: bool) -> list[str]:
+    """The preflight of one layer's sweep (:mod:`interplm_jax.train.preflight`): statistics
+    checks, then a dry run of the grid for ``cfg.preflight_steps`` steps (at most a tenth of
+    ``cfg.steps``) in ``<out>/preflight``. Warnings are logged and written to
+    ``<out>/preflight/preflight.json``, which a resumed sweep reuses.
+
+    Raises:
+      InputError: with ``preflight: error``, when there is any warning.
+    """
+    started = bool(checkpoint_steps(out)) if out.exists() else False
+    if cfg.preflight == "off" or (started and not resume):  # (train_sweep refuses the latter)
+        return []
+    dry_dir = out / PREFLIGHT_DIR
+    report_path = dry_dir / "preflight.json"
+    if started and report_path.exists():
+        warnings = json.loads(report_path.read_text())["warnings"]
+    else:
+        warnings = check_statistics(stats, cfg.input_center, cfg.preflight_max_mean_ratio)
+        n = min(cfg.preflight_steps, max(1, cfg.steps // 10))
+        if n:
+            if jax.process_index() == 0 and dry_dir.exists():
+                rmtree(dry_dir)  # a dry run of another config or an older store
+            if jax.process_count() > 1:
+                multihost_utils.sync_global_devices("preflight dry run directory cleared")
+            dry = dataclasses.replace(
+                cfg, steps=n, log_every=n, checkpoint_every=n, keep_checkpoints=1,
+                warmup_steps=None, decay_start=-1, sparsity_warmup_steps=None, resample_steps=None,
+                dead_tokens=max(1, n // 2) * cfg.batch_size, on_nan="mask", preflight="off")
+            log.info("layer %d: preflight dry run of the grid, %d steps", layer, n)
+            r = train_sweep(dry, make_stream, d_model, dry_dir, layer=layer, input_transform=transform)
+            last = {row["sae"]: row for row in metric_rows(dry_dir / "metrics.jsonl")}
+            warnings += check_dry_run(r.grid, r.ok, last, n, cfg.preflight_max_dead)
+        if jax.process_index() == 0:
+            write_atomic(report_path, json.dumps({
+                "layer": layer, "statistics": stats.summary(), "input_scale": transform.scale,
+                "input_centred": cfg.input_center, "dry_run_steps": n, "warnings": warnings},
+                indent=1) + "\n")
+    for w in warnings:
+        log.warning("preflight: %s", w)
+    if warnings and cfg.preflight == "error":
+        raise InputError(f"preflight of layer {layer} (train.preflight: error):\n  "
+                         + "\n  ".join(warnings))
+    return warnings

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 from jax import Array
 
-from interplm_jax.sae import Architecture, StepContext
+from interplm_jax.sae import Architecture, StepContext, sparse
 from interplm_jax.train.schedules import lr_factor, sparsity_factor
 from interplm_jax.train.transforms import sae_optimizer
 
@@ -49,6 +49,8 @@ class StepSpec(NamedTuple):
     k_max: int
     matmul_dtype: str
     decoder: str = "auto"
+    sparse_capacity: int = 0
+    """ReLU/JumpReLU: active features per row the sparse branch holds (0: F/32)."""
 
     @property
     def dead_after(self) -> int:
@@ -93,10 +95,14 @@ def init_state(spec: StepSpec, d: int, F: int, hp: dict[str, Array]) -> TrainSta
     )
 
 
-def _update_one(spec: StepSpec, params, opt_state, since_fired, ok, bad_step, hp, x, step):
-    """One SAE's update on batch x: (B, d). Returns the new pieces and its metrics."""
+def _update_one(spec: StepSpec, params, opt_state, since_fired, ok, bad_step, hp, x, step,
+                pre=None, active=None):
+    """One SAE's update on batch x: (B, d). Returns the new pieces and its metrics.
+
+    pre: (B, F) encoder product computed by the step (or None); active: (B, K) each row's
+    active features when this step decodes sparsely (or None)."""
     arch = spec.arch
-    dtype = None if spec.matmul_dtype == "float32" else jnp.dtype(spec.matmul_dtype)
+    dtype = _dtype(spec)
     ctx = StepContext(
         step=step,
         sparsity_scale=sparsity_factor(spec.sparsity_warmup_steps)(step),
@@ -105,6 +111,8 @@ def _update_one(spec: StepSpec, params, opt_state, since_fired, ok, bad_step, hp
         k_max=spec.k_max,
         matmul_dtype=dtype,
         decoder=spec.decoder,
+        pre=pre,
+        active=active,
     )
     train, buffers = split_params(arch, params)
 
@@ -171,16 +179,49 @@ def _resample_one(params, since_fired, key, x, resample_steps: int):
     return new, jnp.where(dead, 0, since_fired), key
 
 
+def _dtype(spec: StepSpec):
+    return None if spec.matmul_dtype == "float32" else jnp.dtype(spec.matmul_dtype)
+
+
+def _select(spec: StepSpec, params, hp, x, capacity: int):
+    """(pre (B, F), active (B, capacity), overflow ()) of one SAE: its encoder product without
+    gradient, and each row's active entries packed by :func:`sparse.compact`."""
+    arch = spec.arch
+    pre = jax.lax.stop_gradient(arch.pre_activations(params, x, _dtype(spec)))
+    active, overflow = sparse.compact(arch.active_scores(params, pre, hp), capacity)
+    return pre, active, overflow
+
+
 def make_step(spec: StepSpec):
     """``step(state, hparams, x) -> (state, metrics)`` for the whole grid (not yet jitted).
 
     hparams: name -> (G,) arrays; x: (B, d) batch shared by all SAEs; metrics: name -> (G,).
+    ReLU/JumpReLU with a sparse decoder (:func:`sparse.step_capacity`): the step computes every
+    SAE's encoder product, packs each row's active features into a fixed capacity, and runs the
+    sparse update of the whole grid, or the dense one when some row of some SAE does not fit
+    (one ``lax.cond`` outside the vmap, so no SAE runs both branches); metrics then include
+    ``sparse`` (1.0 when the step was sparse).
     """
 
     def step_fn(state: TrainState, hp: dict[str, Array], x: Array):
-        one = lambda p, o, s, ok, bad, h: _update_one(spec, p, o, s, ok, bad, h, x, state.step)  # noqa: E731
-        params, opt, since, ok, bad, metrics = jax.vmap(one)(
-            state.params, state.opt_state, state.since_fired, state.ok, state.bad_step, hp)
+        def update(pre, active):
+            def one(p, o, s, ok, bad, h, pr, ac):
+                return _update_one(spec, p, o, s, ok, bad, h, x, state.step, pr, ac)
+            return jax.vmap(one)(state.params, state.opt_state, state.since_fired, state.ok,
+                                 state.bad_step, hp, pre, active)
+
+        F = state.since_fired.shape[-1]
+        capacity = (sparse.step_capacity(spec.decoder, spec.sparse_capacity, F)
+                    if spec.arch.active_scores is not None else 0)
+        if capacity:
+            pre, active, overflow = jax.vmap(lambda p, h: _select(spec, p, h, x, capacity))(
+                state.params, hp)
+            fits = ~jnp.any(overflow)
+            params, opt, since, ok, bad, metrics = jax.lax.cond(
+                fits, lambda: update(pre, active), lambda: update(pre, None))
+            metrics["sparse"] = jnp.broadcast_to(fits.astype(jnp.float32), ok.shape)
+        else:
+            params, opt, since, ok, bad, metrics = update(None, None)
         key = state.key
         if spec.resample_steps:
             def resample(args):

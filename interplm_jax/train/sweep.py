@@ -7,6 +7,8 @@ Sweep directory (DESIGN.md section 2)::
     metrics.jsonl    one line per (logged step, SAE)
     checkpoints/     orbax checkpoints of the whole train state (+ stream position, grid)
     .lock            while a run trains here (:mod:`interplm_jax.lock`)
+    input_transform.json   centring/scaling of the inputs, when asked (:mod:`interplm_jax.input_transform`)
+    preflight/       the preflight's dry run and report (``interplm_jax.train.run.preflight``)
 
 ``out`` may be a local directory or a ``gs://`` URL (see :mod:`interplm_jax.paths`): the small
 files are written whole (atomically), checkpoints by orbax, and on an object store metrics.jsonl
@@ -17,6 +19,7 @@ files are appended to at every log).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import logging
@@ -34,6 +37,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from interplm_jax import sae
 from interplm_jax.errors import InputError, InterPLMError
+from interplm_jax.input_transform import InputTransform, record_transform
+from interplm_jax.layout import SweepFiles
 from interplm_jax.lock import locked
 from interplm_jax.paths import AnyPath, append_text, as_path, write_atomic
 from interplm_jax.progress import progress_bar
@@ -75,6 +80,8 @@ class SweepResult:
     ok: np.ndarray
     """(G,) bool: False for SAEs frozen after a non-finite loss."""
     step: int
+    preflight: list[str] = dataclasses.field(default_factory=list)
+    """The preflight's warnings (``interplm_jax.train.run.preflight``)."""
 
 
 def make_spec(cfg: TrainConfig, grid: list[dict]) -> StepSpec:
@@ -86,7 +93,7 @@ def make_spec(cfg: TrainConfig, grid: list[dict]) -> StepSpec:
         warmup_steps=warmup, decay_start=decay, sparsity_warmup_steps=sparsity,
         resample_steps=cfg.resample_steps, grad_clip=cfg.grad_clip,
         dead_tokens=cfg.dead_tokens, k_max=k_max, matmul_dtype=cfg.matmul_dtype,
-        decoder=cfg.decoder)
+        decoder=cfg.decoder, sparse_capacity=cfg.sparse_capacity)
 
 
 def to_host(tree):
@@ -94,6 +101,12 @@ def to_host(tree):
     if jax.process_count() == 1:
         return jax.device_get(tree)
     return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def sweep_lock(out: AnyPath):
+    """The lock of a sweep directory, held by process 0 (a context manager; nothing on the
+    other processes, nor on a ``gs://`` directory)."""
+    return locked(out, ".lock", "training") if jax.process_index() == 0 else contextlib.nullcontext()
 
 
 def train_sweep(
@@ -104,11 +117,13 @@ def train_sweep(
     layer: int | None = None,
     resume: bool = False,
     extra_config: dict | None = None,
+    input_transform: InputTransform | None = None,
+    lock: bool = True,
 ) -> SweepResult:
     """Train the grid of ``cfg`` on the stream's batches; write the sweep directory ``out``.
 
-    Process 0 holds a lock on a local ``out`` while it trains: a second run on the same
-    directory stops with a :class:`LockedError` naming the first.
+    Process 0 holds the lock of ``out`` (:func:`sweep_lock`) while it trains: a second run on
+    the same directory stops with a :class:`LockedError` naming the first.
 
     Args:
       cfg: the train config.
@@ -118,18 +133,22 @@ def train_sweep(
       layer: recorded in the metadata (a checkpoint of another layer is refused).
       resume: continue from the newest checkpoint in ``out`` (bit-identical on the CPU).
       extra_config: more entries for config.yaml (e.g. the store path).
+      input_transform: applied to every batch (centring/scaling), recorded in the sweep
+        directory and folded into the SAEs read back (:mod:`interplm_jax.input_transform`).
+      lock: False when the caller holds :func:`sweep_lock` of ``out`` already.
     """
     out = as_path(out)
     # TopK's k is checked against F here, before anything (the lock included) is written
     grid = build_grid(cfg, F=cfg.dict_size(d_model))
-    lock = locked(out, ".lock", "training") if jax.process_index() == 0 else contextlib.nullcontext()
-    with lock:
-        return _train_sweep(cfg, grid, make_stream, d_model, out, layer, resume, extra_config)
+    with sweep_lock(out) if lock else contextlib.nullcontext():
+        return _train_sweep(cfg, grid, make_stream, d_model, out, layer, resume, extra_config,
+                            input_transform)
 
 
 def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory, d_model: int,
                  out: AnyPath, layer: int | None, resume: bool,
-                 extra_config: dict | None) -> SweepResult:
+                 extra_config: dict | None, transform: InputTransform | None) -> SweepResult:
+    files = SweepFiles(out)
     F = cfg.dict_size(d_model)
     spec = make_spec(cfg, grid)
     arch = spec.arch
@@ -152,17 +171,23 @@ def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory,
     init_fn, step_fn, abstract, shardings, hp_sharding = _compiled(spec, mesh, d_model, F, G, hp_names)
     hp = jax.device_put(hp_host, hp_sharding)
 
-    ckpts = Checkpoints(out / "checkpoints", keep=cfg.keep_checkpoints)
+    ckpts = Checkpoints(files.checkpoints, keep=cfg.keep_checkpoints)
     latest = ckpts.latest_step()
     position = None
     if latest is not None and not resume:
         raise InputError(f"{out}: holds checkpoints (newest at step {latest}); pass --resume to "
                          "continue, or choose another --out")
     if latest is not None:
-        state, found = ckpts.restore(latest, abstract_like(abstract, shardings), meta)
+        try:
+            latest, state, found = ckpts.restore_newest(abstract_like(abstract, shardings), meta)
+        except BaseException:
+            ckpts.close()
+            raise
         position = found["stream_position"]
         log.info("resuming %s at step %d", out, latest)
-        _truncate_metrics(out / "metrics.jsonl", latest)
+        if jax.process_index() == 0:
+            record_transform(out, transform, resuming=True)
+        _truncate_metrics(files.metrics, latest)
     else:
         if resume:
             log.info("%s: no checkpoint to resume from; starting at step 0", out)
@@ -170,20 +195,23 @@ def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory,
         if jax.process_index() == 0:
             config = {**resolved(cfg), **(extra_config or {}), "layer": layer, "d_model": d_model,
                       "d_sae": F}
-            write_atomic(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-            write_atomic(out / "grid.json", json.dumps(grid, indent=1) + "\n")
-            write_atomic(out / "metrics.jsonl", "")
+            write_atomic(files.config, yaml.safe_dump(config, sort_keys=False))
+            write_atomic(files.grid, json.dumps(grid, indent=1) + "\n")
+            write_atomic(files.metrics, "")
+            record_transform(out, transform, resuming=False)
 
     start = int(to_host(state.step))
     stream = make_stream(host_index, host_count, position)
     batches = iter(stream)
     warned: set[int] = set()
-    metrics_file = _MetricsFile(out / "metrics.jsonl")
+    metrics_file = _MetricsFile(files.metrics)
     bar = progress_bar(total=cfg.steps, desc=f"train {cfg.arch} x{G}", unit="step", initial=start)
     t_last, s_last = time.perf_counter(), start
     try:
         for step in range(start, cfg.steps):
             local = np.asarray(next(batches), np.float32)
+            if transform is not None:
+                local = transform(local)
             if local.shape != (B // host_count, d_model):
                 raise InputError(f"stream gave a batch of shape {local.shape}; expected "
                                  f"{(B // host_count, d_model)} (batch_size / hosts, d_model)")

@@ -1,0 +1,284 @@
+"""Where every file of a study lives: each name is written here once and used by the writers
+(scripts, library functions) and the readers (the pipeline, the feature browser) alike.
+
+Each tool writes into a directory its user names (``--out``): the small classes below name the
+files inside one such directory, and :class:`StudyLayout` places those directories under the
+study directory of ``scripts/pipeline.py``. Sweep directories may be ``gs://`` URLs, so
+:class:`SweepFiles` works on any :data:`~interplm_jax.paths.AnyPath`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from pathlib import Path
+
+from interplm_jax.errors import InputError
+from interplm_jax.paths import AnyPath, as_path
+
+VARIANTS = ("esm2", "shuffled")  # models whose activations get stores and sweeps
+
+
+def counts_table(counts: str | os.PathLike) -> Path:
+    """The per-concept CSV written beside a concept counts file (``evaluate_concepts.py f1``)."""
+    return Path(counts).with_suffix(".csv")
+
+
+def counts_partial(counts: str | os.PathLike) -> Path:
+    """The resumable partial counts of a counts file being made (``evaluate_concepts.py f1``)."""
+    return Path(f"{counts}.partial.npz")
+
+
+def labels_summary(labels: str | os.PathLike) -> Path:
+    """The JSON summary written beside a labels file (``evaluate_concepts.py labels``)."""
+    return Path(labels).with_suffix(".json")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepFiles:
+    """A sweep directory (``scripts/train.py``, one layer): config, grid, metrics, orbax
+    checkpoints, and the SAEs written from it (``saes/<id>/``, by normalization)."""
+
+    root: AnyPath
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", as_path(self.root))
+
+    config = property(lambda self: self.root / "config.yaml")
+    grid = property(lambda self: self.root / "grid.json")
+    metrics = property(lambda self: self.root / "metrics.jsonl")
+    checkpoints = property(lambda self: self.root / "checkpoints")
+    saes = property(lambda self: self.root / "saes")
+
+    def sae(self, sae_id: str) -> AnyPath:
+        return self.saes / sae_id
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSetFiles:
+    """The evaluation set (``evaluate_concepts.py split --out``)."""
+
+    root: Path
+    definition = property(lambda self: Path(self.root) / "evalset.json")
+    fasta = property(lambda self: Path(self.root) / "proteins.fasta")
+    concepts_kept = property(lambda self: Path(self.root) / "concepts_kept.csv")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConceptReportFiles:
+    """The held-out concept report (``evaluate_concepts.py report --out``); ``tag`` is
+    ``<model>_<kind>_L<layer>``."""
+
+    root: Path
+    summary = property(lambda self: Path(self.root) / "summary.csv")
+    figure = property(lambda self: Path(self.root) / "concepts_per_layer.png")
+
+    def per_concept(self, tag: str) -> Path:
+        return Path(self.root) / f"per_concept_{tag}.csv"
+
+    def pairs(self, tag: str) -> Path:
+        return Path(self.root) / f"pairs_{tag}.csv"
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisFiles:
+    """The outputs of ``analyze.py umap`` (``<name>.tsv/.png``, default name ``feature_map``)
+    and ``analyze.py spatial`` (per layer) in one output directory."""
+
+    root: Path
+    umap_dashboard = property(lambda self: Path(self.root) / "UMAP.csv")
+    structure_dashboard = property(lambda self: Path(self.root) / "Structure_feats.csv")
+
+    def feature_map(self, name: str = "feature_map", ext: str = "tsv") -> Path:
+        return Path(self.root) / f"{name}.{ext}"
+
+    def structures(self, layer: int) -> Path:
+        return Path(self.root) / f"structures_layer{layer}.tsv"
+
+    def spatial(self, layer: int, ext: str = "tsv") -> Path:
+        return Path(self.root) / f"spatial_layer{layer}.{ext}"
+
+    def spatial_pairs(self, layer: int, partial: bool = False) -> Path:
+        """Per (protein, feature) scores; ``partial``: those of an unfinished run."""
+        return Path(self.root) / f"spatial_layer{layer}_pairs{'.partial' if partial else ''}.npz"
+
+
+@dataclasses.dataclass(frozen=True)
+class AnnotateFiles:
+    """An LLM annotation run (``annotate.py features --out``; ``validate --run`` adds to it;
+    ``categorise --out`` writes the category files)."""
+
+    root: Path
+    examples = property(lambda self: Path(self.root) / "examples.json")
+    max_acts = property(lambda self: Path(self.root) / "max_acts.npz")
+    descriptions = property(lambda self: Path(self.root) / "descriptions.csv")
+    validation = property(lambda self: Path(self.root) / "validation.csv")
+    predictions = property(lambda self: Path(self.root) / "predictions.csv")
+    validation_summary = property(lambda self: Path(self.root) / "validation_summary.json")
+    validation_hist = property(lambda self: Path(self.root) / "validation_hist.png")
+    dashboard = property(lambda self: Path(self.root) / "LLM_Autointerp.csv")  # InterPLM's name
+    concept_categories = property(lambda self: Path(self.root) / "concept_categories.csv")
+    categories = property(lambda self: Path(self.root) / "categories.json")
+    cache = property(lambda self: Path(self.root) / "cache")
+    dry_run = property(lambda self: Path(self.root) / "dry_run")
+
+    def category_counts(self, ext: str = "csv") -> Path:
+        return Path(self.root) / f"category_counts.{ext}"
+
+    def usage(self, step: str) -> Path:
+        """Token totals of ``step`` (features, validate, categorise)."""
+        return Path(self.root) / f"usage_{step}.json"
+
+    def failures(self, step: str) -> Path:
+        return Path(self.root) / f"failures_{step}.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchFiles:
+    """The bench (``bench.py table --out``): the table, its plots and warnings; and, written by
+    the pipeline's ``bench`` stage, the part tables and fidelity tables it is joined from."""
+
+    root: Path
+    table = property(lambda self: Path(self.root) / "bench.csv")
+    warnings = property(lambda self: Path(self.root) / "warnings.json")
+    probes = property(lambda self: Path(self.root) / "probes.csv")
+    probes_summary = property(lambda self: Path(self.root) / "probes_summary.csv")
+    probes_plot = property(lambda self: Path(self.root) / "probes.png")
+    test_fasta = property(lambda self: Path(self.root) / "test_proteins.fasta")  # fidelity's proteins
+
+    def pareto(self, y: str) -> Path:
+        """The plot of L0 against the bench column ``y``."""
+        return Path(self.root) / f"pareto_{y}.png"
+
+    def part(self, model: str, layer: int, what: str = "saes") -> Path:
+        """The part table of one layer's SAEs (``what`` = ``neurons``: its neuron baseline;
+        ``probes``: the SAEs' sparse probes)."""
+        return Path(self.root) / "parts" / f"{model}_L{layer}_{what}.csv"
+
+    def fidelity(self, model: str, layer: int) -> Path:
+        return Path(self.root) / "fidelity" / f"{model}_L{layer}.tsv"
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyLayout:
+    """Where each stage of a study writes, under one output directory."""
+
+    root: Path
+
+    def model(self, name: str) -> Path:
+        return self.root / "models" / name
+
+    def variant(self, variant: str) -> Path:
+        """``esm2`` (the model of ``extract.model``) or ``shuffled``."""
+        return self.root / variant
+
+    def store(self, variant: str) -> Path:
+        return self.variant(variant) / "store"
+
+    def eval_store(self, variant: str) -> Path:
+        return self.variant(variant) / "store_eval"
+
+    def sweeps(self, variant: str) -> Path:
+        """The ``--out`` of ``train.py``: one sweep directory per layer below."""
+        return self.variant(variant) / "sweeps"
+
+    def sweep(self, variant: str, layer: int) -> SweepFiles:
+        return SweepFiles(sweep_dir(self.sweeps(variant), layer))
+
+    @property
+    def structure_store(self) -> Path:
+        return self.variant("esm2") / "store_af"
+
+    def neurons(self, layer: int) -> Path:
+        return self.root / "baselines" / "neurons" / f"layer_{layer}"
+
+    @property
+    def concepts(self) -> Path:
+        return self.root / "concepts"
+
+    @property
+    def labels(self) -> Path:
+        return self.concepts / "labels.npz"
+
+    @property
+    def eval_set(self) -> EvalSetFiles:
+        return EvalSetFiles(self.concepts / "set")
+
+    @property
+    def f1_dir(self) -> Path:
+        return self.concepts / "f1"
+
+    def f1_counts(self, variant: str, layer: int, split: str, sae: str = "chosen") -> Path:
+        """Concept counts of one SAE on one split: every candidate ``sae`` of a sweep on the
+        select split; the chosen one (and the neurons, ``variant`` ``neurons``) on valid and
+        test."""
+        return self.f1_dir / f"{variant}_L{layer}_{sae}_{split}.npz"
+
+    @property
+    def selection(self) -> Path:
+        return self.concepts / "selection.csv"
+
+    @property
+    def concept_report(self) -> ConceptReportFiles:
+        return ConceptReportFiles(self.concepts / "report")
+
+    @property
+    def bench(self) -> BenchFiles:
+        return BenchFiles(self.root / "bench")
+
+    def analysis(self, layer: int) -> Path:
+        return self.root / "analysis" / f"layer_{layer}"
+
+    def analysis_files(self, layer: int) -> AnalysisFiles:
+        return AnalysisFiles(self.analysis(layer))
+
+    def annotate(self, layer: int) -> Path:
+        return self.root / "annotate" / f"layer_{layer}"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def report_page(self) -> Path:
+        return report_page(self.report)
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "pipeline"
+
+    def outputs(self, stage: str) -> list[Path]:
+        """What ``--redo STAGE`` removes (stage outputs only; earlier stages are kept)."""
+        return {
+            "model": [self.root / "models"],
+            "extract": [self.store(v) for v in VARIANTS],
+            "evalset": [self.labels, labels_summary(self.labels), self.eval_set.root,
+                        self.structure_store] + [self.eval_store(v) for v in VARIANTS],
+            "train": [self.sweeps(v) for v in VARIANTS],
+            "normalize": [self.root / "baselines"],  # sweeps' saes/ are rewritten by the stage itself
+            "concepts": [self.f1_dir, self.selection, self.concept_report.root],
+            "analysis": [self.root / "analysis"],
+            "annotate": [self.root / "annotate"],
+            "bench": [self.bench.root],
+            "report": [self.report],
+        }[stage]
+
+    def chosen(self, kind: str = "sae") -> dict[int, Path]:
+        """Layer -> directory of the SAE that concept selection chose (``kind`` sae or shuffled)."""
+        variant = "esm2" if kind == "sae" else kind
+        if not self.selection.is_file():
+            raise InputError(f"{self.selection}: no selection yet (run the concepts stage)")
+        with open(self.selection, newline="") as f:
+            return {int(r["layer"]): Path(self.sweep(variant, int(r["layer"])).sae(r["name"]))
+                    for r in csv.DictReader(f) if r["selected"] == "True" and r["kind"] == kind}
+
+
+def sweep_dir(out: str | os.PathLike, layer: int) -> AnyPath:
+    """The sweep directory of ``layer`` under a ``train.py --out`` (local path or ``gs://``)."""
+    return as_path(out) / f"layer_{layer}"
+
+
+def report_page(out: str | os.PathLike) -> Path:
+    """The feature browser's page in ``report.py --out``."""
+    return Path(out) / "index.html"
