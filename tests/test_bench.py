@@ -16,6 +16,7 @@ from interplm_jax.bench.table import pareto_front
 from interplm_jax.cli import load_script
 from interplm_jax.concepts.evalset import EvalSet
 from interplm_jax.concepts.labels import ConceptLabels
+from interplm_jax.layout import BenchFiles
 from interplm_jax.sae_dir import save_sae
 from interplm_jax.store import write_store
 
@@ -209,7 +210,7 @@ def test_no_plot_without_values(tmp_path):
              "dead_frac": 0.0, "dense_frac": 0.0, "loss_recovered": float("nan"), "n_concepts": 2,
              "mean_best_f1": 0.3, "test_f1": 0.2, "chosen": True}]
     write_table(tmp_path / "bench.csv", rows)
-    skipped = plot_all(read_table(tmp_path / "bench.csv"), tmp_path)
+    skipped = plot_all(read_table(tmp_path / "bench.csv"), BenchFiles(tmp_path))
     assert list(skipped) == ["pareto_loss_recovered.png"] and "loss_recovered" in skipped["pareto_loss_recovered.png"]
     assert not (tmp_path / "pareto_loss_recovered.png").exists() and (tmp_path / "pareto_fve.png").exists()
 
