@@ -25,6 +25,21 @@ from interplm_jax.store import ActivationStore, prefetch
 log = logging.getLogger(__name__)
 
 
+def check_finite(store: ActivationStore, layer: int, shard: int, rows: np.ndarray,
+                 tokens: np.ndarray) -> None:
+    """StoreError naming the first row (and its protein) of ``tokens`` (n, d), the store rows
+    ``rows`` (n,) of a shard, that holds NaN or Inf: training on it would end as "every SAE hit a
+    non-finite loss"."""
+    finite = np.isfinite(tokens).all(axis=1)
+    if not finite.all():
+        bad = np.sort(rows[~finite])
+        p = int(np.searchsorted(store.offsets, bad[0], side="right")) - 1
+        raise StoreError(f"{store.url}: layer {layer} holds non-finite values (NaN/Inf) in "
+                         f"{len(bad)} row(s) of shard {shard}, first row {bad[0]} (protein "
+                         f"{store.protein_ids[p]!r}); SAEs cannot train on them: "
+                         f"`scripts/inspect_store.py {store.url} --verify` lists every such shard")
+
+
 @dataclasses.dataclass(frozen=True)
 class StreamPosition:
     """Where the next batch comes from: ``batch`` of the ``shard_cursor``-th shard of ``epoch``."""
@@ -102,14 +117,7 @@ class TokenStream:
         shard = int(self.shard_order(epoch)[cursor])
         rows = self.store.shard_bounds(shard)[2] + self._host_rows(epoch, shard)
         tokens = self.store.take(self.layer, rows)
-        finite = np.isfinite(tokens).all(axis=1)
-        if not finite.all():  # would end as "every SAE hit a non-finite loss": say where instead
-            bad = np.sort(rows[~finite])
-            p = int(np.searchsorted(self.store.offsets, bad[0], side="right")) - 1
-            raise StoreError(f"{self.store.url}: layer {self.layer} holds non-finite values (NaN/Inf) "
-                             f"in {len(bad)} row(s) of shard {shard}, first row {bad[0]} (protein "
-                             f"{self.store.protein_ids[p]!r}); SAEs cannot train on them: "
-                             f"`scripts/inspect_store.py {self.store.url} --verify` lists every such shard")
+        check_finite(self.store, self.layer, shard, rows, tokens)
         return tokens
 
     def _next_cursor(self, epoch: int, cursor: int) -> tuple[int, int]:

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from interplm_jax.errors import InputError
+from interplm_jax.layout import SweepFiles
 from interplm_jax.paths import AnyPath, write_atomic
 from interplm_jax.store.stats import LayerStats
 
-TRANSFORM_FILE = "input_transform.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +94,7 @@ def fold(arch: str, params: dict[str, Any], t: InputTransform) -> dict[str, np.n
 
 def read_transform(sweep_dir: AnyPath) -> InputTransform | None:
     """The input transform a sweep was trained with, or None (raw inputs)."""
-    path = sweep_dir / TRANSFORM_FILE
+    path = SweepFiles(sweep_dir).input_transform
     return InputTransform.from_json(path.read_text(), str(path)) if path.exists() else None
 
 
@@ -108,9 +108,9 @@ def record_transform(sweep_dir: AnyPath, t: InputTransform | None, resuming: boo
                                                 and np.array_equal(old.shift, t.shift))
         if not same:
             raise InputError(f"{sweep_dir}: this sweep was trained with another input transform "
-                             f"({TRANSFORM_FILE}: {'none' if old is None else 'centring/scaling'}); "
+                             f"(input_transform.json: {'none' if old is None else 'centring/scaling'}); "
                              "resume with the same input_center / input_scale and store")
     elif t is not None:
-        write_atomic(sweep_dir / TRANSFORM_FILE, t.to_json())
-    elif (sweep_dir / TRANSFORM_FILE).exists():
-        (sweep_dir / TRANSFORM_FILE).unlink()
+        write_atomic(SweepFiles(sweep_dir).input_transform, t.to_json())
+    elif SweepFiles(sweep_dir).input_transform.exists():
+        SweepFiles(sweep_dir).input_transform.unlink()

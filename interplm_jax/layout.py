@@ -35,129 +35,133 @@ def labels_summary(labels: str | os.PathLike) -> Path:
     return Path(labels).with_suffix(".json")
 
 
+def _file(name: str) -> property:
+    """A property: the file (or subdirectory) ``name`` of the directory ``self.root``."""
+    return property(lambda self: self.root / name, doc=f"``<root>/{name}``")
+
+
 @dataclasses.dataclass(frozen=True)
-class SweepFiles:
-    """A sweep directory (``scripts/train.py``, one layer): config, grid, metrics, orbax
-    checkpoints, and the SAEs written from it (``saes/<id>/``, by normalization)."""
+class _Files:
+    """A directory whose files have fixed names; ``root``: a local path (made absolute) or a
+    ``gs://`` URL."""
 
     root: AnyPath
 
     def __post_init__(self):
         object.__setattr__(self, "root", as_path(self.root))
 
-    config = property(lambda self: self.root / "config.yaml")
-    grid = property(lambda self: self.root / "grid.json")
-    metrics = property(lambda self: self.root / "metrics.jsonl")
-    checkpoints = property(lambda self: self.root / "checkpoints")
-    saes = property(lambda self: self.root / "saes")
+
+class SweepFiles(_Files):
+    """A sweep directory (``scripts/train.py``, one layer; local or ``gs://``): config, grid,
+    metrics, orbax checkpoints, the input transform and the preflight, and the SAEs written
+    from it (``saes/<id>/``, by normalization)."""
+
+    config = _file("config.yaml")
+    grid = _file("grid.json")
+    metrics = _file("metrics.jsonl")
+    checkpoints = _file("checkpoints")
+    saes = _file("saes")
+    input_transform = _file("input_transform.json")  # centring/scaling of the inputs
+    preflight = _file("preflight")  # the dry run before training
+    preflight_report = _file("preflight/preflight.json")
 
     def sae(self, sae_id: str) -> AnyPath:
         return self.saes / sae_id
 
 
-@dataclasses.dataclass(frozen=True)
-class EvalSetFiles:
+class EvalSetFiles(_Files):
     """The evaluation set (``evaluate_concepts.py split --out``)."""
 
-    root: Path
-    definition = property(lambda self: Path(self.root) / "evalset.json")
-    fasta = property(lambda self: Path(self.root) / "proteins.fasta")
-    concepts_kept = property(lambda self: Path(self.root) / "concepts_kept.csv")
+    definition = _file("evalset.json")
+    fasta = _file("proteins.fasta")
+    concepts_kept = _file("concepts_kept.csv")
 
 
-@dataclasses.dataclass(frozen=True)
-class ConceptReportFiles:
+class ConceptReportFiles(_Files):
     """The held-out concept report (``evaluate_concepts.py report --out``); ``tag`` is
-    ``<model>_<kind>_L<layer>``."""
+    ``<model>_<kind>_L<layer>_<name>``."""
 
-    root: Path
-    summary = property(lambda self: Path(self.root) / "summary.csv")
-    figure = property(lambda self: Path(self.root) / "concepts_per_layer.png")
+    summary = _file("summary.csv")
+    figure = _file("concepts_per_layer.png")
 
     def per_concept(self, tag: str) -> Path:
-        return Path(self.root) / f"per_concept_{tag}.csv"
+        return self.root / f"per_concept_{tag}.csv"
 
     def pairs(self, tag: str) -> Path:
-        return Path(self.root) / f"pairs_{tag}.csv"
+        return self.root / f"pairs_{tag}.csv"
 
 
-@dataclasses.dataclass(frozen=True)
-class AnalysisFiles:
+class AnalysisFiles(_Files):
     """The outputs of ``analyze.py umap`` (``<name>.tsv/.png``, default name ``feature_map``)
     and ``analyze.py spatial`` (per layer) in one output directory."""
 
-    root: Path
-    umap_dashboard = property(lambda self: Path(self.root) / "UMAP.csv")
-    structure_dashboard = property(lambda self: Path(self.root) / "Structure_feats.csv")
+    umap_dashboard = _file("UMAP.csv")  # InterPLM's dashboard names
+    structure_dashboard = _file("Structure_feats.csv")
 
     def feature_map(self, name: str = "feature_map", ext: str = "tsv") -> Path:
-        return Path(self.root) / f"{name}.{ext}"
+        return self.root / f"{name}.{ext}"
 
     def structures(self, layer: int) -> Path:
-        return Path(self.root) / f"structures_layer{layer}.tsv"
+        return self.root / f"structures_layer{layer}.tsv"
 
     def spatial(self, layer: int, ext: str = "tsv") -> Path:
-        return Path(self.root) / f"spatial_layer{layer}.{ext}"
+        return self.root / f"spatial_layer{layer}.{ext}"
 
     def spatial_pairs(self, layer: int, partial: bool = False) -> Path:
         """Per (protein, feature) scores; ``partial``: those of an unfinished run."""
-        return Path(self.root) / f"spatial_layer{layer}_pairs{'.partial' if partial else ''}.npz"
+        return self.root / f"spatial_layer{layer}_pairs{'.partial' if partial else ''}.npz"
 
 
-@dataclasses.dataclass(frozen=True)
-class AnnotateFiles:
+class AnnotateFiles(_Files):
     """An LLM annotation run (``annotate.py features --out``; ``validate --run`` adds to it;
     ``categorise --out`` writes the category files)."""
 
-    root: Path
-    examples = property(lambda self: Path(self.root) / "examples.json")
-    max_acts = property(lambda self: Path(self.root) / "max_acts.npz")
-    descriptions = property(lambda self: Path(self.root) / "descriptions.csv")
-    validation = property(lambda self: Path(self.root) / "validation.csv")
-    predictions = property(lambda self: Path(self.root) / "predictions.csv")
-    validation_summary = property(lambda self: Path(self.root) / "validation_summary.json")
-    validation_hist = property(lambda self: Path(self.root) / "validation_hist.png")
-    dashboard = property(lambda self: Path(self.root) / "LLM_Autointerp.csv")  # InterPLM's name
-    concept_categories = property(lambda self: Path(self.root) / "concept_categories.csv")
-    categories = property(lambda self: Path(self.root) / "categories.json")
-    cache = property(lambda self: Path(self.root) / "cache")
-    dry_run = property(lambda self: Path(self.root) / "dry_run")
+    examples = _file("examples.json")
+    max_acts = _file("max_acts.npz")
+    descriptions = _file("descriptions.csv")
+    validation = _file("validation.csv")
+    predictions = _file("predictions.csv")
+    validation_summary = _file("validation_summary.json")
+    validation_hist = _file("validation_hist.png")
+    dashboard = _file("LLM_Autointerp.csv")  # InterPLM's dashboard name
+    concept_categories = _file("concept_categories.csv")
+    categories = _file("categories.json")
+    cache = _file("cache")
+    dry_run = _file("dry_run")
 
     def category_counts(self, ext: str = "csv") -> Path:
-        return Path(self.root) / f"category_counts.{ext}"
+        return self.root / f"category_counts.{ext}"
 
     def usage(self, step: str) -> Path:
         """Token totals of ``step`` (features, validate, categorise)."""
-        return Path(self.root) / f"usage_{step}.json"
+        return self.root / f"usage_{step}.json"
 
     def failures(self, step: str) -> Path:
-        return Path(self.root) / f"failures_{step}.jsonl"
+        return self.root / f"failures_{step}.jsonl"
 
 
-@dataclasses.dataclass(frozen=True)
-class BenchFiles:
+class BenchFiles(_Files):
     """The bench (``bench.py table --out``): the table, its plots and warnings; and, written by
     the pipeline's ``bench`` stage, the part tables and fidelity tables it is joined from."""
 
-    root: Path
-    table = property(lambda self: Path(self.root) / "bench.csv")
-    warnings = property(lambda self: Path(self.root) / "warnings.json")
-    probes = property(lambda self: Path(self.root) / "probes.csv")
-    probes_summary = property(lambda self: Path(self.root) / "probes_summary.csv")
-    probes_plot = property(lambda self: Path(self.root) / "probes.png")
-    test_fasta = property(lambda self: Path(self.root) / "test_proteins.fasta")  # fidelity's proteins
+    table = _file("bench.csv")
+    warnings = _file("warnings.json")
+    probes = _file("probes.csv")
+    probes_summary = _file("probes_summary.csv")
+    probes_plot = _file("probes.png")
+    test_fasta = _file("test_proteins.fasta")  # fidelity's proteins
 
-    def pareto(self, y: str) -> Path:
+    def pareto(self, y: str) -> AnyPath:
         """The plot of L0 against the bench column ``y``."""
-        return Path(self.root) / f"pareto_{y}.png"
+        return self.root / f"pareto_{y}.png"
 
-    def part(self, model: str, layer: int, what: str = "saes") -> Path:
+    def part(self, model: str, layer: int, what: str = "saes") -> AnyPath:
         """The part table of one layer's SAEs (``what`` = ``neurons``: its neuron baseline;
         ``probes``: the SAEs' sparse probes)."""
-        return Path(self.root) / "parts" / f"{model}_L{layer}_{what}.csv"
+        return self.root / "parts" / f"{model}_L{layer}_{what}.csv"
 
-    def fidelity(self, model: str, layer: int) -> Path:
-        return Path(self.root) / "fidelity" / f"{model}_L{layer}.tsv"
+    def fidelity(self, model: str, layer: int) -> AnyPath:
+        return self.root / "fidelity" / f"{model}_L{layer}.tsv"
 
 
 @dataclasses.dataclass(frozen=True)

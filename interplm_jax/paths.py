@@ -97,14 +97,30 @@ def mkdir(path: AnyPath | str) -> AnyPath:
     return path
 
 
-def read_json(path: AnyPath | str, missing: str) -> Any:
+#: What JSON calls the values Python's json module reads, for messages.
+JSON_NAMES = {dict: "a JSON object", list: "a list", str: "a string", int: "a number",
+              float: "a number", bool: "a boolean", type(None): "null"}
+
+
+def read_json(path: AnyPath | str, missing: str, expect: type | None = None) -> Any:
     """Parse the JSON file or object ``path``; :class:`InputError` with the message ``missing``
-    when it is absent, or naming the file when it is not valid JSON."""
+    when it is absent, or naming the file when it is not valid JSON (UTF-8 text) or, with
+    ``expect`` (``dict``, ``list``), when its value is of another kind."""
     path = as_path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         raise InputError(missing) from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON: {e}") from None
+    if expect is not None and not isinstance(value, expect):
+        raise InputError(f"{path}: holds {JSON_NAMES.get(type(value), type(value).__name__)}; "
+                         f"expected {JSON_NAMES[expect]}")
+    return value
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

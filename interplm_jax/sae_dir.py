@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as load_bytes, save as save_bytes
 
 from interplm_jax.errors import InputError
-from interplm_jax.paths import AnyPath, as_path, mkdir, read_json, write_atomic
+from interplm_jax.paths import JSON_NAMES, AnyPath, as_path, mkdir, read_json, write_atomic
 from interplm_jax.sae import ARCHITECTURES
 
 FORMAT = "interplm-jax-sae"
@@ -72,13 +72,14 @@ class SavedSAE:
 
 
 def check_params(arch: str, params: dict[str, Any], where: str = "params") -> dict[str, np.ndarray]:
-    """Validate leaf names and shapes for ``arch``; return float32 NumPy copies.
+    """Validate leaf names, shapes and values for ``arch``; return float32 (``k``: int32) NumPy
+    copies.
 
     Raises:
-      InputError naming the missing/unexpected key or the key with the wrong shape and the
-      shape expected.
+      InputError naming the missing/unexpected key, or the key with the wrong shape (and the
+      shape expected) or values (see :func:`leaf_values`; ``scale`` must be >= 0).
     """
-    if arch not in SHAPES:
+    if not isinstance(arch, str) or arch not in SHAPES:
         raise InputError(f"{where}: unknown architecture {arch!r}; expected one of {list(ARCHS)}")
     expected = SHAPES[arch]
     missing = sorted(set(expected) - set(params))
@@ -91,6 +92,7 @@ def check_params(arch: str, params: dict[str, Any], where: str = "params") -> di
     W_enc = np.asarray(params["W_enc"])
     if W_enc.ndim != 2:
         raise InputError(f"{where}: key 'W_enc' has shape {W_enc.shape}; expected (d, F)")
+    check_sizes(W_enc.shape, "W_enc", where)
     dims = {"d": W_enc.shape[0], "F": W_enc.shape[1]}
     out = {}
     for key, sym in expected.items():
@@ -99,13 +101,51 @@ def check_params(arch: str, params: dict[str, Any], where: str = "params") -> di
         if arr.shape != want:
             names = "(" + ", ".join(sym) + ")" if sym else "() (a scalar)"
             raise InputError(f"{where}: key {key!r} has shape {arr.shape}; expected {want} = {names}")
-        if not np.all(np.isfinite(arr)):
-            raise InputError(f"{where}: key {key!r} holds inf or NaN")
-        dtype = np.int32 if key in INT_LEAVES else np.float32
-        out[key] = np.array(arr, dtype=dtype, copy=True)
-    if "k" in out and not 1 <= int(out["k"]) <= dims["F"]:
-        raise InputError(f"{where}: key 'k' is {int(out['k'])}; expected 1 <= k <= F = {dims['F']}")
+        arr = leaf_values(arr, key, where, integer=key in INT_LEAVES)
+        out[key] = np.array(arr, dtype=np.int32 if key in INT_LEAVES else np.float32, copy=True)
+    if "k" in out and not 1 <= int(params["k"]) <= dims["F"]:  # (before any int32 wrap-around)
+        raise InputError(f"{where}: key 'k' is {int(params['k'])}; expected 1 <= k <= F = {dims['F']}")
+    check_non_negative(out["scale"], "scale", where)
     return out
+
+
+def check_sizes(shape: tuple[int, ...], key: str, where: str) -> None:
+    """InputError unless the weight ``key`` of ``shape`` ((d, F) or (F, d)) has d, F >= 1."""
+    if 0 in shape:
+        raise InputError(f"{where}: key {key!r} has shape {tuple(shape)}: an SAE needs d >= 1 "
+                         "and F >= 1")
+
+
+def leaf_values(arr: np.ndarray, key: str, where: str, integer: bool = False) -> np.ndarray:
+    """``arr`` when its values can be a leaf's: floating point and finite; with ``integer``,
+    integers (or floats that are whole numbers).
+
+    Raises:
+      InputError naming ``key`` and the dtype found (int, bool or complex for a float leaf).
+    """
+    floating = np.issubdtype(arr.dtype, np.floating) or arr.dtype.name == "bfloat16"
+    if integer:
+        if not (np.issubdtype(arr.dtype, np.integer)
+                or (floating and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)))):
+            raise InputError(f"{where}: key {key!r} holds {arr.dtype} values {arr.ravel()[:3]}; "
+                             "expected integers")
+        return arr
+    if not floating:
+        raise InputError(f"{where}: key {key!r} holds {arr.dtype} values; expected floating point")
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{where}: key {key!r} holds inf or NaN")
+    return arr
+
+
+def check_non_negative(arr: np.ndarray, key: str, where: str) -> None:
+    """InputError naming the first feature where ``arr`` (F,) (a scale, or InterPLM's
+    ``activation_rescale_factor``) is negative: 0 is a feature that never fired, < 0 has no
+    meaning."""
+    negative = np.flatnonzero(arr < 0)
+    if negative.size:
+        i = int(negative[0])
+        raise InputError(f"{where}: key {key!r} is {float(arr[i])} for feature {i}; expected >= 0 "
+                         f"({negative.size} negative value(s); 0 marks a feature that never fired)")
 
 
 def save_sae(path: str | os.PathLike, sae: SavedSAE) -> AnyPath:
@@ -134,12 +174,16 @@ def load_sae(path: str | os.PathLike) -> SavedSAE:
     path = as_path(path)
     meta_file = path / META_FILE
     meta = read_json(meta_file, f"{path}: not an SAE directory (no {META_FILE}); export one with "
-                     "scripts/export.py or import a torch SAE with torch_bridge.export")
+                     "scripts/export.py or import a torch SAE with torch_bridge.export", dict)
     if meta.get("format") != FORMAT:
         raise InputError(f"{meta_file}: format is {meta.get('format')!r}, expected {FORMAT!r}")
     if meta.get("version") != VERSION:
         raise InputError(f"{meta_file}: version {meta.get('version')!r} is not supported "
                          f"(this code reads version {VERSION})")
+    for key in ("hparams", "meta"):
+        if not isinstance(meta.get(key, {}), dict):
+            raise InputError(f"{meta_file}: key {key!r} holds {JSON_NAMES.get(type(meta[key]))}; "
+                             "expected a JSON object")
     try:
         params = load_bytes((path / PARAMS_FILE).read_bytes())
     except FileNotFoundError:

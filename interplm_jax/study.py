@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from interplm_jax.atomic import atomic_write
-from interplm_jax.config import from_dict, option, read_yaml
-from interplm_jax.digest import fingerprint
+from interplm_jax.config import from_dict, option, read_yaml, to_dict
+from interplm_jax.digest import file_digest, fingerprint, tree_digest
 from interplm_jax.errors import InputError
 from interplm_jax.layout import StudyLayout
 
@@ -102,6 +102,48 @@ def report_inputs(layout: StudyLayout, layers: Sequence[int]) -> list:
                         there(layout.analysis_files(L).spatial(L)), there(layout.annotate(L)),
                         there(layout.concept_report.summary))
             for L in layers]
+
+
+def stage_inputs(study: StudyConfig, config: Mapping[str, Any], model: str | None,
+                 annotate_mode: str) -> dict[str, dict[str, Any]]:
+    """Per stage, what its outputs depend on: its config sections (``config``: the raw mapping
+    of the config file), its input files by content (a same-size edit counts; streamed, cheap
+    next to extraction), and the inputs of the stage before it (so a change upstream reaches
+    every later stage). ``model``: the --model override; ``annotate_mode``: real, dry-run or off.
+    """
+    st = to_dict(study)
+
+    def section(name: str) -> dict[str, Any]:
+        return config.get(name) or {}
+
+    def file(p):
+        return None if p is None else {"path": str(p), "sha256": file_digest(p)}
+
+    def tree(p):
+        return None if p is None else {"path": str(p), "sha256": tree_digest(p)}
+
+    own = {
+        "model": {"model": model or section("extract").get("model"), "baselines": st["baselines"],
+                  "shuffle_seed": st["shuffle_seed"]},
+        "extract": {"extract": section("extract"), "train_fasta": file(study.train_fasta)},
+        "evalset": {"concepts": section("concepts"), "annotations": file(study.annotations),
+                    "structures_fasta": file(study.structures_fasta)},
+        "train": {"train": section("train")},
+        "normalize": {"normalize": section("normalize")},
+        "concepts": {"concepts": section("concepts"), "name": st["name"]},
+        "analysis": {"analysis": section("analysis"), "layers": st["analysis_layers"],
+                     "structures": tree(study.structures)},
+        "annotate": {"annotate": section("annotate"), "mode": annotate_mode},
+        "bench": {"concepts": section("concepts"), "fidelity": section("fidelity"),
+                  "analysis": section("analysis")},  # spatial.min_proteins: a guard
+        "report": {"report": section("report")},
+    }
+    inputs: dict[str, dict[str, Any]] = {}
+    previous: dict[str, Any] = {}
+    for stage in STAGES:
+        inputs[stage] = {**own[stage], "_before": previous}
+        previous = inputs[stage]
+    return inputs
 
 
 @dataclasses.dataclass(frozen=True)

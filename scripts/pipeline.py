@@ -35,10 +35,10 @@ from typing import Any, Callable
 import click
 
 from interplm_jax.cli import command
-from interplm_jax.config import from_dict, to_dict
+from interplm_jax.config import from_dict
 from interplm_jax.errors import InputError
 from interplm_jax.layout import StudyLayout
-from interplm_jax.study import STAGES, Ledger, StudyConfig, read_config, redo
+from interplm_jax.study import STAGES, Ledger, StudyConfig, read_config, redo, stage_inputs
 
 log = logging.getLogger("pipeline")
 
@@ -62,9 +62,6 @@ class Study:
     @property
     def study(self) -> StudyConfig:
         return self.sections["study"]
-
-    def section(self, name: str) -> dict[str, Any]:
-        return self.data.get(name) or {}
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -94,6 +91,10 @@ class Study:
             return self.model
         name = self.extract_config.model
         return str(self.out.model(TINY[name][0])) if name in TINY else name
+
+    def inputs(self) -> dict[str, dict[str, Any]]:
+        """Per stage, what its outputs depend on (:func:`interplm_jax.study.stage_inputs`)."""
+        return stage_inputs(self.study, self.data, self.model, self.annotate_mode)
 
     @property
     def annotate_mode(self) -> str:
@@ -276,32 +277,9 @@ def stage_annotate(s: Study) -> dict:
     return {"mode": mode}
 
 
-def study_warnings(s: Study) -> list[str]:
-    """Small-study guards (interplm_jax/bench/guards.py) on this study's inputs and outputs."""
-    import csv
-
-    from interplm_jax.bench import guards
-    from interplm_jax.concepts.evalset import EvalSet
-    from interplm_jax.concepts.labels import ConceptLabels
-    from interplm_jax.fasta import read_fasta
-
-    es = EvalSet.load(s.out.eval_set.definition)
-    out = guards.small_selection(len(es.select))
-    with open(s.out.selection, newline="") as f:
-        out += guards.selection_ties(csv.DictReader(f))
-    if s.study.structures_fasta:
-        n = len(read_fasta(s.study.structures_fasta, max_length=10**9, on_invalid="skip")[0])
-        out += guards.few_structures(n, s.sections["analysis"].spatial.min_proteins)
-    cfg = s.extract_config
-    train = read_fasta(s.study.train_fasta, max_length=cfg.max_length, on_invalid="skip")[0]
-    labels = ConceptLabels.load(s.out.labels)
-    ids = [*es.valid, *es.test]
-    evaluation = [(i, labels.sequence(int(p))) for i, p in zip(ids, labels.indices(ids))]
-    return out + guards.overlap([(p.id, p.sequence) for p in train], evaluation)
-
-
 def stage_bench(s: Study) -> dict:
     from interplm_jax.atomic import atomic_write
+    from interplm_jax.bench.guards import study_warnings
     from interplm_jax.bench.run import bench_table, measure_layer, probe_layer
     from interplm_jax.concepts.evalset import EvalSet
     from interplm_jax.concepts.labels import ConceptLabels
@@ -352,7 +330,7 @@ def stage_bench(s: Study) -> dict:
                             "--sae", o.neurons(L), "--out", part, "--config", s.config)
                 measure_layer(o.labels, o.eval_set.definition, o.eval_store("esm2"), L, [o.neurons(L)], part, cfg)
             parts.append(part)
-    warnings = study_warnings(s)
+    warnings = study_warnings(o, s.study, s.extract_config.max_length, s.sections["analysis"].spatial.min_proteins)
     log_command("bench", "table", *parts, *(a for p in probes for a in ("--probes", p)), "--out", b.root,
                 *(a for w in warnings for a in ("--warning", repr(w))))
     rows, notes = bench_table(parts, b.root, warnings, probes)
@@ -406,43 +384,6 @@ def parse_sections(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     return {name: from_dict(cls, data.get(name) or {}, f"{path}:{name}") for name, cls in classes.items()}
 
 
-def stage_inputs(s: Study) -> dict[str, dict[str, Any]]:
-    """Per stage, what its outputs depend on: its config sections, its input files, and the
-    inputs of the stage before it (so a change upstream reaches every later stage)."""
-    from interplm_jax.digest import file_digest, tree_digest
-
-    st = to_dict(s.study)
-
-    def file(p):  # by content (a same-size edit counts), streamed: cheap next to extraction
-        return None if p is None else {"path": str(p), "sha256": file_digest(p)}
-
-    def tree(p):
-        return None if p is None else {"path": str(p), "sha256": tree_digest(p)}
-
-    own = {
-        "model": {"model": s.model or s.section("extract").get("model"), "baselines": st["baselines"],
-                  "shuffle_seed": st["shuffle_seed"]},
-        "extract": {"extract": s.section("extract"), "train_fasta": file(s.study.train_fasta)},
-        "evalset": {"concepts": s.section("concepts"), "annotations": file(s.study.annotations),
-                    "structures_fasta": file(s.study.structures_fasta)},
-        "train": {"train": s.section("train")},
-        "normalize": {"normalize": s.section("normalize")},
-        "concepts": {"concepts": s.section("concepts"), "name": st["name"]},
-        "analysis": {"analysis": s.section("analysis"), "layers": st["analysis_layers"],
-                     "structures": tree(s.study.structures)},
-        "annotate": {"annotate": s.section("annotate"), "mode": s.annotate_mode},
-        "bench": {"concepts": s.section("concepts"), "fidelity": s.section("fidelity"),
-                  "spatial_min_proteins": s.sections["analysis"].spatial.min_proteins},
-        "report": {"report": s.section("report")},
-    }
-    inputs: dict[str, dict[str, Any]] = {}
-    previous: dict[str, Any] = {}
-    for stage in STAGES:
-        inputs[stage] = {**own[stage], "_before": previous}
-        previous = inputs[stage]
-    return inputs
-
-
 def run_pipeline(s: Study, until: str | None = None, redo_stage: str | None = None,
                  echo: Callable[[str], None] = print) -> None:
     """Run every stage in order, skipping the finished ones."""
@@ -450,7 +391,7 @@ def run_pipeline(s: Study, until: str | None = None, redo_stage: str | None = No
         for p in redo(s.out, redo_stage):
             log.info("--redo %s: removed %s", redo_stage, p)
     ledger = Ledger(s.out.ledger)
-    inputs = stage_inputs(s)
+    inputs = s.inputs()
     last = STAGES.index(until) if until else len(STAGES) - 1
     for i, stage in enumerate(STAGES[: last + 1]):
         status = ledger.status(stage, inputs[stage])
@@ -494,7 +435,7 @@ def main(config_path, out, model, until, redo_stage, plan):
     """Run the study of CONFIG into OUT, stage after stage; rerun to resume."""
     s = load_study(config_path, out, model)
     if plan:
-        ledger, inputs = Ledger(s.out.ledger), stage_inputs(s)
+        ledger, inputs = Ledger(s.out.ledger), s.inputs()
         for stage in STAGES:
             click.echo(f"{stage:10s} {ledger.status(stage, inputs[stage])}")
         return

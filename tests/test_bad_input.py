@@ -19,8 +19,10 @@ from typing import Callable
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from click.testing import CliRunner
+from safetensors.numpy import load_file, save_file
 
 from _saes import random_sae
 from interplm_jax.cli import load_script
@@ -29,6 +31,8 @@ from interplm_jax.lock import locked
 from interplm_jax.sae_dir import save_sae
 from interplm_jax.store import write_store
 from torch_bridge.esm import extract_to_store
+from torch_bridge.export import interplm_state_dict
+from torch_bridge.saelens import write_saelens
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted(p.stem for p in (REPO / "scripts").glob("*.py"))
@@ -53,6 +57,68 @@ BAD_TRAIN_OPTIONS = {
     "topk-k-0": ({"arch": "topk", "grid": {"lr": [1e-3], "k": [0]}}, r"k=0 must be in \[1, F\]"),
     "topk-k-above-F": ({"arch": "topk", "grid": {"lr": [1e-3], "k": [17]}}, r"k=17"),
     "steps-absurd": ({"steps": 10**13}, r"steps=10000000000000: must be <="),
+}
+#: SAEs that an import must refuse (issue 13 item 13): name -> (the export.py option that
+#: imports it, the file it names under the case's directory, how a valid ReLU SAE (d = 8, F = 16)
+#: of that format is spoiled (:func:`spoiled_sae`), message).
+BAD_IMPORTS = {
+    "saelens-cfg-without-d_in": (
+        "saelens", "", {"cfg": lambda c: {k: v for k, v in c.items() if k != "d_in"}},
+        r"without-d_in/cfg\.json: missing key 'd_in'"),
+    "saelens-cfg-d_in-not-a-number": (
+        "saelens", "", {"cfg": lambda c: {**c, "d_in": "eight"}},
+        r"not-a-number/cfg\.json: key 'd_in' is 'eight'; expected a positive integer"),
+    "saelens-cfg-d_sae-0": ("saelens", "", {"cfg": lambda c: {**c, "d_sae": 0}},
+                            r"d_sae-0/cfg\.json: key 'd_sae' is 0; expected a positive integer"),
+    "saelens-cfg-a-list": ("saelens", "", {"cfg": lambda c: [8, 16]},
+                           r"a-list/cfg\.json: holds a list; expected a JSON object"),
+    "saelens-cfg-metadata-a-string": (
+        "saelens", "", {"cfg": lambda c: {**c, "metadata": "esm2"}},
+        r"a-string/cfg\.json: key 'metadata' holds a string; expected a JSON object"),
+    "saelens-int-tensor": (
+        "saelens", "", {"tensors": lambda t: {**t, "W_enc": t["W_enc"].astype(np.int32)}},
+        r"int-tensor/sae_weights\.safetensors: key 'W_enc' holds int32 values; expected floating "
+        r"point"),
+    "native-sae-json-a-list": ("sae-dir", "", {"cfg": lambda c: ["relu"]},
+                               r"a-list/sae\.json: holds a list; expected a JSON object"),
+    "native-int-tensor": (
+        "sae-dir", "", {"tensors": lambda t: {**t, "W_dec": t["W_dec"].astype(np.int32)}},
+        r"native-int-tensor/params\.safetensors: key 'W_dec' holds int32 values; expected "
+        r"floating point"),
+    "native-F-0": (
+        "sae-dir", "", {"cfg": lambda c: {**c, "n_features": 0}, "tensors": lambda t: {
+            "b_pre": t["b_pre"], "W_enc": t["W_enc"][:, :0], "b_enc": t["b_enc"][:0],
+            "W_dec": t["W_dec"][:0], "scale": t["scale"][:0]}},
+        r"F-0/params\.safetensors: key 'W_enc' has shape \(8, 0\): an SAE needs d >= 1 and F >= 1"),
+    "native-scale-negative": (
+        "sae-dir", "", {"tensors": lambda t: {**t, "scale": -t["scale"]}},
+        r"negative/params\.safetensors: key 'scale' is -\d\.\d+ for feature 2; expected >= 0"),
+    "interplm-vector-normalize_to_sqrt_d": (
+        "interplm", "/ae.pt", {"tensors": lambda t: {**t, "normalize_to_sqrt_d": torch.ones(2) > 0}},
+        r"sqrt_d/ae\.pt: key 'normalize_to_sqrt_d' has shape \(2,\); expected \(\) \(a scalar\)"),
+    "interplm-3d-encoder-weight": (
+        "interplm", "/ae.pt", {"tensors": lambda t: {
+            **t, "encoder.weight": t["encoder.weight"].reshape(1, 16, 8)}},
+        r"weight/ae\.pt: key 'encoder\.weight' has shape \(1, 16, 8\); expected 2 dimensions "
+        r"\(F, d\)"),
+    "interplm-complex-tensor": (
+        "interplm", "/ae.pt", {"tensors": lambda t: {
+            **t, "decoder.weight": t["decoder.weight"].to(torch.complex64)}},
+        r"complex-tensor/ae\.pt: key 'decoder\.weight' holds complex64 values; expected floating "
+        r"point"),
+    "interplm-int-tensor": (
+        "interplm", "/ae.pt", {"tensors": lambda t: {**t, "encoder.bias": t["encoder.bias"].int()}},
+        r"int-tensor/ae\.pt: key 'encoder\.bias' holds int32 values; expected floating point"),
+    "interplm-F-0": (
+        "interplm", "/ae.pt", {"tensors": lambda t: {
+            **t, "encoder.weight": t["encoder.weight"][:0], "encoder.bias": t["encoder.bias"][:0],
+            "decoder.weight": t["decoder.weight"][:, :0],
+            "activation_rescale_factor": t["activation_rescale_factor"][:0]}},
+        r"F-0/ae\.pt: key 'encoder\.weight' has shape \(0, 8\): an SAE needs d >= 1 and F >= 1"),
+    "interplm-rescale-factor-negative": (
+        "interplm", "/ae.pt", {"tensors": lambda t: {**t, "activation_rescale_factor": torch.where(
+            torch.arange(16) == 3, -2.0, t["activation_rescale_factor"])}},
+        r"negative/ae\.pt: key 'activation_rescale_factor' is -2\.0 for feature 3; expected >= 0"),
 }
 TRAIN = {"steps": 4, "batch_size": 8, "expansion": 2, "layers": [1]}
 
@@ -146,15 +212,14 @@ CASES = [
     Case("train-store-manifest-without-layers", "train",
          ["--config", "{train_yaml}", "--store", "{no_layers_store}", "--out", "{new_out}"], 2,
          r"no_layers: manifest\.json has no 'layers'; the store is damaged", out="new_out"),
-    Case("train-store-truncated-chunk", "train",  # (out=None: as below)
+    Case("train-store-truncated-chunk", "train",
          ["--config", "{train_yaml}", "--store", "{truncated_store}", "--out", "{new_out}"], 2,
-         r"layer 1, rows 0\.\.29 \(shard 0, proteins 'P1'\.\.'P2'\): cannot be read"),
-    # (out=None: the sweep directory's config.yaml, grid.json are written before the first shard
-    # is read; a store-level check before training would leave it absent)
+         r"layer 1, rows 0\.\.29 \(shard 0, proteins 'P1'\.\.'P2'\): cannot be read",
+         out="new_out"),
     Case("train-store-with-nan", "train",
          ["--config", "{train_yaml}", "--store", "{nan_store}", "--out", "{new_out}"], 2,
          r"layer 1 holds non-finite values \(NaN/Inf\) in 1 row\(s\) of shard 0, first row 19 "
-         r"\(protein 'P2'\)"),
+         r"\(protein 'P2'\)", out="new_out"),
     Case("train-unknown-key", "train",
          ["--config", "{bad_key_yaml}", "--store", "{store}", "--out", "{new_out}"], 2,
          r"bad_key\.yaml.*stepz", out="new_out"),
@@ -194,6 +259,9 @@ CASES = [
     Case("export-missing-sae", "export",
          ["--sae-dir", "{tmp}/nosae", "--format", "interplm", "--out", "{new_out}"], 2, r"nosae",
          out="new_out"),
+    *[Case(f"import-{name}", "export", [f"--{kind}", f"{{tmp}}/import-{name}{file}", "--format",
+                                        "native", "--out", "{new_out}"], 2, message, out="new_out")
+      for name, (kind, file, _, message) in BAD_IMPORTS.items()],
     Case("analyze-missing-sae", "analyze",
          ["umap", "--sae", "{tmp}/nosae", "--out", "{new_out}"], 2, r"nosae", out="new_out"),
     Case("report-layer-without-sweep", "report",
@@ -290,6 +358,9 @@ def inputs(tmp_path_factory, tiny_esm) -> dict:
     files["sae"] = save_sae(tmp / "sae", random_sae("relu", d=8, F=16))  # of the store's width
     files["sae32"] = save_sae(tmp / "sae32", random_sae("relu", d=32, F=64))  # tiny ESM-2's
 
+    for name, (kind, _, spoil, _) in BAD_IMPORTS.items():
+        spoiled_sae(tmp / f"import-{name}", kind, **spoil)
+
     sweep = tmp / "sweep"
     sweep.mkdir()
     (sweep / "grid.json").write_text(json.dumps([{"id": "sae000", "arch": "relu", "lr": 1e-3}]))
@@ -301,6 +372,27 @@ def inputs(tmp_path_factory, tiny_esm) -> dict:
     (tmp / "runs" / "layer_1").mkdir(parents=True)
     (tmp / "runs" / "layer_1" / "config.yaml").write_text("train: {}\n")
     return {k: str(v) for k, v in files.items()}
+
+
+def spoiled_sae(path: Path, kind: str, cfg=None, tensors=None) -> None:
+    """Write a valid ReLU SAE (d = 8, F = 16) to the directory ``path`` in the format ``kind``
+    (interplm: ae.pt; saelens; sae-dir: ours), then replace its JSON file (cfg.json, sae.json)
+    by ``cfg(json)`` and its tensors by ``tensors(tensors)``."""
+    sae = random_sae("relu", d=8, F=16)
+    if kind == "interplm":
+        path.mkdir()
+        torch.save(tensors(interplm_state_dict(sae)), path / "ae.pt")
+        return
+    if kind == "saelens":
+        write_saelens(sae, path)
+        json_file, weights = path / "cfg.json", path / "sae_weights.safetensors"
+    else:
+        save_sae(path, sae)
+        json_file, weights = path / "sae.json", path / "params.safetensors"
+    if cfg:
+        json_file.write_text(json.dumps(cfg(json.loads(json_file.read_text()))))
+    if tensors:
+        save_file(tensors(load_file(weights)), weights)
 
 
 def entry(script: str):

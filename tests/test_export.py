@@ -204,6 +204,38 @@ def test_pickle_that_is_not_a_state_dict_is_refused(tmp_path):
         read_interplm(tmp_path / "mixed.pt")
 
 
+def test_half_precision_tensors_import_and_k_must_be_a_whole_number(tmp_path):
+    """bfloat16 weights are floating point (read as float32); a float k of a whole value is
+    read as that integer, 4.5 is refused (issue 13 item 13: no silent truncation)."""
+    sae = random_sae("topk")
+    sd = interplm_state_dict(sae)
+    torch.save({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in sd.items()},
+               tmp_path / "ae.pt")
+    back = read_interplm(tmp_path / "ae.pt", arch="topk")
+    for key, value in sae.params.items():  # bfloat16 keeps 8 significant bits: 2^-8 relative
+        np.testing.assert_allclose(back.params[key], value, rtol=2 * 2.0**-8, err_msg=key)
+    assert back.params["k"].dtype == np.int32 and int(back.params["k"]) == 4
+    for k, ok in ((4.0, True), (4.5, False)):
+        torch.save({**sd, "k": torch.tensor(k)}, tmp_path / "ae.pt")
+        if ok:
+            assert int(read_interplm(tmp_path / "ae.pt", arch="topk").params["k"]) == 4
+        else:
+            with pytest.raises(InputError, match=r"ae\.pt: key 'k' holds float32 values \[4\.5\]; "
+                                                 r"expected integers"):
+                read_interplm(tmp_path / "ae.pt", arch="topk")
+
+
+def test_saelens_k_must_be_a_positive_integer(tmp_path):
+    write_saelens(random_sae("topk"), tmp_path)
+    cfg = json.loads((tmp_path / "cfg.json").read_text())
+    assert read_saelens(tmp_path).params["k"] == cfg["k"] == 4
+    for bad in ("four", 0, None):
+        (tmp_path / "cfg.json").write_text(json.dumps({**cfg, "k": bad}))
+        message = "missing key 'k'" if bad is None else f"key 'k' is {bad!r}; expected a positive"
+        with pytest.raises(InputError, match=rf"cfg\.json: {message}"):
+            read_saelens(tmp_path)
+
+
 def test_saelens_wrong_shape(tmp_path):
     sae = random_sae("relu")
     write_saelens(sae, tmp_path)

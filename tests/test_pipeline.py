@@ -304,7 +304,7 @@ def test_a_same_size_edit_of_an_input_file_is_seen(tmp_path):
     cfg["study"]["train_fasta"] = str(fasta)
     config.write_text(yaml.safe_dump(cfg))
     s = module.load_study(config, tmp_path / "out")
-    for stage, inputs in module.stage_inputs(s).items():
+    for stage, inputs in s.inputs().items():
         Ledger(s.out.ledger).mark(stage, inputs)
     text = fasta.read_text()
     i = text.index("\n") + 1  # the first residue of the first protein

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 from _saes import np_encode_raw, random_sae
 
-from interplm_jax.errors import InputError
+from interplm_jax.data import TokenStream
+from interplm_jax.errors import InputError, StoreError
 from interplm_jax.input_transform import InputTransform, fold
 from interplm_jax.sae_dir import SavedSAE
 from interplm_jax.store import write_store
-from interplm_jax.store.stats import load_stats
+from interplm_jax.store.stats import load_stats, nonfinite_shards
 from interplm_jax.sweep_saes import read_sweep
 from interplm_jax.train import TrainConfig
 from interplm_jax.train.preflight import check_dry_run, check_statistics
@@ -130,3 +132,27 @@ def test_preflight_error_stops_before_training(tmp_path):
         train_layers(_cfg(preflight="error"), store.url, tmp_path / "runs")
     assert not (tmp_path / "runs" / "layer_1" / "checkpoints").exists()
     assert (tmp_path / "runs" / "layer_1" / "preflight" / "preflight.json").exists()
+
+
+@pytest.mark.parametrize("partials", [True, False])
+def test_non_finite_rows_anywhere_stop_training_before_anything_is_written(tmp_path, partials):
+    """The statistics tell that a layer holds NaN; the shard partials (or, without them, a scan
+    in shard order) say where: the error names the shard, row and protein, and --out stays
+    absent, even when the NaN is in a shard that training would read late (issue 13)."""
+    rng = np.random.default_rng(0)
+    acts = [rng.normal(size=(20, D)).astype(np.float32) for _ in range(8)]
+    ids, cfg = [f"p{i}" for i in range(8)], _cfg()
+    clean = write_store(tmp_path / "clean", ids, {1: acts}, shard_size=2)
+    first = TokenStream(clean, 1, cfg.batch_size, cfg.seed).shard_order(0)[0]
+    bad = 3 if first != 3 else 2  # a shard (of 2 proteins) that training does not read first
+    acts[2 * bad + 1][4, 7] = np.inf  # row 4 of the shard's second protein
+    store = write_store(tmp_path / "s", ids, {1: acts}, shard_size=2)
+    assert nonfinite_shards(store, 1) == [bad]
+    if not partials:
+        shutil.rmtree(tmp_path / "s" / "stats")  # made again, in one pass, without partials
+    with pytest.raises(StoreError, match=rf"layer 1 holds non-finite values \(NaN/Inf\) in 1 "
+                                         rf"row\(s\) of shard {bad}, first row {40 * bad + 24} "
+                                         rf"\(protein 'p{2 * bad + 1}'\)"):
+        train_layers(cfg, store.url, tmp_path / "runs")
+    assert nonfinite_shards(store, 1) == (None if not partials else [bad])
+    assert not (tmp_path / "runs").exists()

@@ -36,7 +36,7 @@ from interplm_jax.atomic import atomic_path, atomic_write
 from interplm_jax.errors import InputError
 from interplm_jax.normalize import scale_from_max
 from interplm_jax.sae import Architecture, TorchLeaf
-from interplm_jax.sae_dir import SavedSAE, check_params
+from interplm_jax.sae_dir import SavedSAE, check_non_negative, check_params, check_sizes, leaf_values
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _ours(leaf: TorchLeaf, stored: np.ndarray) -> np.ndarray:
 
 
 def read_leaves(spec: Architecture, leaves: Mapping[str, TorchLeaf], sd: Mapping[str, Any],
-                 dims: dict[str, int], names: dict[str, str], where: str) -> dict[str, np.ndarray]:
+                dims: dict[str, int], names: dict[str, str], where: str) -> dict[str, np.ndarray]:
     """Our leaves from the tensors ``sd`` of a file, following a format's table ``leaves``."""
     params = {}
     for name, leaf in leaves.items():
@@ -98,19 +98,28 @@ def read_leaves(spec: Architecture, leaves: Mapping[str, TorchLeaf], sd: Mapping
             params[name] = np.full(shape, leaf.default, np.float32)
             continue
         text = "(" + ", ".join(names[s] for s in sym) + ("," if len(sym) == 1 else "") + ")"
-        params[name] = _ours(leaf, take_tensor(sd, leaf.key, shape, text if sym else "() (a scalar)", where))
+        stored = take_tensor(sd, leaf.key, shape, text if sym else "() (a scalar)", where,
+                             integer=name in spec.int_leaves())
+        if leaf.how == "reciprocal":  # (1 / a negative factor would read as a dead feature)
+            check_non_negative(stored, leaf.key, where)
+        params[name] = _ours(leaf, stored)
     return params
 
 
-def take_tensor(sd: Mapping[str, Any], key: str, shape: tuple, sym: str, where: str) -> np.ndarray:
+def take_tensor(sd: Mapping[str, Any], key: str, shape: tuple, sym: str, where: str,
+                integer: bool = False) -> np.ndarray:
+    """The tensor ``sd[key]`` as NumPy (floats as float32), of ``shape`` (``sym`` in words) and
+    with values a leaf can hold (:func:`~interplm_jax.sae_dir.leaf_values`), else InputError
+    naming the key."""
     if key not in sd:
         raise InputError(f"{where}: missing key {key!r} (expected shape {shape} = {sym}); "
                          f"keys present: {sorted(sd)}")
-    arr = sd[key].detach().to(torch.float32).cpu().numpy()
+    tensor = sd[key].detach().cpu()
+    arr = (tensor.to(torch.float32) if tensor.is_floating_point() else tensor).numpy()
     if arr.shape != shape:
         raise InputError(f"{where}: key {key!r} has shape {tuple(arr.shape)}; "
                          f"expected {shape} = {sym}")
-    return arr
+    return leaf_values(arr, key, where, integer)
 
 
 # ----------------------------------------------------------------------------- InterPLM
@@ -268,7 +277,11 @@ def read_interplm(path: str | os.PathLike, arch: str | None = None) -> SavedSAE:
         path = path / "ae.pt"
     sd = safe_torch_load(path)
     where = str(path)
-    if bool(sd.get("normalize_to_sqrt_d", torch.tensor(False)).item()):
+    flag = sd.get("normalize_to_sqrt_d", torch.tensor(False))
+    if flag.shape != ():
+        raise InputError(f"{where}: key 'normalize_to_sqrt_d' has shape {tuple(flag.shape)}; "
+                         "expected () (a scalar)")
+    if flag.item():
         raise InputError(f"{where}: normalize_to_sqrt_d=True SAEs (inputs rescaled to norm "
                          "sqrt(d) per token) are not supported")
     config = _reference_config(path.parent / "config.yaml")
@@ -278,8 +291,12 @@ def read_interplm(path: str | os.PathLike, arch: str | None = None) -> SavedSAE:
     if spec.interplm is None:
         raise InputError(f"{where}: the {spec.title} has no InterPLM format")
     enc = spec.interplm.leaves["W_enc"].key
-    if enc not in sd or sd[enc].ndim != 2:
+    if enc not in sd:
         raise InputError(f"{where}: missing key {enc!r} of shape (F, d); keys present: {sorted(sd)}")
+    if sd[enc].ndim != 2:
+        raise InputError(f"{where}: key {enc!r} has shape {tuple(sd[enc].shape)}; expected 2 "
+                         "dimensions (F, d)")
+    check_sizes(sd[enc].shape, enc, where)
     F, d = sd[enc].shape
     params = read_leaves(spec, spec.interplm.leaves, sd, {"d": d, "F": F}, INTERPLM_DIMS, where)
     params = check_params(arch, params, where)

@@ -37,8 +37,8 @@ from interplm_jax import __version__
 from interplm_jax import sae as sae_arch
 from interplm_jax.atomic import atomic_write
 from interplm_jax.errors import InputError
-from interplm_jax.paths import read_json
-from interplm_jax.sae_dir import SavedSAE, check_params
+from interplm_jax.paths import JSON_NAMES, read_json
+from interplm_jax.sae_dir import SavedSAE, check_non_negative, check_params
 from torch_bridge.export import as_tensor, exportable, read_leaves, stored_value, take_tensor
 
 log = logging.getLogger(__name__)
@@ -147,15 +147,38 @@ def write_saelens(sae: SavedSAE, out_dir: str | os.PathLike, fold_scale: bool | 
     return out_dir
 
 
-def _meta_of(cfg: dict, folder: Path) -> dict[str, Any]:
-    """Our meta from SAELens 6 ``metadata``, our older ``meta`` or a legacy top level."""
-    md = cfg.get("metadata") or cfg.get("meta") or {}
+def _cfg_object(cfg: dict, key: str, cfg_path: Path) -> dict:
+    """The JSON object ``cfg[key]`` ({} when absent or null)."""
+    value = cfg.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(f"{cfg_path}: key {key!r} holds {JSON_NAMES.get(type(value))}; "
+                         "expected a JSON object")
+    return value
+
+
+def _cfg_positive_int(cfg: dict, key: str, cfg_path: Path, what: str) -> int:
+    """``cfg[key]``, a positive integer (``what`` says what it counts, when it is missing)."""
+    if key not in cfg:
+        raise InputError(f"{cfg_path}: missing key {key!r} ({what})")
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{cfg_path}: key {key!r} is {value!r}; expected a positive integer "
+                         f"({what})")
+    return value
+
+
+def _provenance(cfg: dict, cfg_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(hparams, meta): ours from SAELens 6 ``metadata``, our older ``meta`` or a legacy top
+    level."""
+    md = _cfg_object(cfg, "metadata", cfg_path) or _cfg_object(cfg, "meta", cfg_path)
 
     def get(key):
         return md.get(key, cfg.get(key))
 
-    ours = md.get("interplm_jax") or {}
-    meta = {"source": str(folder), "source_format": "saelens",
+    ours = _cfg_object(md, "interplm_jax", cfg_path)
+    meta = {"source": str(cfg_path.parent), "source_format": "saelens",
             "model": ours.get("model", get("model_name")), "layer": get("hook_layer")}
     meta.update({k: ours[k] for k in ("sweep", "id", "step", "store", "normalized_on") if k in ours})
     for key in ("hook_name", "model_class_name"):
@@ -163,7 +186,8 @@ def _meta_of(cfg: dict, folder: Path) -> dict[str, Any]:
             meta[key] = get(key)
     if ours.get("scale") == "folded":
         meta["scale_folded"] = True  # raw features are the normalized ones
-    return meta
+    hparams = _cfg_object(ours, "hparams", cfg_path)
+    return hparams, meta
 
 
 def read_saelens(folder: str | os.PathLike) -> SavedSAE:
@@ -171,12 +195,13 @@ def read_saelens(folder: str | os.PathLike) -> SavedSAE:
     keeping its model, layer and hook (``metadata``, or the older layouts).
 
     Raises:
-      InputError for an unsupported architecture or input normalization, or a missing or
-      misshapen tensor (naming the key and the shape expected).
+      InputError for a ``cfg.json`` that is not a JSON object or lacks a size (``d_in``,
+      ``d_sae``: positive integers), an unsupported architecture or input normalization, or a
+      missing or misshapen tensor or one of other values (int, complex; naming the key).
     """
     folder = Path(folder)
     cfg_path, w_path = folder / SAELENS_CFG, folder / SAELENS_WEIGHTS
-    cfg = read_json(cfg_path, f"{cfg_path}: missing (not a SAELens folder)")
+    cfg = read_json(cfg_path, f"{cfg_path}: missing (not a SAELens folder)", dict)
     try:
         sd = load_file(str(w_path))
     except FileNotFoundError:
@@ -193,30 +218,34 @@ def read_saelens(folder: str | os.PathLike) -> SavedSAE:
         raise InputError(f"{cfg_path}: rescale_acts_by_decoder_norm=true is not supported")
     readable = {a.saelens.architecture: a for a in sae_arch.ARCHITECTURES.values()
                 if a.saelens is not None and a.saelens.reads_back}
-    if kind not in readable:
+    if not isinstance(kind, str) or kind not in readable:
         raise InputError(f"{cfg_path}: architecture {kind!r} is not supported "
                          f"({', '.join(readable)})")
     spec, where = readable[kind], str(w_path)
-    d, F = int(cfg["d_in"]), int(cfg["d_sae"])
+    d = _cfg_positive_int(cfg, "d_in", cfg_path, "the input width d")
+    F = _cfg_positive_int(cfg, "d_sae", cfg_path, "the number of features F")
     leaves = {name: leaf for name, leaf in spec.saelens.leaves.items() if leaf.how != "cfg"}
     params = read_leaves(spec, leaves, sd, {"d": d, "F": F}, SAELENS_DIMS, where)
+    fn_kwargs = _cfg_object(cfg, "activation_fn_kwargs", cfg_path)
     for name, leaf in spec.saelens.leaves.items():
         if leaf.how == "cfg":  # SAELens 6 keeps k in cfg.json; older ones in activation_fn_kwargs
-            value = cfg.get(leaf.key, (cfg.get("activation_fn_kwargs") or {}).get(leaf.key))
-            if value is None:
-                raise InputError(f"{cfg_path}: a {kind} SAE without {leaf.key}")
-            params[name] = np.array(int(value), np.int32)
+            source = cfg if cfg.get(leaf.key) is not None else fn_kwargs
+            params[name] = np.array(_cfg_positive_int(source, leaf.key, cfg_path,
+                                                      f"a {kind} SAE's {leaf.key}"), np.int32)
     # b_dec is subtracted from x (SAELens apply_b_dec_to_input) or not, and ours is (b_pre) or
     # not (b_dec): rewrite b_enc so that the function is the same, (x - b) W + c = x W + (c - b W)
-    subtracts = bool(cfg.get("apply_b_dec_to_input", True))
+    subtracts = cfg.get("apply_b_dec_to_input", True)
+    if not isinstance(subtracts, bool):
+        raise InputError(f"{cfg_path}: key 'apply_b_dec_to_input' is {subtracts!r}; expected "
+                         "true or false")
     if subtracts != (spec.out_bias == "b_pre"):
         shift = params[spec.out_bias] @ params["W_enc"]
         params["b_enc"] = params["b_enc"] + (shift if not subtracts else -shift)
     scale = np.ones(F, np.float32)
-    if (folder / SAELENS_SCALE).is_file():
-        scale = take_tensor(load_file(str(folder / SAELENS_SCALE)), "scale", (F,), "(d_sae,)",
-                            str(folder / SAELENS_SCALE))
+    scale_path = folder / SAELENS_SCALE
+    if scale_path.is_file():
+        scale = take_tensor(load_file(str(scale_path)), "scale", (F,), "(d_sae,)", str(scale_path))
+        check_non_negative(scale, "scale", str(scale_path))
     params["scale"] = scale
-    hparams = ((cfg.get("metadata") or {}).get("interplm_jax") or {}).get("hparams") or {}
-    return SavedSAE(spec.name, check_params(spec.name, params, where), hparams,
-                    _meta_of(cfg, folder))
+    hparams, meta = _provenance(cfg, cfg_path)
+    return SavedSAE(spec.name, check_params(spec.name, params, where), hparams, meta)

@@ -58,7 +58,7 @@ def run_umap(sae: str | os.PathLike, out: str | os.PathLike, cfg: UmapConfig = U
         table["concept"] = concept
     if ratio is not None:
         table["struct_seq_ratio"] = ratio
-    files = AnalysisFiles(Path(out))
+    files = AnalysisFiles(out)
     title = f"{Path(sae).name}: {F} features"
     paths = {"table": write_tsv(files.feature_map(name), table),
              "figure": plots.plot_feature_map(files.feature_map(name, "png"), fmap.xy, fmap.cluster,
@@ -100,7 +100,7 @@ def run_spatial(sae: str | os.PathLike, store_path: str | os.PathLike, layer: in
     """
     from interplm_jax.store import ActivationStore
 
-    files = AnalysisFiles(Path(out))
+    files = AnalysisFiles(out)
     store = ActivationStore.open(store_path)
     if layer not in store.layers:
         raise InputError(f"{store_path}: layer {layer} not stored (layers: {list(store.layers)})")

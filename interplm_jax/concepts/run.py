@@ -69,7 +69,7 @@ def make_split(labels_path: str | os.PathLike, out: str | os.PathLike, cfg: Conc
     lab = ConceptLabels.load(labels_path)
     es = make_eval_set(lab, cfg.n_proteins, cfg.seed, cfg.max_length, cfg.valid_fraction,
                        cfg.select_fraction, cfg.min_domains, cfg.min_residues, cfg.count_on)
-    files = layout.EvalSetFiles(Path(out))
+    files = layout.EvalSetFiles(out)
     es.save(files.definition)
     ids = sorted(set(es.valid) | set(es.test), key=lambda i: int(lab.indices([i])[0]))
     proteins = [Protein(i, lab.sequence(int(p))) for i, p in zip(ids, lab.indices(ids))]
@@ -197,7 +197,7 @@ def heldout(runs: Sequence[tuple[str | os.PathLike, str | os.PathLike]], out: st
     from interplm_jax.concepts.metrics import heldout_report
     from interplm_jax.concepts.report import plot_concepts_per_layer, write_csv
 
-    files = layout.ConceptReportFiles(Path(out))
+    files = layout.ConceptReportFiles(out)
     summary = []
     for valid_path, test_path in runs:
         valid, test = ConceptCounts.load(valid_path), ConceptCounts.load(test_path)

@@ -207,7 +207,7 @@ def descriptions(run: Path) -> dict[int, dict]:
     of ``validation.csv`` when present)."""
     from interplm_jax.annotate.describe import read_csv
 
-    files = AnnotateFiles(Path(run))
+    files = AnnotateFiles(run)
     path = files.descriptions
     if not path.is_file():
         return {}

@@ -260,6 +260,20 @@ def load_stats(store, layer: int) -> LayerStats | None:
     return None if raw is None else layer_stats_of(decode(raw, store.url + layer_key(layer)), store.url)
 
 
+def nonfinite_shards(store, layer: int) -> list[int] | None:
+    """The shards whose statistics partials say that ``layer`` holds NaN or Inf there (None for
+    a store without partials, e.g. one whose statistics :func:`compute_stats` made)."""
+    found = []
+    for i in range(store.n_shards):
+        raw = store.objects.read(shard_key(i))
+        if raw is None:
+            return None
+        m = moments_of(decode(raw, store.url + shard_key(i)), layer, store.url + shard_key(i))
+        if not np.isfinite(m.absmax).all():  # (max |value| propagates NaN)
+            found.append(i)
+    return found
+
+
 def compute_stats(store, layers: Iterable[int] | None = None) -> dict[int, LayerStats]:
     """Statistics of a store's layers in one pass over its rows, shard by shard; written into the
     store (for stores made without them)."""

@@ -6,6 +6,10 @@ stream's position after the last batch consumed. Orbax writes asynchronously, ke
 ``keep`` checkpoints and makes each one atomically visible (locally: temporary directory, then
 rename; on GCS: a checkpoint counts once its commit marker is written). ``directory`` may be a
 ``gs://`` URL (orbax reaches it through ``etils.epath``).
+
+Readers (a resume, :func:`read_params` for normalization and export) take the newest checkpoint
+that reads back (:func:`newest_readable`): one that cannot be read is reported with the error,
+never a traceback, and the next older one is used.
 """
 
 from __future__ import annotations
@@ -123,13 +127,13 @@ def newest_readable(steps: Iterable[int], read: Callable[[int], T], where: AnyPa
     Raises InputError when none can be read.
     """
     steps = sorted(steps, reverse=True)
+    _drop_closed_loop_reports()  # before the reads: the reports race the except clause
     for i, step in enumerate(steps):
         try:
             return step, read(step)
         except CheckpointMismatch:
             raise
         except Exception as e:  # noqa: BLE001  (whatever orbax or tensorstore raise for bad bytes)
-            _drop_closed_loop_reports()
             reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             then = f"falling back to step {steps[i + 1]}" if i + 1 < len(steps) else "no older one"
             log.warning("%s: the checkpoint at step %d cannot be read (%s); %s", where, step,
@@ -140,20 +144,28 @@ def newest_readable(steps: Iterable[int], read: Callable[[int], T], where: AnyPa
 
 def _drop_closed_loop_reports() -> None:
     """After a failed orbax read, TensorStore still finishes the reads that were in flight and
-    calls back into orbax's event loop, closed by then; Python prints each such call as an
-    ignored ``RuntimeError: Event loop is closed`` with a traceback. Drop those reports (only
-    those: every other unraisable exception still goes to the previous hook)."""
-    previous = sys.unraisablehook
-    if getattr(previous, "drops_closed_loop", False):
+    calls back into orbax's event loop, closed by then; Python prints each such call as a
+    ``RuntimeError: Event loop is closed`` with a traceback (through ``sys.excepthook`` or
+    ``sys.unraisablehook``, from TensorStore's threads), dozens of them. Drop those reports,
+    only those: every other exception still goes to the previous hook."""
+    if getattr(sys.excepthook, "drops_closed_loop", False):
         return
 
-    def hook(unraisable):
-        exc = unraisable.exc_value
-        if not (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"):
-            previous(unraisable)
+    def closed_loop(exc) -> bool:
+        return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
 
-    hook.drops_closed_loop = True
-    sys.unraisablehook = hook
+    previous_except, previous_unraisable = sys.excepthook, sys.unraisablehook
+
+    def excepthook(kind, value, tb):
+        if not closed_loop(value):
+            previous_except(kind, value, tb)
+
+    def unraisablehook(unraisable):
+        if not closed_loop(unraisable.exc_value):
+            previous_unraisable(unraisable)
+
+    excepthook.drops_closed_loop = unraisablehook.drops_closed_loop = True
+    sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
 
 
 def _set_aside(path: AnyPath) -> AnyPath:

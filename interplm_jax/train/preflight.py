@@ -17,8 +17,6 @@ import numpy as np
 
 from interplm_jax.store.stats import LayerStats
 
-PREFLIGHT_DIR = "preflight"
-
 
 def check_statistics(stats: LayerStats, center: bool, max_mean_ratio: float) -> list[str]:
     """Warnings (with what to change) from a layer's activation statistics."""

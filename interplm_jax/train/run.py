@@ -8,18 +8,19 @@ import logging
 from pathlib import Path
 
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
-from interplm_jax.data import TokenStream
+from interplm_jax.data import TokenStream, check_finite
 from interplm_jax.errors import InputError
 from interplm_jax.input_transform import InputTransform
-from interplm_jax.layout import sweep_dir
+from interplm_jax.layout import SweepFiles, sweep_dir
 from interplm_jax.paths import AnyPath, display, rmtree, write_atomic
 from interplm_jax.store import ActivationStore
-from interplm_jax.store.stats import LayerStats, store_stats
+from interplm_jax.store.stats import LayerStats, nonfinite_shards, store_stats
 from interplm_jax.sweep_saes import checkpoint_steps, metric_rows
 from interplm_jax.train.config import TrainConfig, build_grid
-from interplm_jax.train.preflight import PREFLIGHT_DIR, check_dry_run, check_statistics
+from interplm_jax.train.preflight import check_dry_run, check_statistics
 from interplm_jax.train.sharding import maybe_initialize_distributed
 from interplm_jax.train.sweep import SweepResult, sweep_lock, train_sweep
 
@@ -34,7 +35,8 @@ def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | P
     ``store``/``out`` default to the config's; ``layers`` to the config's, then all the store's.
     A layer whose sweep already finished is skipped with ``resume`` (its final checkpoint is
     read back). Joins the other hosts first when launched on several (jax.distributed).
-    Options that depend on the store (TopK's k <= F) are checked before anything is written;
+    Options that depend on the store (TopK's k <= F) and each layer's rows, as far as it is
+    cheap (:func:`check_rows`), are checked before anything is written;
     ``where`` names the config section in those messages (e.g. ``config.yaml:train``).
     """
     maybe_initialize_distributed()
@@ -50,6 +52,10 @@ def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | P
     if missing:
         raise InputError(f"{store}: layer(s) {missing} not in the store (layers {list(acts.layers)})")
     build_grid(cfg, where, F=cfg.dict_size(acts.d_model))
+    stats = {layer: store_stats(acts, layer) for layer in chosen}
+    for layer in chosen:  # what can be found before anything is written
+        first = TokenStream(acts, layer, cfg.batch_size, cfg.seed).shard_order(0)[0]
+        check_rows(acts, layer, stats[layer], first)
     results = {}
     for layer in chosen:
         def make_stream(host_index, host_count, position, layer=layer):
@@ -57,10 +63,9 @@ def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | P
                                host_index=host_index, host_count=host_count, position=position)
 
         log.info("layer %d: %d tokens of width %d", layer, acts.n_tokens, acts.d_model)
-        stats = store_stats(acts, layer)
-        transform = InputTransform.of(cfg.input_center, cfg.input_scale, stats)
+        transform = InputTransform.of(cfg.input_center, cfg.input_scale, stats[layer])
         with sweep_lock(sweep_dir(out, layer)):  # the preflight writes there too
-            warnings = preflight(cfg, stats, transform, make_stream, acts.d_model,
+            warnings = preflight(cfg, stats[layer], transform, make_stream, acts.d_model,
                                  sweep_dir(out, layer), layer, resume)
             results[layer] = train_sweep(cfg, make_stream, acts.d_model, sweep_dir(out, layer),
                                          layer=layer, resume=resume,
@@ -69,6 +74,22 @@ def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | P
                                          input_transform=transform, lock=False)
         results[layer].preflight = warnings
     return results
+
+
+def check_rows(acts: ActivationStore, layer: int, stats: LayerStats, first_shard: int) -> None:
+    """Check a layer's rows as far as it is cheap: NaN/Inf anywhere (``stats``, the layer's
+    statistics, tell; their shard partials say where), and a damaged chunk in ``first_shard``,
+    the shard training reads first (by reading it).
+
+    Raises:
+      StoreError (StoreDamage) naming the layer, shard, first bad row and its protein.
+    """
+    shards = [first_shard]
+    if not np.isfinite(stats.absmax).all():
+        shards = nonfinite_shards(acts, layer) or range(acts.n_shards)
+    for i in shards:
+        _, _, r0, r1 = acts.shard_bounds(i)
+        check_finite(acts, layer, i, np.arange(r0, r1), acts.rows(layer, r0, r1))
 
 
 def preflight(cfg: TrainConfig, stats: LayerStats, transform: InputTransform, make_stream,
@@ -84,8 +105,7 @@ def preflight(cfg: TrainConfig, stats: LayerStats, transform: InputTransform, ma
     started = bool(checkpoint_steps(out)) if out.exists() else False
     if cfg.preflight == "off" or (started and not resume):  # (train_sweep refuses the latter)
         return []
-    dry_dir = out / PREFLIGHT_DIR
-    report_path = dry_dir / "preflight.json"
+    dry_dir, report_path = SweepFiles(out).preflight, SweepFiles(out).preflight_report
     if started and report_path.exists():
         warnings = json.loads(report_path.read_text())["warnings"]
     else:
