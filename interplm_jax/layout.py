@@ -284,5 +284,10 @@ def sweep_dir(out: str | os.PathLike, layer: int) -> AnyPath:
 
 
 def report_page(out: str | os.PathLike) -> Path:
-    """The feature browser's page in ``report.py --out``."""
+    """The feature browser's page in ``report.py --out`` (and ``explain.py --out``)."""
     return Path(out) / "index.html"
+
+
+def explain_table(out: str | os.PathLike) -> Path:
+    """The activations table of ``explain.py --out``."""
+    return Path(out) / "activations.tsv"

@@ -142,6 +142,7 @@ def stage_extract(s: Study) -> dict:
 
 
 def stage_evalset(s: Study) -> dict:
+    from interplm_jax.analysis.structures import index_directory
     from interplm_jax.concepts.run import make_labels, make_split
 
     o, cfg = s.out, s.sections["concepts"]
@@ -149,9 +150,12 @@ def stage_evalset(s: Study) -> dict:
                 "--config", s.config)
     lab, _ = make_labels(s.study.annotations, o.labels, cfg)
     log.info("%s: %d proteins, %d concepts", o.labels, lab.n_proteins, lab.n_concepts)
+    # the proteins with a structure first, so that the browser can show them in 3-D
+    prefer = ["--prefer-structures", s.study.structures] if s.study.structures else []
     log_command("evaluate_concepts", "split", "--labels", o.labels, "--out", o.eval_set.root,
-                "--config", s.config)
-    es, _ = make_split(o.labels, o.eval_set.root, cfg)
+                "--config", s.config, *prefer)
+    es, _ = make_split(o.labels, o.eval_set.root, cfg,
+                       frozenset(index_directory(s.study.structures)) if prefer else ())
     log.info("%s: %d valid / %d test proteins", o.eval_set.root, len(es.valid), len(es.test))
     info = {v: _extract(s, o.eval_set.fasta, v, o.eval_store(v)).summary() for v in s.variants}
     if s.study.structures:
@@ -246,9 +250,13 @@ def stage_analysis(s: Study) -> dict:
             run_spatial(chosen[L], s.out.structure_store, L, s.study.structures,
                         s.study.structures_fasta, a.root, cfg.spatial)
             spatial = a.spatial(L)
+        # the map coloured by concept too: the (feature, concept) pairs of the concept report
+        pairs = s.out.concept_report.pairs(f"{s.study.name}_sae_L{L}_{chosen[L].name}")
+        pairs = pairs if pairs.is_file() else None
         log_command("analyze", "umap", "--sae", chosen[L], "--out", a.root, "--config", s.config,
-                    *(["--spatial", spatial] if spatial else []))
-        run_umap(chosen[L], a.root, cfg.umap, spatial_table=spatial)
+                    *(["--spatial", spatial] if spatial else []),
+                    *(["--concepts", pairs] if pairs else []))
+        run_umap(chosen[L], a.root, cfg.umap, spatial_table=spatial, concepts=pairs)
     return {}
 
 
@@ -340,12 +348,13 @@ def stage_bench(s: Study) -> dict:
 
 def stage_report(s: Study) -> dict:
     from interplm_jax.report import build_report
-    from interplm_jax.study import report_inputs
+    from interplm_jax.study import report_evidence, report_inputs
 
     cfg = s.sections["report"]
     path = build_report(f"{s.study.name}: interplm-jax feature browser", s.out.eval_store("esm2"),
                         s.out.eval_set.fasta, report_inputs(s.out, s.layers),
-                        s.out.report, s.study.annotations, cfg)
+                        s.out.report, s.study.annotations, cfg,
+                        **report_evidence(s.out, s.study.structures, s.study.structures_fasta))
     log.info("feature browser: %s", path)
     return {"html": str(path)}
 

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from _study import PIPELINE, pipeline
 from interplm_jax.cli import load_script
 from interplm_jax.errors import InputError
+from interplm_jax.report import page_data
 from interplm_jax.sae_dir import load_sae
 from interplm_jax.store import ActivationStore
 from interplm_jax.study import STAGES, StudyLayout
@@ -201,7 +202,7 @@ def test_every_config_section_parses(name):
 def test_report_page_of_the_study(demo_study):
     out = StudyLayout(demo_study.out)
     page = (out.report / "index.html").read_text()
-    data = json.loads(page.split('<script type="application/json" id="data">', 1)[1].split("</script>", 1)[0])
+    data = page_data(page)
     assert [d["layer"] for d in data["layers"]] == [2, 4]
     assert [d["sae"] for d in data["layers"]] == [out.chosen("sae")[L].name for L in (2, 4)]
 
@@ -243,11 +244,12 @@ def test_annotate_stage_calls_claude_when_a_key_is_set(demo_study, tmp_path):
     assert described and n_requests == len(described) + len(validated)
     assert {r["summary"] for r in described} == {f"Cysteine feature {r['feature']}." for r in described}
     page = (out.report / "index.html").read_text()
-    data = json.loads(page.split('<script type="application/json" id="data">', 1)[1].split("</script>", 1)[0])
+    data = page_data(page)
     shown = data["layers"][-1]["descriptions"]
     assert {int(f) for f in shown} == {int(r["feature"]) for r in described}
     assert not any(key in p.read_text(errors="ignore") for p in study.rglob("*") if p.is_file()
                    and p.stat().st_size < 5e6)
+    assert key not in json.dumps(data)  # the page's data is compressed: look inside too
 
 
 def test_logs_are_quiet_and_informative(demo_study):

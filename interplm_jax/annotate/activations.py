@@ -57,9 +57,7 @@ class SAEEncoder:
             raise InputError(f"feature index out of range for an SAE with {n_feat} features")
         self.arch, self.cols = arch, None
         if arch == "relu":
-            params = {**params, "W_enc": np.asarray(params["W_enc"])[:, feats],
-                      **{k: np.asarray(params[k])[feats] for k in ("b_enc", "scale", "W_dec")
-                         if k in params}}
+            params = relu_columns(params, feats)
         else:
             self.cols = feats
         self.params = {k: jnp.asarray(v) for k, v in params.items()}
@@ -77,18 +75,35 @@ class SAEEncoder:
         return np.asarray(out[:n_seg])
 
 
+def relu_columns(params: Mapping[str, np.ndarray], features: np.ndarray) -> dict[str, np.ndarray]:
+    """A ReLU SAE restricted to ``features`` (K indices; its features are independent of each
+    other): ``W_enc`` (d, K), ``b_enc``, ``scale`` (ones when the SAE has none: raw
+    activations) and ``W_dec`` rows of those features, ``b_pre`` and the rest unchanged."""
+    missing = [k for k in ("b_pre", "W_enc", "b_enc") if k not in params]
+    if missing:
+        raise InputError(f"ReLU SAE without parameter(s) {missing}")
+    feats = np.asarray(features)
+    out = {**params, "W_enc": np.asarray(params["W_enc"])[:, feats],
+           **{k: np.asarray(params[k])[feats] for k in ("b_enc", "scale", "W_dec") if k in params}}
+    out.setdefault("scale", np.ones(len(feats), np.float32))
+    return out
+
+
+def relu_encode_numpy(params: Mapping[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """``relu((x - b_pre) W_enc + b_enc) * scale`` in NumPy float32 (the formula of
+    ``interplm_jax.sae.relu.encode``), for parameters from :func:`relu_columns`: x (n, d) ->
+    (n, K). For a few columns of a few proteins this is cheaper than a compiled encoder call."""
+    f32 = {k: np.asarray(params[k], np.float32) for k in ("b_pre", "W_enc", "b_enc", "scale")}
+    return np.maximum((np.asarray(x, np.float32) - f32["b_pre"]) @ f32["W_enc"] + f32["b_enc"],
+                      0) * f32["scale"]
+
+
 def sae_encoder(params: Mapping[str, np.ndarray], features: np.ndarray,
                 arch: str = "relu") -> Encoder:
     """Encoder of ``features`` of an SAE (``SavedSAE.params``, ``SavedSAE.arch``).
 
     A ReLU SAE without ``scale`` gets ones (raw activations).
     """
-    if arch == "relu":
-        params = dict(params)
-        params.setdefault("scale", np.ones(params["W_enc"].shape[1], np.float32))
-        missing = [k for k in ("b_pre", "b_enc") if k not in params]
-        if missing:
-            raise InputError(f"ReLU SAE without parameter(s) {missing}")
     return SAEEncoder(params, features, arch)
 
 
