@@ -23,7 +23,7 @@ from interplm_jax.errors import InputError
 from interplm_jax.layout import StudyLayout
 
 STAGES = ("model", "extract", "evalset", "train", "normalize", "concepts", "analysis", "annotate",
-          "report")
+          "bench", "report")
 BASELINES = ("shuffled", "neurons")
 ANNOTATE_MODES = ("auto", "dry-run", "off")
 
@@ -154,6 +154,8 @@ def stage_inputs(study: StudyConfig, config: Mapping[str, Any], model: str | Non
         "analysis": {"analysis": section("analysis"), "layers": st["analysis_layers"],
                      "structures": tree(study.structures)},
         "annotate": {"annotate": section("annotate"), "mode": annotate_mode},
+        "bench": {"concepts": section("concepts"), "fidelity": section("fidelity"),
+                  "analysis": section("analysis")},  # spatial.min_proteins: a guard
         "report": {"report": section("report")},
     }
     inputs: dict[str, dict[str, Any]] = {}

@@ -15,6 +15,8 @@ behind the stage scripts with the parsed config, and logs the equivalent command
             (SAEs, shuffled-model SAEs, neurons)
   analysis  UMAP + HDBSCAN of the chosen SAEs' decoders; sequential vs structural clustering
   annotate  LLM descriptions (ANTHROPIC_API_KEY set) or prompts + a cost estimate (dry run)
+  bench     every SAE of every grid on the held-out proteins: bench.csv (L0, FVE, dead/dense,
+            loss recovered, concepts found, test F1) and Pareto plots; small-study warnings
   report    static HTML feature browser: <out>/report/index.html
 
 A finished stage is skipped (marker in <out>/pipeline/); an interrupted one resumes where its
@@ -283,6 +285,67 @@ def stage_annotate(s: Study) -> dict:
     return {"mode": mode}
 
 
+def stage_bench(s: Study) -> dict:
+    from interplm_jax.atomic import atomic_write
+    from interplm_jax.bench.guards import study_warnings
+    from interplm_jax.bench.run import bench_table, measure_layer, probe_layer
+    from interplm_jax.concepts.evalset import EvalSet
+    from interplm_jax.concepts.labels import ConceptLabels
+    from interplm_jax.fasta import Protein, write_fasta
+    from interplm_jax.sae_dir import load_sae
+    from torch_bridge.fidelity import fidelity_table, format_table
+    from torch_bridge.models import load_masked_lm
+    from torch_bridge.sae import TorchSAE
+
+    o, b, cfg, fid_cfg = s.out, s.out.bench, s.sections["concepts"], s.sections["fidelity"]
+    es, labels = EvalSet.load(o.eval_set.definition), ConceptLabels.load(o.labels)
+    test = [Protein(i, labels.sequence(int(p))) for i, p in zip(es.test, labels.indices(es.test))]
+    write_fasta(b.test_fasta, test)  # fidelity's proteins: the test split
+    inputs = ["--labels", o.labels, "--evalset", o.eval_set.definition]
+    parts, probes = [], []
+    for v in s.variants:
+        lm = None
+        for L in s.layers:
+            sweep = o.sweep(v, L)
+            sae_dirs = sorted(sweep.saes.iterdir())
+            saes = [a for p in sae_dirs for a in ("--sae", p)]
+            fid, part, probe = b.fidelity(v, L), b.part(v, L), b.part(v, L, "probes")
+            if not fid.is_file():
+                log_command("fidelity", "--model", s.model_path(v), "--fasta", b.test_fasta, "--sweep",
+                            sweep.root, "--layer", L, "--out", fid, "--config", s.config)
+                lm = lm or load_masked_lm(s.model_path(v))
+                torch_saes = {p.name: TorchSAE.from_saved(load_sae(p)) for p in sae_dirs}
+                rows = fidelity_table(*lm, [p.sequence for p in test][:fid_cfg.max_proteins], L, torch_saes,
+                                      fid_cfg.batch_size, fid_cfg.mask_fraction, fid_cfg.seed)
+                atomic_write(fid, format_table(rows))
+            if not part.is_file():
+                log_command("bench", "measure", *inputs, "--store", o.eval_store(v), "--layer", L, *saes,
+                            "--model-name", v, "--fidelity", fid, "--selection", o.selection, "--out", part,
+                            "--config", s.config)
+                measure_layer(o.labels, o.eval_set.definition, o.eval_store(v), L, sae_dirs, part, cfg, v,
+                              fid, o.selection)
+            if not probe.is_file():
+                log_command("bench", "probes", *inputs, "--store", o.eval_store(v), "--layer", L, *saes,
+                            "--model-name", v, "--out", probe)
+                probe_layer(o.labels, o.eval_set.definition, o.eval_store(v), L, sae_dirs, probe, v)
+            parts.append(part)
+            probes.append(probe)
+    if "neurons" in s.study.baselines:
+        for L in s.layers:
+            part = b.part("esm2", L, "neurons")
+            if not part.is_file():
+                log_command("bench", "measure", *inputs, "--store", o.eval_store("esm2"), "--layer", L,
+                            "--sae", o.neurons(L), "--out", part, "--config", s.config)
+                measure_layer(o.labels, o.eval_set.definition, o.eval_store("esm2"), L, [o.neurons(L)], part, cfg)
+            parts.append(part)
+    warnings = study_warnings(o, s.study, s.extract_config.max_length, s.sections["analysis"].spatial.min_proteins)
+    log_command("bench", "table", *parts, *(a for p in probes for a in ("--probes", p)), "--out", b.root,
+                *(a for w in warnings for a in ("--warning", repr(w))))
+    rows, notes = bench_table(parts, b.root, warnings, probes)
+    log.info("%s: %d rows; %d warning(s)", b.table, len(rows), len(notes))
+    return {"warnings": notes}
+
+
 def stage_report(s: Study) -> dict:
     from interplm_jax.report import build_report
     from interplm_jax.study import report_evidence, report_inputs
@@ -299,7 +362,7 @@ def stage_report(s: Study) -> dict:
 RUNNERS: dict[str, Callable[[Study], dict]] = {
     "model": stage_model, "extract": stage_extract, "evalset": stage_evalset, "train": stage_train,
     "normalize": stage_normalize, "concepts": stage_concepts, "analysis": stage_analysis,
-    "annotate": stage_annotate, "report": stage_report,
+    "annotate": stage_annotate, "bench": stage_bench, "report": stage_report,
 }
 assert tuple(RUNNERS) == STAGES
 
