@@ -140,6 +140,30 @@ class AnnotateFiles(_Files):
         return self.root / f"failures_{step}.jsonl"
 
 
+class BenchFiles(_Files):
+    """The bench (``bench.py table --out``): the table, its plots and warnings; and, written by
+    the pipeline's ``bench`` stage, the part tables and fidelity tables it is joined from."""
+
+    table = _file("bench.csv")
+    warnings = _file("warnings.json")
+    probes = _file("probes.csv")
+    probes_summary = _file("probes_summary.csv")
+    probes_plot = _file("probes.png")
+    test_fasta = _file("test_proteins.fasta")  # fidelity's proteins
+
+    def pareto(self, y: str) -> AnyPath:
+        """The plot of L0 against the bench column ``y``."""
+        return self.root / f"pareto_{y}.png"
+
+    def part(self, model: str, layer: int, what: str = "saes") -> AnyPath:
+        """The part table of one layer's SAEs (``what`` = ``neurons``: its neuron baseline;
+        ``probes``: the SAEs' sparse probes)."""
+        return self.root / "parts" / f"{model}_L{layer}_{what}.csv"
+
+    def fidelity(self, model: str, layer: int) -> AnyPath:
+        return self.root / "fidelity" / f"{model}_L{layer}.tsv"
+
+
 @dataclasses.dataclass(frozen=True)
 class StudyLayout:
     """Where each stage of a study writes, under one output directory."""
@@ -203,6 +227,10 @@ class StudyLayout:
     def concept_report(self) -> ConceptReportFiles:
         return ConceptReportFiles(self.concepts / "report")
 
+    @property
+    def bench(self) -> BenchFiles:
+        return BenchFiles(self.root / "bench")
+
     def analysis(self, layer: int) -> Path:
         return self.root / "analysis" / f"layer_{layer}"
 
@@ -236,6 +264,7 @@ class StudyLayout:
             "concepts": [self.f1_dir, self.selection, self.concept_report.root],
             "analysis": [self.root / "analysis"],
             "annotate": [self.root / "annotate"],
+            "bench": [self.bench.root],
             "report": [self.report],
         }[stage]
 
@@ -255,5 +284,10 @@ def sweep_dir(out: str | os.PathLike, layer: int) -> AnyPath:
 
 
 def report_page(out: str | os.PathLike) -> Path:
-    """The feature browser's page in ``report.py --out``."""
+    """The feature browser's page in ``report.py --out`` (and ``explain.py --out``)."""
     return Path(out) / "index.html"
+
+
+def explain_table(out: str | os.PathLike) -> Path:
+    """The activations table of ``explain.py --out``."""
+    return Path(out) / "activations.tsv"

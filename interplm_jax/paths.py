@@ -121,7 +121,3 @@ def read_json(path: AnyPath | str, missing: str, expect: type | None = None) -> 
         raise InputError(f"{path}: holds {JSON_NAMES.get(type(value), type(value).__name__)}; "
                          f"expected {JSON_NAMES[expect]}")
     return value
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON: {e}") from None

@@ -23,7 +23,7 @@ from interplm_jax.errors import InputError
 from interplm_jax.layout import StudyLayout
 
 STAGES = ("model", "extract", "evalset", "train", "normalize", "concepts", "analysis", "annotate",
-          "report")
+          "bench", "report")
 BASELINES = ("shuffled", "neurons")
 ANNOTATE_MODES = ("auto", "dry-run", "off")
 
@@ -100,8 +100,27 @@ def report_inputs(layout: StudyLayout, layers: Sequence[int]) -> list:
                         there(layout.f1_counts("esm2", L, "test")),
                         there(layout.analysis_files(L).feature_map()),
                         there(layout.analysis_files(L).spatial(L)), there(layout.annotate(L)),
-                        there(layout.concept_report.summary))
+                        there(layout.concept_report.summary),
+                        **{f"{kind}_f1{suffix}": there(layout.f1_counts(kind, L, split))
+                           for kind in BASELINES for suffix, split in (("", "valid"), ("_test", "test"))})
             for L in layers]
+
+
+def report_evidence(layout: StudyLayout, structures: str | None,
+                    structures_fasta: str | None) -> dict:
+    """The browser's evidence inputs of a study (keyword arguments of
+    :func:`interplm_jax.report.build_report`): the concept labels of the evaluation proteins
+    (annotation tracks) and the structures (``study.structures``) with the store of their
+    proteins' activations when the evalset stage wrote one."""
+    from interplm_jax.report import StructureInputs
+
+    out: dict = {"labels": layout.labels if layout.labels.is_file() else None, "structures": None}
+    if structures:
+        has_store = structures_fasta and (layout.structure_store / "manifest.json").is_file()
+        out["structures"] = StructureInputs(Path(structures),
+                                            layout.structure_store if has_store else None,
+                                            Path(structures_fasta) if has_store else None)
+    return out
 
 
 def stage_inputs(study: StudyConfig, config: Mapping[str, Any], model: str | None,
@@ -127,13 +146,16 @@ def stage_inputs(study: StudyConfig, config: Mapping[str, Any], model: str | Non
                   "shuffle_seed": st["shuffle_seed"]},
         "extract": {"extract": section("extract"), "train_fasta": file(study.train_fasta)},
         "evalset": {"concepts": section("concepts"), "annotations": file(study.annotations),
-                    "structures_fasta": file(study.structures_fasta)},
+                    "structures_fasta": file(study.structures_fasta),
+                    "structures": tree(study.structures)},  # proteins with one are sampled first
         "train": {"train": section("train")},
         "normalize": {"normalize": section("normalize")},
         "concepts": {"concepts": section("concepts"), "name": st["name"]},
         "analysis": {"analysis": section("analysis"), "layers": st["analysis_layers"],
                      "structures": tree(study.structures)},
         "annotate": {"annotate": section("annotate"), "mode": annotate_mode},
+        "bench": {"concepts": section("concepts"), "fidelity": section("fidelity"),
+                  "analysis": section("analysis")},  # spatial.min_proteins: a guard
         "report": {"report": section("report")},
     }
     inputs: dict[str, dict[str, Any]] = {}

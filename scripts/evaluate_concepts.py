@@ -52,15 +52,22 @@ def labels(tsv, out, cfg):
 @click.option("--device", default=None, help="torch device of the extraction.")
 @click.option("--shard-size", type=int, default=None,
               help="Proteins per store shard [default: extract.shard_size's default, as extract.py].")
+@click.option("--prefer-structures", type=click.Path(file_okay=False, exists=True), default=None,
+              help="Directory of AlphaFold DB / PDB files: sample the proteins that have one "
+                   "first (so that the feature browser can show them in 3-D).")
 @command
 @config_options(ConceptsConfig, "concepts", "n_proteins", "seed", "max_length", "valid_fraction",
                 "select_fraction", "min_domains", "min_residues", "count_on")
-def split(labels_path, out, model, layers, store, device, shard_size, cfg):
+def split(labels_path, out, model, layers, store, device, shard_size, prefer_structures, cfg):
     """Sample proteins (seeded), split valid/test (+ the select subset of valid) and keep the
     concepts with enough domains or residues; optionally extract their activations."""
     from interplm_jax.concepts.run import make_split
 
-    es, proteins = make_split(labels_path, out, cfg)
+    prefer = ()
+    if prefer_structures:
+        from interplm_jax.analysis.structures import index_directory
+        prefer = frozenset(index_directory(prefer_structures))
+    es, proteins = make_split(labels_path, out, cfg, prefer)
     m = es.meta
     click.echo(f"{out}: {len(es.valid)} valid / {len(es.test)} test proteins ({len(es.select)} for "
                f"selection); kept {m['n_concepts_kept_reported']} concepts (+{m['n_concepts_kept'] - m['n_concepts_kept_reported']} "

@@ -15,6 +15,8 @@ behind the stage scripts with the parsed config, and logs the equivalent command
             (SAEs, shuffled-model SAEs, neurons)
   analysis  UMAP + HDBSCAN of the chosen SAEs' decoders; sequential vs structural clustering
   annotate  LLM descriptions (ANTHROPIC_API_KEY set) or prompts + a cost estimate (dry run)
+  bench     every SAE of every grid on the held-out proteins: bench.csv (L0, FVE, dead/dense,
+            loss recovered, concepts found, test F1) and Pareto plots; small-study warnings
   report    static HTML feature browser: <out>/report/index.html
 
 A finished stage is skipped (marker in <out>/pipeline/); an interrupted one resumes where its
@@ -140,6 +142,7 @@ def stage_extract(s: Study) -> dict:
 
 
 def stage_evalset(s: Study) -> dict:
+    from interplm_jax.analysis.structures import index_directory
     from interplm_jax.concepts.run import make_labels, make_split
 
     o, cfg = s.out, s.sections["concepts"]
@@ -147,9 +150,12 @@ def stage_evalset(s: Study) -> dict:
                 "--config", s.config)
     lab, _ = make_labels(s.study.annotations, o.labels, cfg)
     log.info("%s: %d proteins, %d concepts", o.labels, lab.n_proteins, lab.n_concepts)
+    # the proteins with a structure first, so that the browser can show them in 3-D
+    prefer = ["--prefer-structures", s.study.structures] if s.study.structures else []
     log_command("evaluate_concepts", "split", "--labels", o.labels, "--out", o.eval_set.root,
-                "--config", s.config)
-    es, _ = make_split(o.labels, o.eval_set.root, cfg)
+                "--config", s.config, *prefer)
+    es, _ = make_split(o.labels, o.eval_set.root, cfg,
+                       frozenset(index_directory(s.study.structures)) if prefer else ())
     log.info("%s: %d valid / %d test proteins", o.eval_set.root, len(es.valid), len(es.test))
     info = {v: _extract(s, o.eval_set.fasta, v, o.eval_store(v)).summary() for v in s.variants}
     if s.study.structures:
@@ -244,9 +250,13 @@ def stage_analysis(s: Study) -> dict:
             run_spatial(chosen[L], s.out.structure_store, L, s.study.structures,
                         s.study.structures_fasta, a.root, cfg.spatial)
             spatial = a.spatial(L)
+        # the map coloured by concept too: the (feature, concept) pairs of the concept report
+        pairs = s.out.concept_report.pairs(f"{s.study.name}_sae_L{L}_{chosen[L].name}")
+        pairs = pairs if pairs.is_file() else None
         log_command("analyze", "umap", "--sae", chosen[L], "--out", a.root, "--config", s.config,
-                    *(["--spatial", spatial] if spatial else []))
-        run_umap(chosen[L], a.root, cfg.umap, spatial_table=spatial)
+                    *(["--spatial", spatial] if spatial else []),
+                    *(["--concepts", pairs] if pairs else []))
+        run_umap(chosen[L], a.root, cfg.umap, spatial_table=spatial, concepts=pairs)
     return {}
 
 
@@ -275,14 +285,76 @@ def stage_annotate(s: Study) -> dict:
     return {"mode": mode}
 
 
+def stage_bench(s: Study) -> dict:
+    from interplm_jax.atomic import atomic_write
+    from interplm_jax.bench.guards import study_warnings
+    from interplm_jax.bench.run import bench_table, measure_layer, probe_layer
+    from interplm_jax.concepts.evalset import EvalSet
+    from interplm_jax.concepts.labels import ConceptLabels
+    from interplm_jax.fasta import Protein, write_fasta
+    from interplm_jax.sae_dir import load_sae
+    from torch_bridge.fidelity import fidelity_table, format_table
+    from torch_bridge.models import load_masked_lm
+    from torch_bridge.sae import TorchSAE
+
+    o, b, cfg, fid_cfg = s.out, s.out.bench, s.sections["concepts"], s.sections["fidelity"]
+    es, labels = EvalSet.load(o.eval_set.definition), ConceptLabels.load(o.labels)
+    test = [Protein(i, labels.sequence(int(p))) for i, p in zip(es.test, labels.indices(es.test))]
+    write_fasta(b.test_fasta, test)  # fidelity's proteins: the test split
+    inputs = ["--labels", o.labels, "--evalset", o.eval_set.definition]
+    parts, probes = [], []
+    for v in s.variants:
+        lm = None
+        for L in s.layers:
+            sweep = o.sweep(v, L)
+            sae_dirs = sorted(sweep.saes.iterdir())
+            saes = [a for p in sae_dirs for a in ("--sae", p)]
+            fid, part, probe = b.fidelity(v, L), b.part(v, L), b.part(v, L, "probes")
+            if not fid.is_file():
+                log_command("fidelity", "--model", s.model_path(v), "--fasta", b.test_fasta, "--sweep",
+                            sweep.root, "--layer", L, "--out", fid, "--config", s.config)
+                lm = lm or load_masked_lm(s.model_path(v))
+                torch_saes = {p.name: TorchSAE.from_saved(load_sae(p)) for p in sae_dirs}
+                rows = fidelity_table(*lm, [p.sequence for p in test][:fid_cfg.max_proteins], L, torch_saes,
+                                      fid_cfg.batch_size, fid_cfg.mask_fraction, fid_cfg.seed)
+                atomic_write(fid, format_table(rows))
+            if not part.is_file():
+                log_command("bench", "measure", *inputs, "--store", o.eval_store(v), "--layer", L, *saes,
+                            "--model-name", v, "--fidelity", fid, "--selection", o.selection, "--out", part,
+                            "--config", s.config)
+                measure_layer(o.labels, o.eval_set.definition, o.eval_store(v), L, sae_dirs, part, cfg, v,
+                              fid, o.selection)
+            if not probe.is_file():
+                log_command("bench", "probes", *inputs, "--store", o.eval_store(v), "--layer", L, *saes,
+                            "--model-name", v, "--out", probe)
+                probe_layer(o.labels, o.eval_set.definition, o.eval_store(v), L, sae_dirs, probe, v)
+            parts.append(part)
+            probes.append(probe)
+    if "neurons" in s.study.baselines:
+        for L in s.layers:
+            part = b.part("esm2", L, "neurons")
+            if not part.is_file():
+                log_command("bench", "measure", *inputs, "--store", o.eval_store("esm2"), "--layer", L,
+                            "--sae", o.neurons(L), "--out", part, "--config", s.config)
+                measure_layer(o.labels, o.eval_set.definition, o.eval_store("esm2"), L, [o.neurons(L)], part, cfg)
+            parts.append(part)
+    warnings = study_warnings(o, s.study, s.extract_config.max_length, s.sections["analysis"].spatial.min_proteins)
+    log_command("bench", "table", *parts, *(a for p in probes for a in ("--probes", p)), "--out", b.root,
+                *(a for w in warnings for a in ("--warning", repr(w))))
+    rows, notes = bench_table(parts, b.root, warnings, probes)
+    log.info("%s: %d rows; %d warning(s)", b.table, len(rows), len(notes))
+    return {"warnings": notes}
+
+
 def stage_report(s: Study) -> dict:
     from interplm_jax.report import build_report
-    from interplm_jax.study import report_inputs
+    from interplm_jax.study import report_evidence, report_inputs
 
     cfg = s.sections["report"]
     path = build_report(f"{s.study.name}: interplm-jax feature browser", s.out.eval_store("esm2"),
                         s.out.eval_set.fasta, report_inputs(s.out, s.layers),
-                        s.out.report, s.study.annotations, cfg)
+                        s.out.report, s.study.annotations, cfg,
+                        **report_evidence(s.out, s.study.structures, s.study.structures_fasta))
     log.info("feature browser: %s", path)
     return {"html": str(path)}
 
@@ -290,7 +362,7 @@ def stage_report(s: Study) -> dict:
 RUNNERS: dict[str, Callable[[Study], dict]] = {
     "model": stage_model, "extract": stage_extract, "evalset": stage_evalset, "train": stage_train,
     "normalize": stage_normalize, "concepts": stage_concepts, "analysis": stage_analysis,
-    "annotate": stage_annotate, "report": stage_report,
+    "annotate": stage_annotate, "bench": stage_bench, "report": stage_report,
 }
 assert tuple(RUNNERS) == STAGES
 

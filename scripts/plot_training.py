@@ -45,6 +45,7 @@ def main(sweep, out, metrics):
         if name in ("loss", "l0", "mse"):
             ax.set_yscale("log")
     axes[0][0].legend(fontsize=6)
+    fig.suptitle(f"sweep {sweep.name}: {len(curves)} SAE(s)")  # e.g. "sweep layer_4: 4 SAE(s)"
     fig.tight_layout()
     target = as_path(out) if out else sweep / "training.png"
     png = io.BytesIO()

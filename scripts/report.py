@@ -16,7 +16,9 @@ from interplm_jax.report.config import ReportConfig
 #: --layer keys -> LayerInputs fields
 KEYS = {"layer": "layer", "sweep": "sweep", "sae": "sae", "selection": "selection_csv",
         "f1": "concept_f1", "f1_test": "concept_f1_test", "umap": "umap", "spatial": "spatial",
-        "annotations": "annotations", "summary": "concept_summary"}
+        "annotations": "annotations", "summary": "concept_summary", "neurons_f1": "neurons_f1",
+        "neurons_f1_test": "neurons_f1_test", "shuffled_f1": "shuffled_f1",
+        "shuffled_f1_test": "shuffled_f1_test"}
 
 
 def parse_layer(spec: str, selection: str | None):
@@ -51,10 +53,11 @@ def parse_layer(spec: str, selection: str | None):
               help="Output directory; the page is <out>/index.html.")
 @click.option("--layer", "layer_specs", multiple=True,
               help="One layer (repeat): layer=L,sweep=DIR,sae=DIR and optionally "
-                   "selection=CSV,f1=NPZ,f1_test=NPZ,umap=TSV,spatial=TSV,annotations=DIR,summary=CSV "
+                   "selection=CSV,f1=NPZ,f1_test=NPZ,umap=TSV,spatial=TSV,annotations=DIR,summary=CSV,"
+                   "neurons_f1=NPZ,neurons_f1_test=NPZ,shuffled_f1=NPZ,shuffled_f1_test=NPZ "
                    "(the chosen SAE's directory; evaluate_concepts.py select output; its concept "
                    "counts on valid and test; analyze.py umap/spatial tables; an annotate.py "
-                   "features run; evaluate_concepts.py report summary.csv).")
+                   "features run; evaluate_concepts.py report summary.csv; the baselines' counts).")
 @click.option("--study", type=click.Path(file_okay=False, exists=True), default=None,
               help="Instead of --layer: a scripts/pipeline.py study directory (every trained layer).")
 @click.option("--selection", type=click.Path(dir_okay=False), default=None,
@@ -62,30 +65,54 @@ def parse_layer(spec: str, selection: str | None):
 @click.option("--metadata", type=click.Path(dir_okay=False), default=None,
               help="UniProtKB TSV (Entry, Protein names, Organism, Length, Sequence) or Swiss-Prot "
                    "flat file (.dat) for names.")
+@click.option("--structures", type=click.Path(file_okay=False), default=None,
+              help="AlphaFold DB / PDB files of the proteins (3-D view of those shown).")
+@click.option("--structure-store", type=click.Path(file_okay=False), default=None,
+              help="Activation store of proteins with structures: each feature also shows its "
+                   "strongest of them in 3-D [with --study and --structures: the study's].")
+@click.option("--structures-fasta", type=click.Path(dir_okay=False), default=None,
+              help="Sequences of the --structure-store proteins.")
+@click.option("--labels", type=click.Path(dir_okay=False), default=None,
+              help="Concept labels (evaluate_concepts.py labels) for the annotation tracks "
+                   "[with --study: the study's].")
 @click.option("--title", default="interplm-jax feature browser", help="Page title.")
 @command
 @config_options(ReportConfig, "report")
-def main(store, fasta, out, layer_specs, study, selection, metadata, title, cfg):
+def main(store, fasta, out, layer_specs, study, selection, metadata, structures, structure_store,
+         structures_fasta, labels, title, cfg):
     """Write <out>/index.html: per layer the chosen SAE and the grid's metrics, the clickable
-    UMAP, and per feature its top proteins (activation over the sequence), best concepts,
-    spatial statistics and LLM description; search by concept or feature id."""
-    from interplm_jax.report import build_report
+    UMAP, and per feature its top proteins (activation over the sequence, annotation tracks,
+    3-D structure), best concepts, spatial statistics and LLM description; the concept view;
+    search by concept or feature id."""
+    from interplm_jax.report import StructureInputs, build_report
 
     if bool(layer_specs) == bool(study):
         raise InputError("give either --layer (one or more) or --study")
+    if structure_store and not structures_fasta:
+        raise InputError("--structure-store needs --structures-fasta (its proteins' sequences)")
+    if structures_fasta and not (structure_store or study):
+        raise InputError("--structures-fasta goes with --structure-store (or --study)")
+    if structure_store and not structures:
+        raise InputError("--structure-store needs --structures (the structure files)")
+    evidence = {"labels": labels, "structures": structures and StructureInputs(
+        Path(structures), structure_store and Path(structure_store),
+        structure_store and Path(structures_fasta))}
     if study:
         from interplm_jax.layout import StudyLayout
-        from interplm_jax.study import report_inputs
+        from interplm_jax.study import report_evidence, report_inputs
 
         lay = StudyLayout(Path(study))
         store = store or lay.eval_store("esm2")
         fasta = fasta or lay.eval_set.fasta
         layers = report_inputs(lay, sorted(lay.chosen("sae")))
+        found = report_evidence(lay, structures, structures_fasta)
+        evidence = {"labels": labels or found["labels"],
+                    "structures": evidence["structures"] if structure_store else found["structures"]}
     else:
         if not (store and fasta):
             raise InputError("--layer needs --store and --fasta")
         layers = [parse_layer(s, selection) for s in layer_specs]
-    path = build_report(title, store, fasta, layers, out, metadata, cfg)
+    path = build_report(title, store, fasta, layers, out, metadata, cfg, **evidence)
     click.echo(f"{path} ({path.stat().st_size / 1e6:.2f} MB)")
 
 

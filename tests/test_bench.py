@@ -16,6 +16,7 @@ from interplm_jax.bench.table import pareto_front
 from interplm_jax.cli import load_script
 from interplm_jax.concepts.evalset import EvalSet
 from interplm_jax.concepts.labels import ConceptLabels
+from interplm_jax.layout import BenchFiles
 from interplm_jax.sae_dir import save_sae
 from interplm_jax.store import write_store
 
@@ -166,9 +167,17 @@ def test_script_measure_then_table(study, tmp_path):
                                            "--selection", str(sel), "--saes-per-pass", "2",
                                            "--out", str(tmp_path / "part.csv")])
     assert res.exit_code == 0, res.output
-    res = CliRunner().invoke(script.main, ["table", str(tmp_path / "part.csv"), "--out", str(tmp_path / "b"),
-                                           "--warning", "few proteins"])
+    res = CliRunner().invoke(script.main, ["probes", *map(str, common[:8] + saes[:2]), "--max-residues", "300",
+                                           "--out", str(tmp_path / "probes.csv")])
     assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(script.main, ["table", str(tmp_path / "part.csv"), "--out", str(tmp_path / "b"),
+                                           "--warning", "few proteins", "--probes", str(tmp_path / "probes.csv")])
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "b" / "probes_summary.csv") as f:
+        means = {(r["probe"], r["k"]): float(r["mean_test_f1"]) for r in csv.DictReader(f)}
+    assert set(means) == {("000", k) for k in ("1", "2", "5", "10")} | {("neurons", k) for k in ("1", "2", "5")} \
+        | {("hidden", "8")}
+    assert (tmp_path / "b" / "probes.png").stat().st_size > 1000
     rows = read_table(tmp_path / "b" / "bench.csv")
     with open(tmp_path / "b" / "bench.csv") as f:
         header = next(csv.reader(f))
@@ -178,7 +187,7 @@ def test_script_measure_then_table(study, tmp_path):
     assert [r["chosen"] for r in rows] == [False, False, True]
     for r, sae in zip(rows, study["saes"]):
         assert r["fve"] == pytest.approx(numpy_metrics(study, sae)["fve"], rel=1e-5)
-    for name in ("pareto_fve.png", "pareto_loss_recovered.png", "pareto_concepts.png"):
+    for name in ("pareto_fve.png", "pareto_loss_recovered.png", "pareto_n_concepts.png"):
         assert (tmp_path / "b" / name).stat().st_size > 1000
     assert "few proteins" in (tmp_path / "b" / "warnings.json").read_text()
 
@@ -201,7 +210,7 @@ def test_no_plot_without_values(tmp_path):
              "dead_frac": 0.0, "dense_frac": 0.0, "loss_recovered": float("nan"), "n_concepts": 2,
              "mean_best_f1": 0.3, "test_f1": 0.2, "chosen": True}]
     write_table(tmp_path / "bench.csv", rows)
-    skipped = plot_all(read_table(tmp_path / "bench.csv"), tmp_path)
+    skipped = plot_all(read_table(tmp_path / "bench.csv"), BenchFiles(tmp_path))
     assert list(skipped) == ["pareto_loss_recovered.png"] and "loss_recovered" in skipped["pareto_loss_recovered.png"]
     assert not (tmp_path / "pareto_loss_recovered.png").exists() and (tmp_path / "pareto_fve.png").exists()
 

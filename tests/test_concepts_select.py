@@ -90,3 +90,18 @@ def test_select_best_picks_the_highest_mean_best_f1():
     assert best == "a" and list(score) == ["a", "b", "c"]
     best, _ = select_best({"y": TEST, "x": TEST})
     assert best == "x"
+
+
+def test_split_prefers_proteins_with_structures(demo_labels):
+    """Preferred ids (e.g. those with an AlphaFold model) are sampled first, over valid and test
+    alike; without a preference the sample is unchanged."""
+    ids = demo_labels.protein_ids
+    prefer = frozenset(ids[::7][:10])
+    plain = make_eval_set(demo_labels, n_proteins=30, seed=3)
+    assert make_eval_set(demo_labels, n_proteins=30, seed=3, prefer=()).valid == plain.valid
+    es = make_eval_set(demo_labels, n_proteins=30, seed=3, prefer=prefer)
+    chosen = set(es.valid) | set(es.test)
+    assert len(chosen) == 30 and prefer <= chosen and es.meta["n_preferred"] == 10
+    assert prefer & set(es.valid) and prefer & set(es.test)
+    assert make_eval_set(demo_labels, n_proteins=30, seed=3, prefer=prefer).valid == es.valid
+    assert len(prefer - set(plain.valid) - set(plain.test)) > 0  # the preference changed the sample

@@ -89,6 +89,13 @@ def test_read_json_names_the_file(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(InputError, match="^not a directory$"):
         read_json(tmp_path / "file" / "sae.json", "not a directory")
+    (tmp_path / "latin1.json").write_bytes('{"name": "prot\u00e9ine"}'.encode("latin-1"))
+    with pytest.raises(InputError, match=r"latin1\.json: not UTF-8 text \(invalid continuation "
+                                         r"byte at byte 14\)"):
+        read_json(tmp_path / "latin1.json", "missing")
+    assert read_json(tmp_path / "ok.json", "missing", dict) == {"a": [1, 2]}
+    with pytest.raises(InputError, match=r"ok\.json: holds a JSON object; expected a list"):
+        read_json(tmp_path / "ok.json", "missing", list)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -60,11 +61,13 @@ def test_torch_sae_matches_numpy_and_jax(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_interplm_round_trip(tmp_path, arch):
-    sae = random_sae(arch)
+def test_interplm_round_trip(tmp_path, arch, caplog):
+    sae = random_sae(arch)  # F = 24, of which 4 never fire (scale 0)
     write_interplm(sae, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ae.pt", "config.yaml"]
-    back = read_interplm(tmp_path / "ae.pt")
+    with caplog.at_level(logging.INFO, logger="torch_bridge.export"):
+        back = read_interplm(tmp_path / "ae.pt")
+    assert "4 feature(s) with activation_rescale_factor 0 (never fired" in caplog.text
     assert back.arch == arch
     for key, value in sae.params.items():
         np.testing.assert_allclose(back.params[key], value, atol=1e-6, err_msg=key)

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from _study import PIPELINE, pipeline
 from interplm_jax.cli import load_script
 from interplm_jax.errors import InputError
+from interplm_jax.report import page_data
 from interplm_jax.sae_dir import load_sae
 from interplm_jax.store import ActivationStore
 from interplm_jax.study import STAGES, StudyLayout
@@ -83,6 +84,45 @@ def test_concept_report_has_every_baseline(demo_study):
         assert (out.analysis(L) / f"spatial_layer{L}.tsv").is_file()
         assert (out.analysis(L) / "feature_map.tsv").is_file()
         assert (out.annotate(L) / "dry_run" / "estimate_features.json").is_file()
+
+
+def test_bench_table_of_every_sae(demo_study):
+    """bench.csv: a row per SAE, model and layer and per neuron baseline; the chosen SAE's L0 and
+    FVE equal NumPy on the test proteins' rows and its loss recovered the fidelity code's."""
+    from interplm_jax.concepts.evalset import EvalSet
+    from interplm_jax.concepts.labels import ConceptLabels
+    from torch_bridge.fidelity import fidelity_table
+    from torch_bridge.models import load_masked_lm
+    from torch_bridge.sae import TorchSAE
+
+    out = StudyLayout(demo_study.out)
+    rows = _rows(out.bench.table)
+    assert sorted((r["model"], r["layer"], r["sae"]) for r in rows) == sorted(
+        [(m, str(L), s) for m in ("esm2", "shuffled") for L in (2, 4) for s in ("sae000", "sae001")]
+        + [("esm2", str(L), "neurons") for L in (2, 4)])
+    chosen = out.chosen("sae")[4]
+    (row,) = [r for r in rows if r["model"] == "esm2" and r["layer"] == "4" and r["chosen"] == "True"]
+    assert row["sae"] == chosen.name
+    es = EvalSet.load(out.concepts / "set" / "evalset.json")
+    ev = ActivationStore.open(out.eval_store("esm2"))
+    x = np.concatenate([ev.protein(p, 4) for p in es.test]).astype(np.float64)
+    p = load_sae(chosen).params
+    f = np.maximum((x - p["b_pre"]) @ p["W_enc"] + p["b_enc"], 0)
+    x_hat = f @ p["W_dec"] + p["b_pre"]
+    assert float(row["l0"]) == pytest.approx((f > 0).sum(1).mean(), rel=1e-5)
+    assert float(row["fve"]) == pytest.approx(1 - ((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum(), rel=1e-4)
+    labels = ConceptLabels.load(out.concepts / "labels.npz")
+    seqs = [labels.sequence(int(i)) for i in labels.indices(es.test)][:20]  # fidelity.max_proteins
+    lm, tok = load_masked_lm(str(out.model("tiny-esm2")))
+    (fid,) = fidelity_table(lm, tok, seqs, 4, {"c": TorchSAE.from_saved(load_sae(chosen))})
+    assert float(row["loss_recovered"]) == pytest.approx(fid.loss_recovered, rel=1e-4)
+    for y in ("fve", "loss_recovered", "n_concepts"):
+        assert out.bench.pareto(y).stat().st_size > 1000
+    assert out.bench.probes_plot.stat().st_size > 1000
+    probes = {(r["model"], r["layer"], r["probe"], r["k"]) for r in _rows(out.bench.probes_summary)}
+    assert ("esm2", "4", chosen.name, "10") in probes and ("shuffled", "2", "neurons", "1") in probes
+    warnings = json.loads(out.bench.warnings.read_text())
+    assert any("selection split has" in w for w in warnings)  # the demo's 9 selection proteins
 
 
 def test_rerun_skips_every_stage(demo_study):
@@ -162,7 +202,7 @@ def test_every_config_section_parses(name):
 def test_report_page_of_the_study(demo_study):
     out = StudyLayout(demo_study.out)
     page = (out.report / "index.html").read_text()
-    data = json.loads(page.split('<script type="application/json" id="data">', 1)[1].split("</script>", 1)[0])
+    data = page_data(page)
     assert [d["layer"] for d in data["layers"]] == [2, 4]
     assert [d["sae"] for d in data["layers"]] == [out.chosen("sae")[L].name for L in (2, 4)]
 
@@ -204,11 +244,12 @@ def test_annotate_stage_calls_claude_when_a_key_is_set(demo_study, tmp_path):
     assert described and n_requests == len(described) + len(validated)
     assert {r["summary"] for r in described} == {f"Cysteine feature {r['feature']}." for r in described}
     page = (out.report / "index.html").read_text()
-    data = json.loads(page.split('<script type="application/json" id="data">', 1)[1].split("</script>", 1)[0])
+    data = page_data(page)
     shown = data["layers"][-1]["descriptions"]
     assert {int(f) for f in shown} == {int(r["feature"]) for r in described}
     assert not any(key in p.read_text(errors="ignore") for p in study.rglob("*") if p.is_file()
                    and p.stat().st_size < 5e6)
+    assert key not in json.dumps(data)  # the page's data is compressed: look inside too
 
 
 def test_logs_are_quiet_and_informative(demo_study):

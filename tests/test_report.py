@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from interplm_jax.annotate.activations import max_and_histogram
 from interplm_jax.cli import load_script
 from interplm_jax.errors import InputError
 from interplm_jax.report import LayerInputs, report_data
@@ -26,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo"
 FASTA = DEMO / "swissprot_sample.fasta.gz"
 METADATA = DEMO / "uniprotkb_features.tsv.gz"
+ALPHAFOLD = DEMO / "alphafold"
 CHROMIUM = os.environ.get("INTERPLM_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -87,6 +89,19 @@ def _assert_live(got, fmax: np.ndarray) -> None:
     got = set(np.asarray(got).tolist())
     assert set(np.flatnonzero(fmax > 1e-5).tolist()) <= got <= set(np.flatnonzero(fmax > 0).tolist()) | {
         int(f) for f in np.flatnonzero(fmax >= 0) if fmax[f] < 1e-5}
+
+
+def _assert_histogram(got, acts, bins: int) -> None:
+    """``got`` (bins + 2,) counts == NumPy's: exactly 0, ``np.histogram`` of (0, 1] in ``bins``
+    equal bins, above 1; a value within 1e-5 of a bin edge (float32 vs float64) may fall either side."""
+    a = np.asarray(acts, np.float64).ravel()
+    want = np.concatenate([[np.sum(a <= 0)],
+                           np.histogram(a[(a > 0) & (a <= 1)], bins, range=(0, 1))[0],
+                           [np.sum(a > 1)]])
+    near = int(np.sum(np.abs(a[:, None] - np.linspace(0, 1, bins + 1)[None]) < 1e-5))
+    got = np.asarray(got)
+    assert got.shape == (bins + 2,) and got.sum() == a.size
+    assert np.abs(got - want).sum() <= 2 * near, (got, want)
 
 
 # ---------------------------------------------------------------- compact encoding
@@ -158,15 +173,33 @@ def test_feature_examples_on_a_synthetic_store(tmp_path, arch):
     feats = feature_function(arch, params)
     per_protein = [feats(a) for a in acts]
     maxima = np.stack([a.max(axis=0) for a in per_protein])
-    ex = feature_examples(store, 1, arch, params, n_top=4, window_size=32, batch_rows=500)
+    ex = feature_examples(store, 1, arch, params, n_top=4, window_size=32, batch_rows=500,
+                          profile_top=2, profile_bins=16, hist_bins=10)
     _assert_live(ex.features, maxima.max(axis=0))
     assert 3 not in ex.features
+    every = np.concatenate(per_protein)  # every residue; scale up to 2: some above 1
+    assert ex.hist.shape == (len(ex.features), 12) and ex.hist[:, -1].sum() > 0
     for k, f in enumerate(ex.features):
+        _assert_histogram(ex.hist[k], every[:, f], 10)
+    # an encoder without segment_max_counts: maxima and counts on the host, the same numbers
+    _, host = max_and_histogram(store, 1, lambda x: np.asarray(feats(x)), 500, 10)
+    np.testing.assert_array_equal(host[ex.features], ex.hist)
+    for k, f in enumerate(ex.features):
+        n_long = 0
         for e in ex.examples[k]:
             a = per_protein[e.protein][:, f]
             assert e.max_act == pytest.approx(a.max(), rel=1e-5, abs=1e-6)
             np.testing.assert_allclose(dequantise(e.q, ex.feature_max[k]), a[e.start:e.start + len(e.q)],
                                        atol=ex.feature_max[k] / 510 + 1e-5)
+            # the first two proteins longer than the window: 16 maxima of equal runs of residues
+            if len(a) > 32 and n_long < 2:
+                n_long += 1
+                edges = (np.arange(17) * len(a)) // 16  # run b: floor(b n / 16) .. floor((b + 1) n / 16)
+                np.testing.assert_allclose(dequantise(e.profile, ex.feature_max[k]),
+                                           [a[edges[b]:edges[b + 1]].max() for b in range(16)],
+                                           atol=ex.feature_max[k] / 510 + 1e-5)
+            else:
+                assert e.profile is None
         got = [e.protein for e in ex.examples[k]]
         np.testing.assert_allclose(maxima[got, f], np.sort(maxima[:, f])[::-1][:len(got)], rtol=1e-5)
 
@@ -179,10 +212,13 @@ def test_feature_examples_match_numpy(study, reference):
     li = study.layers[-1]
     sae = load_sae(li.sae)
     ex = feature_examples(store, li.layer, sae.arch, sae.params, n_top=5, window_size=40,
-                          batch_rows=2048)
+                          batch_rows=2048, hist_bins=20)
     acts, maxima = reference[li.layer]
     fmax = maxima.max(axis=0)
     _assert_live(ex.features, fmax)
+    every = np.concatenate(acts)  # (all residues, F)
+    for k, f in enumerate(ex.features):
+        _assert_histogram(ex.hist[k], every[:, f], 20)
     np.testing.assert_allclose(ex.feature_max, fmax[ex.features], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(ex.frequency, (maxima[:, ex.features] > 1e-6).mean(0), atol=0.02)
     for k, f in enumerate(ex.features):
@@ -246,13 +282,12 @@ def test_bad_inputs_name_the_file(study, tmp_path):
 
 
 def test_a_title_with_template_markers_stays_text():
-    from interplm_jax.report.build import render_html
+    from interplm_jax.report.build import page_data, render_html
 
-    data = {"title": "study __DATA__ <b>__TITLE__</b>", "layers": []}
+    data = {"title": "study __DATA__ <b>__TITLE__</b> __SCRIPTS__ __VIEWER__", "layers": []}
     page = render_html(data)
-    assert "<title>study __DATA__ &lt;b&gt;__TITLE__&lt;/b&gt;</title>" in page
-    blob = re.search(r'<script type="application/json" id="data">(.*?)</script>', page).group(1)
-    assert json.loads(blob) == data
+    assert "<title>study __DATA__ &lt;b&gt;__TITLE__&lt;/b&gt; __SCRIPTS__ __VIEWER__</title>" in page
+    assert page_data(page) == data
 
 
 # ---------------------------------------------------------------- the page in Chromium
@@ -265,10 +300,12 @@ def report_html(study, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report")
     args = ["--store", str(study.store), "--fasta", str(FASTA), "--metadata", str(METADATA),
             "--out", str(out), "--title", "Demo study", "--config", str(REPO / "configs" / "demo.yaml")]
+    args += ["--structures", str(ALPHAFOLD), "--structure-store", str(study.root / "esm2" / "store_af"),
+             "--structures-fasta", str(ALPHAFOLD / "sequences.fasta"),
+             "--labels", str(study.root / "concepts" / "labels.npz")]
+    keys = {v: k for k, v in _load_script("report").KEYS.items()}
     for li in study.layers:
-        spec = {"layer": li.layer, "sweep": li.sweep, "sae": li.sae, "selection": li.selection_csv,
-                "f1": li.concept_f1, "f1_test": li.concept_f1_test, "umap": li.umap,
-                "spatial": li.spatial, "annotations": li.annotations, "summary": li.concept_summary}
+        spec = {keys[f.name]: getattr(li, f.name) for f in dataclasses.fields(li)}
         args += ["--layer", ",".join(f"{k}={v}" for k, v in spec.items() if v is not None)]
     r = CliRunner().invoke(_load_script("report").main, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -312,23 +349,24 @@ def page(chromium, report_html, tmp_path_factory):
         pg = ctx.new_page()
         problems: list[str] = []
         pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-              if m.type in ("error", "warning") else None)
+              if m.type in ("error", "warning") and "GL Driver Message" not in m.text else None)
         pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         pg.on("request", lambda r: problems.append(f"request {r.url}")
               if not r.url.startswith(("file:", "data:")) else None)
         pg.goto(report_html.as_uri())
-        pg.wait_for_selector("#features li")
+        pg.wait_for_selector("body[data-ready='1']")
         pg.problems = problems
         yield pg
         ctx.close()
 
 
 def _strips(pg) -> list[dict]:
-    """The top proteins shown: id and each residue's position and activation."""
-    return pg.eval_on_selector_all("#feature .protein", """els => els.map(e => ({
+    """The top proteins shown (not the whole structure proteins): id and each residue's position and activation."""
+    return pg.eval_on_selector_all("#feature .protein:not(.whole)", """els => els.map(e => ({
         id: e.dataset.protein,
         pos: [...e.querySelectorAll('span[data-pos]')].map(s => +s.dataset.pos),
         act: [...e.querySelectorAll('span[data-pos]')].map(s => +s.dataset.act),
+        profile: [...e.querySelectorAll('svg.profile rect[data-bin]')].map(r => +r.dataset.act),
         letters: [...e.querySelectorAll('span[data-pos]')].map(s => s.textContent).join('')}))""")
 
 
@@ -345,6 +383,11 @@ def _check_feature(pg, study, reference, layer: int, f: int, sequences: dict):
     order = np.argsort(-col, kind="stable")[:len(shown)]
     got = [ids.index(s["id"]) for s in shown]
     np.testing.assert_allclose(col[got], col[order], rtol=1e-4, atol=1e-6)
+    # the histogram drawn: every residue by its activation (the last bar, above 1, only if any)
+    counts = pg.eval_on_selector_all("#hist rect[data-count]", "rs => rs.map(r => +r.dataset.count)")
+    every = np.concatenate([a[:, f] for a in acts])
+    assert len(counts) in (21, 22)  # hist_bins 20 (the default: configs/demo.yaml keeps it)
+    _assert_histogram(counts + [0] * (22 - len(counts)), every, 20)
     scale = col.max() / 255
     for s, p in zip(shown, got):
         a = acts[p][:, f]
@@ -352,18 +395,21 @@ def _check_feature(pg, study, reference, layer: int, f: int, sequences: dict):
         assert len(pos) == min(96, len(a)) and int(np.argmax(a)) in pos
         np.testing.assert_allclose(s["act"], a[pos], atol=scale / 2 + 1e-5)
         assert s["letters"] == "".join(sequences[s["id"]][i] for i in pos)
+        # the whole-sequence profile of the strongest 3 proteins longer than the window: the
+        # maxima of equal runs of residues
+        rank = [k for k, t in enumerate(shown) if len(sequences[t["id"]]) > 96]
+        if s in [shown[k] for k in rank[:3]]:
+            B = min(120, len(a))
+            edges = (np.arange(B + 1) * len(a)) // B
+            np.testing.assert_allclose(s["profile"], [a[edges[b]:edges[b + 1]].max() for b in range(B)],
+                                       atol=scale / 2 + 1e-5)
+        else:
+            assert s["profile"] == []
 
 
 def _best_f1(counts_path: Path, concept: str, f: int) -> float:
     """Best F1 over thresholds of (concept, feature), from the raw counts in NumPy."""
-    with np.load(counts_path) as z:
-        c = [str(x) for x in z["concepts"]].index(concept)
-        tp, fp, hits = (z[k][c, f].astype(float) for k in ("tp", "fp", "hits"))
-        prec = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
-        denom = z["n_residues"][c] if z["per_residue"][c] else z["n_domains"][c]
-        rec = (tp if z["per_residue"][c] else hits) / max(denom, 1)
-        f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(tp), where=prec + rec > 0)
-    return float(f1.max())
+    return float(_best_f1_all(counts_path, concept)[f])
 
 
 def test_page_in_headless_chromium(page, study, reference, tmp_path_factory):
@@ -390,7 +436,7 @@ def test_page_in_headless_chromium(page, study, reference, tmp_path_factory):
     with open(study.layers[-1].selection_csv) as fh:  # the SAEs' row, not the shuffled baseline's
         score = next(float(r["mean_best_f1"]) for r in csv.DictReader(fh)
                      if (r["kind"], r["layer"], r["name"]) == ("sae", str(last), cells[0]))
-    assert float(cells[header.index("select F1")]) == pytest.approx(score, abs=1e-3)
+    assert float(cells[header.index("selection F1")]) == pytest.approx(score, abs=1e-3)
     # the SAE beside the baselines on the held-out split: the report's summary.csv rows of the layer
     with open(study.layers[-1].concept_summary) as fh:
         want = [r for r in csv.DictReader(fh) if r["layer"] == str(last)]
@@ -422,7 +468,7 @@ def test_page_in_headless_chromium(page, study, reference, tmp_path_factory):
 
     # search by a concept name: the features listed show that concept; the F1 row matches
     li = study.layers[-1]
-    data = json.loads(pg.text_content("#data"))
+    data = pg.evaluate("window.featureBrowser.data")
     layer_data = next(x for x in data["layers"] if x["layer"] == last)
     by_feature = layer_data["concepts"]["by_feature"]
     names = layer_data["concepts"]["names"]
@@ -433,7 +479,7 @@ def test_page_in_headless_chromium(page, study, reference, tmp_path_factory):
     assert feat in hits
     pg.click(f"#features li[data-feature='{feat}']")
     rows = pg.eval_on_selector_all("#concepts tbody tr", "rs => rs.map(r => [...r.cells].map(c => c.textContent))")
-    shown = next(r for r in rows if r[0] == concept)
+    shown = next(r for r in rows if r[0] == concept.replace("_", ": ", 1))
     assert abs(float(shown[1]) - _best_f1(li.concept_f1, concept, feat)) < 1e-3
     # search by feature id
     pg.fill("#search", str(g))
@@ -457,6 +503,10 @@ def test_page_in_headless_chromium(page, study, reference, tmp_path_factory):
     pg.select_option("#layer", str(last))
     pg.click(f"#features li[data-feature='{f}']")
 
+    # no table is clipped at 1,400 px (the grid, the baselines, the feature's tables)
+    assert pg.evaluate("[...document.querySelectorAll('.tablewrap')]"
+                       ".filter(t => t.scrollWidth > t.clientWidth + 1).length") == 0
+
     # a screenshot that shows something
     from PIL import Image
 
@@ -468,3 +518,179 @@ def test_page_in_headless_chromium(page, study, reference, tmp_path_factory):
     assert img.std() > 20
     print(f"screenshot: {shot}")
     assert pg.problems == []
+
+
+# ---------------------------------------------------------------- evidence: 3-D, tracks, concepts
+
+STOPS = np.array([[255, 255, 255], [253, 174, 97], [215, 48, 39], [127, 0, 38]], np.float64)
+
+
+def _heat(t: float) -> np.ndarray:
+    """The documented colour scale (docs/report.md): linear between four stops over [0, 1]."""
+    t = float(np.clip(t, 0, 1)) * 3
+    i = min(int(t), 2)
+    return np.rint(STOPS[i] + (t - i) * (STOPS[i + 1] - STOPS[i]))
+
+
+def _rgb(hex_int: int) -> np.ndarray:
+    return np.array([(hex_int >> 16) & 255, (hex_int >> 8) & 255, hex_int & 255], np.float64)
+
+
+def _open(pg, page_path: Path, fragment: str = "") -> None:
+    pg.goto("about:blank")
+    pg.goto(page_path.as_uri() + fragment)
+    pg.wait_for_selector("body[data-ready='1']")
+
+
+def test_structure_view_colours_follow_the_activations(page, report_html, study):
+    """Deep link to a feature on O15552 (an AlphaFold model of the structure store): the viewer
+    draws it, and the colour it gives each residue is the colour of NumPy's activation."""
+    from PIL import Image
+
+    from interplm_jax.sae_dir import load_sae
+    from interplm_jax.store import ActivationStore
+
+    pg, li = page, study.layers[-1]
+    store = ActivationStore.open(study.root / "esm2" / "store_af")
+    acts = _numpy_acts(store, li.layer, load_sae(li.sae).params)[store.protein_ids.index("O15552")]
+    data = pg.evaluate("window.featureBrowser.data")
+    F = next(x for x in data["layers"] if x["layer"] == li.layer)["features"]
+    live = [f for f in F["ids"] if str(f) in F["struct"]]
+    f = max(live, key=lambda g: np.ptp(acts[:, g]) / F["max"][F["ids"].index(g)])
+    _open(pg, report_html, f"#layer={li.layer}&feature={f}&protein=O15552")
+    pg.wait_for_function("window.featureBrowser.structureShown() === 'O15552'")
+    colours = pg.evaluate("window.featureBrowser.viewerColours()")
+    assert sorted(map(int, colours)) == list(range(len(acts)))
+    fmax = F["max"][F["ids"].index(f)]
+    want = np.stack([_heat(a / fmax) for a in acts[:, f]])
+    got = np.stack([_rgb(colours[str(i)]) for i in range(len(acts))])
+    np.testing.assert_allclose(got, want, atol=3)  # uint8 activations: 1/510 of the scale
+    assert len(np.unique(got, axis=0)) > 5
+    pg.wait_for_timeout(300)
+    img = np.asarray(Image.open(io.BytesIO(pg.locator("#viewer3d").screenshot())).convert("RGB"))
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50 and (img.min(axis=2) < 200).mean() > 0.005
+    # hovering a residue of the strip highlights it (the viewer labels it; the strip outlines it)
+    cell = f".protein[data-protein='O15552'] span[data-pos='{int(np.argmax(acts[:, f]))}']"
+    pg.hover(cell)
+    assert pg.locator(cell).get_attribute("class") == "hl"
+    assert "protein=O15552" in pg.evaluate("location.hash")
+    assert page.problems == []
+
+
+def _best_f1_all(counts_path: Path, concept: str) -> np.ndarray:
+    """(F,) best F1 over thresholds of ``concept`` for every feature, in NumPy from the counts."""
+    with np.load(counts_path) as z:
+        c = [str(x) for x in z["concepts"]].index(concept)
+        tp, fp, hits = (z[k][c].astype(float) for k in ("tp", "fp", "hits"))  # (F, T)
+        prec = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
+        denom = z["n_residues"][c] if z["per_residue"][c] else z["n_domains"][c]
+        rec = (tp if z["per_residue"][c] else hits) / max(denom, 1)
+        f1 = np.divide(2 * prec * rec, prec + rec, out=np.zeros_like(tp), where=prec + rec > 0)
+    return f1.max(axis=1)
+
+
+def test_deep_links_history_and_the_concept_view(page, report_html, study):
+    pg = page
+    first, last = study.layers[0], study.layers[-1]
+    data = pg.evaluate("window.featureBrowser.data")
+    ids = next(x for x in data["layers"] if x["layer"] == first.layer)["features"]["ids"]
+    f, g = ids[1], ids[2]
+    _open(pg, report_html, f"#layer={first.layer}&feature={f}")
+    assert pg.input_value("#layer") == str(first.layer)
+    assert pg.inner_text("#feature h2").endswith(f"#{f}")
+    pg.click(f"#features li[data-feature='{g}']")
+    assert pg.inner_text("#feature h2").endswith(f"#{g}") and f"feature={g}" in pg.evaluate("location.hash")
+    pg.go_back()
+    pg.wait_for_function(f"document.querySelector('#feature h2').textContent.endsWith('#{f}')")
+    pg.go_forward()
+    pg.wait_for_function(f"document.querySelector('#feature h2').textContent.endsWith('#{g}')")
+
+    # the concept view of the best-scored concept: SAE and baselines' F1 equal NumPy's
+    layer = next(x for x in data["layers"] if x["layer"] == last.layer)
+    names = layer["concepts"]["names"]
+    c = max(layer["concepts"]["by_concept"]["sae"], key=lambda k: layer["concepts"]["by_concept"]["sae"][k][0][1])
+    name = names[int(c)]
+    _open(pg, report_html, f"#layer={last.layer}&concept={name.replace('+', '%2B')}")
+    assert pg.inner_text("#conceptname") == name.replace("_", ": ", 1)
+    k = data["config"]["concept_features"]
+    for kind, counts in (("sae", last.concept_f1), ("neurons", last.neurons_f1), ("shuffled", last.shuffled_f1)):
+        rows = pg.eval_on_selector_all(f".kind[data-kind='{kind}'] tbody tr",
+                                       "rs => rs.map(r => [...r.cells].map(c => c.textContent))")
+        ref = _best_f1_all(counts, name)
+        want = np.sort(ref[ref > 0])[::-1][:k]
+        assert [float(r[1]) for r in rows] == pytest.approx(want.tolist(), abs=1e-3)
+        for r in rows:
+            assert ref[int(r[0].lstrip("#"))] == pytest.approx(float(r[1]), abs=1e-3)
+    # a feature link of the concept view opens the feature
+    feat = pg.get_attribute(".kind[data-kind='sae'] tbody tr a", "data-feature")
+    pg.click(".kind[data-kind='sae'] tbody tr a")
+    assert pg.inner_text("#feature h2").endswith(f"#{feat}")
+    assert page.problems == []
+
+
+def test_annotation_tracks_equal_the_labels(page, report_html, study):
+    """The bars under each residue are the protein's annotated residues of the feature's best
+    concepts, read from the labels file's intervals."""
+    pg, li = page, study.layers[-1]
+    with np.load(study.root / "concepts" / "labels.npz") as z:
+        pids, concepts = [str(x) for x in z["protein_ids"]], [str(x) for x in z["concepts"]]
+        iv = {k: z[k] for k in ("iv_protein", "iv_concept", "iv_start", "iv_stop")}
+    data = pg.evaluate("window.featureBrowser.data")
+    layer = next(x for x in data["layers"] if x["layer"] == li.layer)
+    names = layer["concepts"]["names"]
+    checked = 0
+    for f, rows in list(layer["concepts"]["by_feature"].items())[:12]:
+        _open(pg, report_html, f"#layer={li.layer}&feature={f}")
+        shown = pg.eval_on_selector_all("#feature .protein", """els => els.map(e => ({id: e.dataset.protein,
+            cells: [...e.querySelectorAll('span[data-pos]')].map(s => [+s.dataset.pos,
+              [...s.querySelectorAll('i.tr')].map(i => i.dataset.concept)])}))""")
+        for s in shown:
+            if s["id"] not in pids:
+                continue
+            p = pids.index(s["id"])
+            for row in rows:
+                name = names[row[0]]
+                c = concepts.index(name)
+                sel = (iv["iv_protein"] == p) & (iv["iv_concept"] == c)
+                want = set()
+                for a, b in zip(iv["iv_start"][sel], iv["iv_stop"][sel]):
+                    want |= set(range(int(a), int(b)))
+                got = {pos for pos, marks in s["cells"] if name in marks}
+                assert got == want & {pos for pos, _ in s["cells"]}, (f, s["id"], name)
+                checked += len(got)
+    assert checked > 0
+
+
+def test_hostile_text_is_shown_as_text(page, study, tmp_path):
+    """Protein names, an LLM description and the title with markup: shown as text, never run."""
+    import gzip
+
+    from interplm_jax.annotate.describe import DESCRIPTION_COLUMNS, write_csv
+    from interplm_jax.report import build_report
+
+    evil = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+    lines = gzip.decompress(METADATA.read_bytes()).decode().splitlines()
+    col = lines[0].split("\t").index("Protein names")
+    rows = [r.split("\t") for r in lines[1:]]
+    for r in rows:
+        r[col] = evil + " " + r[col]
+    meta = tmp_path / "meta.tsv"
+    meta.write_text("\n".join([lines[0]] + ["\t".join(r) for r in rows]) + "\n")
+    li = study.layers[-1]
+    run = tmp_path / "annotate"
+    run.mkdir()
+    write_csv(run / "descriptions.csv", [{"feature": 5, "status": "ok", "summary": evil,
+                                          "description": evil}], DESCRIPTION_COLUMNS)
+    page_path = build_report(evil, study.store, FASTA, [dataclasses.replace(li, annotations=run)],
+                             tmp_path / "out", meta)
+    pg = page.context.new_page()  # the session's browser
+    try:
+        pg.goto(page_path.as_uri() + f"#layer={li.layer}&feature=5")
+        pg.wait_for_selector("body[data-ready='1']")
+        assert pg.evaluate("window.__pwned") is None
+        assert pg.locator("img").count() == 0
+        assert pg.inner_text("#title") == evil and pg.title() == evil
+        assert evil in pg.inner_text("#description")
+        assert pg.inner_text("#feature .phead span:nth-child(2) >> nth=0").startswith(evil)
+    finally:
+        pg.close()

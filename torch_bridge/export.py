@@ -102,6 +102,10 @@ def read_leaves(spec: Architecture, leaves: Mapping[str, TorchLeaf], sd: Mapping
                              integer=name in spec.int_leaves())
         if leaf.how == "reciprocal":  # (1 / a negative factor would read as a dead feature)
             check_non_negative(stored, leaf.key, where)
+            if (stored == 0).any():
+                log.info("%s: %d feature(s) with %s 0 (never fired on the normalization set): "
+                         "their normalized activations are 0", where, int((stored == 0).sum()),
+                         leaf.key)
         params[name] = _ours(leaf, stored)
     return params
 

@@ -45,7 +45,8 @@ def run_umap(sae: str | os.PathLike, out: str | os.PathLike, cfg: UmapConfig = U
     ``dashboard``: also write ``UMAP.csv`` for InterPLM's dashboard."""
     from interplm_jax.analysis.geometry import feature_map
 
-    params = load_sae(sae).params
+    saved = load_sae(sae)
+    params = saved.params
     F = params["W_dec"].shape[0]
     concept = ratio = None  # read the tables first: a bad table fails before the slow UMAP
     if concepts is not None:
@@ -59,7 +60,8 @@ def run_umap(sae: str | os.PathLike, out: str | os.PathLike, cfg: UmapConfig = U
     if ratio is not None:
         table["struct_seq_ratio"] = ratio
     files = AnalysisFiles(out)
-    title = f"{Path(sae).name}: {F} features"
+    layer = saved.meta.get("layer")
+    title = (f"layer {layer}, " if layer is not None else "") + f"SAE {Path(sae).name}: {F} features"
     paths = {"table": write_tsv(files.feature_map(name), table),
              "figure": plots.plot_feature_map(files.feature_map(name, "png"), fmap.xy, fmap.cluster,
                                               concept, ratio, title=title)}

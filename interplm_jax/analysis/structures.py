@@ -30,16 +30,22 @@ _AF_NAME = re.compile(r"^AF-(?P<acc>[^-]+)-F1-model_v(?P<ver>\d+)\.(?P<fmt>pdb|c
 _PLAIN_NAME = re.compile(r"^(?P<acc>[^.]+)\.(?P<fmt>pdb|cif)(?:\.gz)?$")
 
 
+#: Backbone atoms kept in :attr:`Structure.backbone`, in this order.
+BACKBONE = ("N", "CA", "C", "O")
+
+
 @dataclasses.dataclass(frozen=True)
 class Structure:
-    """C-alpha trace of one chain: ``sequence`` (one letter per residue), ``ca`` (L, 3) in
-    Angstrom, ``numbers`` (L,) residue sequence numbers, ``path`` of the file."""
+    """One chain: ``sequence`` (one letter per residue), ``ca`` (L, 3) C-alpha coordinates in
+    Angstrom, ``numbers`` (L,) residue sequence numbers, ``path`` of the file, and ``backbone``
+    (L, 4, 3): the atoms of :data:`BACKBONE` (NaN where absent; ``ca`` is ``backbone[:, 1]``)."""
 
     sequence: str
     ca: np.ndarray
     numbers: np.ndarray
     path: str
     chains: int = 1
+    backbone: np.ndarray | None = None
 
 
 def index_directory(directory: str | os.PathLike) -> dict[str, Path]:
@@ -69,8 +75,8 @@ def read_ca(path: str | os.PathLike) -> Structure:
     """Read the first model's first polymer chain of a PDB or mmCIF file (gzip or not).
 
     Returns:
-      Its :class:`Structure`. Residues without a C-alpha get NaN coordinates (so that the check
-      can report them); waters and ligands are left out.
+      Its :class:`Structure` (C-alpha and backbone atoms). Residues without a C-alpha get NaN
+      coordinates (so that the check can report them); waters and ligands are left out.
     Raises:
       InputError: the file is unreadable or holds no polymer residue.
     """
@@ -90,14 +96,16 @@ def read_ca(path: str | os.PathLike) -> Structure:
     residues = [r for r in chain.first_conformer()]
     if not residues:
         raise InputError(f"{path}: chain {chain.name} has no residues")
-    ca = np.full((len(residues), 3), np.nan)
+    backbone = np.full((len(residues), len(BACKBONE), 3), np.nan)
     for i, res in enumerate(residues):
-        atom = res.find_atom("CA", "*")
-        if atom is not None:
-            ca[i] = (atom.pos.x, atom.pos.y, atom.pos.z)
+        for j, name in enumerate(BACKBONE):
+            atom = res.find_atom(name, "*")
+            if atom is not None:
+                backbone[i, j] = (atom.pos.x, atom.pos.y, atom.pos.z)
     sequence = gemmi.one_letter_code([r.name for r in residues]).upper()
     numbers = np.array([r.seqid.num for r in residues], dtype=np.int64)
-    return Structure(sequence, ca, numbers, str(path), chains=len(model))
+    return Structure(sequence, backbone[:, 1].copy(), numbers, str(path), chains=len(model),
+                     backbone=backbone)
 
 
 def mismatch(structure: Structure, sequence: str) -> str | None:

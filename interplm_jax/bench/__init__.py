@@ -3,10 +3,12 @@
 - :mod:`~interplm_jax.bench.grid`: one pass over a split for G stacked SAEs: reconstruction
   statistics (L0, FVE, dead and dense fractions) and concept counts per SAE.
 - :mod:`~interplm_jax.bench.table`: ``bench.csv`` rows and the Pareto plots.
+- :mod:`~interplm_jax.bench.probes`: sparse probing (k best features, neurons, hidden state).
 - :mod:`~interplm_jax.bench.guards`: small-study warnings.
+- :mod:`~interplm_jax.bench.run`: the steps of ``scripts/bench.py`` and the pipeline's stage.
 
 Loss recovered comes from ``torch_bridge/fidelity.py`` (``scripts/fidelity.py``); the
-pipeline's ``bench`` stage runs it and ``scripts/bench.py`` joins its table in.
+pipeline's ``bench`` stage runs it and joins its table in.
 """
 
 from interplm_jax.bench.grid import DENSE_FRACTION, GridFeatures, GridMeasure, ReconStats, measure_grid, stack_saes

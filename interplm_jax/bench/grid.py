@@ -90,6 +90,7 @@ class GridFeatures:
     engine; it also sums, over every call, what :meth:`recon` turns into :class:`ReconStats`."""
 
     def __init__(self, arch: str, params: dict[str, np.ndarray], bucket: int = 1024):
+        """``bucket``: rows are zero-padded to a multiple of this (the chunk size: one compile)."""
         self.arch, self.bucket = arch, bucket
         self.params = {k: jnp.asarray(v) for k, v in params.items()}
         self.G, self.F = params["W_enc"].shape[0], params["W_enc"].shape[-1]
@@ -149,18 +150,21 @@ def measure_grid(store, layer: int, labels, eval_set, saes: Sequence[SavedSAE],
       store: the evaluation :class:`~interplm_jax.store.ActivationStore` (valid + test proteins).
       labels, eval_set: :class:`ConceptLabels` and :class:`EvalSet` of the study.
       saes: G SAEs of one architecture and width (normalized: thresholds apply to f * scale).
+      chunk_residues: residues per chunk of one SAE's F1 pass; G SAEs read chunks of
+        chunk_residues / G, so that a pass holds as many feature values as one SAE's.
       activations: ``normalized`` or ``raw`` (scale set to 1 for the F1 counts).
     """
     arch, params = stack_saes(saes)
     if activations == "raw" and arch != "neuron":
         params = {**params, "scale": np.ones_like(params["scale"])}
     G, F = params["W_enc"].shape[0], params["W_enc"].shape[-1]
+    chunk = max(64, chunk_residues // G)
     out = {}
     recon = None
     for split in ("valid", "test"):
-        grid = GridFeatures(arch, params)
+        grid = GridFeatures(arch, params, bucket=chunk)
         counts = count_split(store, layer, labels, eval_set, split, grid, G * F, thresholds,
-                             chunk_residues, meta={"layer": layer, "split": split})
+                             chunk, meta={"layer": layer, "split": split})
         out[split] = split_counts(counts, G)
         if split == "test":
             recon = grid.recon()

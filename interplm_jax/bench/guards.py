@@ -51,3 +51,31 @@ def overlap(train: Sequence[tuple[str, str]], evaluation: Sequence[tuple[str, st
     pid, tid = shared[0]
     return [f"{len(shared)} of {len(evaluation)} evaluation proteins have the sequence of a training "
             f"protein (e.g. {pid} = training {tid}): held-out numbers are partly on training data"]
+
+
+def study_warnings(layout, study, max_length: int, min_structures: int) -> list[str]:
+    """Every guard on a finished study (after its ``concepts`` stage).
+
+    Args:
+      layout: its :class:`~interplm_jax.layout.StudyLayout`; study: its ``StudyConfig``;
+      max_length: ``extract.max_length`` (training proteins read as extraction did);
+      min_structures: ``analysis.spatial.min_proteins``.
+    """
+    import csv
+
+    from interplm_jax.concepts.evalset import EvalSet
+    from interplm_jax.concepts.labels import ConceptLabels
+    from interplm_jax.fasta import read_fasta
+
+    es = EvalSet.load(layout.eval_set.definition)
+    out = small_selection(len(es.select))
+    with open(layout.selection, newline="") as f:
+        out += selection_ties(csv.DictReader(f))
+    if study.structures_fasta:
+        n = len(read_fasta(study.structures_fasta, max_length=10**9, on_invalid="skip")[0])
+        out += few_structures(n, min_structures)
+    train = read_fasta(study.train_fasta, max_length=max_length, on_invalid="skip")[0]
+    labels = ConceptLabels.load(layout.labels)
+    ids = [*es.valid, *es.test]
+    evaluation = [(i, labels.sequence(int(p))) for i, p in zip(ids, labels.indices(ids))]
+    return out + overlap([(p.id, p.sequence) for p in train], evaluation)

@@ -21,6 +21,7 @@ from interplm_jax.bench.grid import GridMeasure
 from interplm_jax.concepts.metrics import best_thresholds, heldout_report, mean_best_f1, reported, scores
 from interplm_jax.concepts.report import write_csv
 from interplm_jax.errors import InputError
+from interplm_jax.layout import BenchFiles
 from interplm_jax.sae_dir import SavedSAE
 
 log = logging.getLogger(__name__)
@@ -28,10 +29,10 @@ log = logging.getLogger(__name__)
 KEYS = ("model", "layer", "sae", "arch")
 METRICS = ("l0", "fve", "dead_frac", "dense_frac", "loss_recovered", "n_concepts", "mean_best_f1", "test_f1")
 MODELS = ("esm2", "shuffled", "random_init")
-#: (y column, axis label, file name) of each Pareto plot; x is always l0.
-PARETO = (("fve", "fraction of variance explained (test)", "pareto_fve.png"),
-          ("loss_recovered", "MLM loss recovered (test)", "pareto_loss_recovered.png"),
-          ("n_concepts", "concepts with a feature at valid F1 > 0.5", "pareto_concepts.png"))
+#: (y column, axis label) of each Pareto plot; x is always l0.
+PARETO = (("fve", "fraction of variance explained (test)"),
+          ("loss_recovered", "MLM loss recovered (test)"),
+          ("n_concepts", "concepts with a feature at valid F1 > 0.5"))
 
 
 def sae_name(sae: SavedSAE, fallback: str) -> str:
@@ -160,13 +161,14 @@ def pareto_front(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.array(keep, np.int64)
 
 
-def plot_all(rows: Sequence[dict], out: str | os.PathLike) -> dict[str, str]:
-    """The Pareto plots of :data:`PARETO` into ``out``; file name -> why it was not written (for
-    each plot left out, also logged)."""
+def plot_all(rows: Sequence[dict], out: BenchFiles) -> dict[str, str]:
+    """The Pareto plots of :data:`PARETO`; file name -> why it was not written (for each plot
+    left out, also logged)."""
     skipped = {}
-    for y, label, name in PARETO:
-        why = plot_pareto(rows, y, label, Path(out) / name)
+    for y, label in PARETO:
+        path = out.pareto(y)
+        why = plot_pareto(rows, y, label, path)
         if why is not None:
-            log.warning("%s not written: %s", name, why)
-            skipped[name] = why
+            log.warning("%s not written: %s", path.name, why)
+            skipped[path.name] = why
     return skipped

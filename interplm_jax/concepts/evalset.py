@@ -14,7 +14,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Collection, Literal, Sequence
 
 import numpy as np
 
@@ -72,10 +72,17 @@ class EvalSet:
 
 def sample_and_split(ids: Sequence[str], lengths: np.ndarray, n_proteins: int | None,
                      max_length: int, seed: int, valid_fraction: float = 0.5,
-                     select_fraction: float = 0.2) -> tuple[list[str], list[str], list[str]]:
+                     select_fraction: float = 0.2,
+                     prefer: Collection[str] = ()) -> tuple[list[str], list[str], list[str]]:
     """Seeded sample of ``n_proteins`` (all when None) of at most ``max_length`` residues,
     shuffled and cut into valid / test; ``select`` = the first ``select_fraction`` of valid.
-    Each list is returned in the input order."""
+    Each list is returned in the input order.
+
+    ``prefer``: ids sampled first (e.g. the proteins with a structure, so that the feature
+    browser can show them in 3-D; the paper's evaluation set requires AlphaFold structures),
+    then the others; the sample is shuffled again before the split, so that the preferred
+    proteins fall into valid and test alike. Without ``prefer`` the sample is the same as before.
+    """
     pool = np.flatnonzero(np.asarray(lengths) <= max_length)
     n = len(pool) if n_proteins is None else int(n_proteins)
     if n > len(pool):
@@ -86,7 +93,11 @@ def sample_and_split(ids: Sequence[str], lengths: np.ndarray, n_proteins: int | 
         raise InputError(f"valid_fraction must be in (0, 1) and select_fraction in (0, 1], got "
                          f"{valid_fraction}, {select_fraction}")
     rng = np.random.default_rng(seed)
-    picked = rng.permutation(pool)[:n]
+    order = rng.permutation(pool)
+    if prefer:
+        first = np.array([ids[i] in prefer for i in order], bool)
+        order = rng.permutation(np.concatenate([order[first], order[~first]])[:n])
+    picked = order[:n]
     n_valid = int(round(n * valid_fraction))
     valid, test = picked[:n_valid], picked[n_valid:]
     select = valid[:max(1, int(round(n_valid * select_fraction)))]
@@ -107,12 +118,14 @@ def keep_concepts(names: Sequence[str], residues: np.ndarray, domains: np.ndarra
 def make_eval_set(labels: ConceptLabels, n_proteins: int | None = None, seed: int = 0,
                   max_length: int = 1022, valid_fraction: float = 0.5, select_fraction: float = 0.2,
                   min_domains: int = 10, min_residues: int = 1500, count_on: CountOn = "valid",
-                  excluded: Sequence[str] = EXCLUDED) -> EvalSet:
-    """Sample, split and filter concepts (see the module docstring)."""
+                  excluded: Sequence[str] = EXCLUDED, prefer: Collection[str] = ()) -> EvalSet:
+    """Sample, split and filter concepts (see the module docstring); ``prefer``: ids sampled
+    first (:func:`sample_and_split`)."""
     if count_on not in ("valid", "valid+test"):
         raise InputError(f"count_on must be 'valid' or 'valid+test', got {count_on!r}")
     valid, test, select = sample_and_split(labels.protein_ids, labels.lengths, n_proteins,
-                                           max_length, seed, valid_fraction, select_fraction)
+                                           max_length, seed, valid_fraction, select_fraction,
+                                           frozenset(prefer))
     per_split = {name: labels.counts(labels.indices(ids)) for name, ids in
                  (("valid", valid), ("test", test), ("select", select))}
     res, dom = per_split["valid"]
@@ -131,4 +144,6 @@ def make_eval_set(labels: ConceptLabels, n_proteins: int | None = None, seed: in
             "min_domains": min_domains, "min_residues": min_residues, "count_on": count_on,
             "excluded": list(excluded), "n_concepts_total": labels.n_concepts,
             "n_concepts_kept": len(kept), "n_concepts_kept_reported": n_reported}
+    if prefer:
+        meta["n_preferred"] = len(frozenset(prefer) & (set(valid) | set(test)))
     return EvalSet(tuple(valid), tuple(test), tuple(select), tuple(names), counts, meta)

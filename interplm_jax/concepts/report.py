@@ -37,9 +37,17 @@ def plot_concepts_per_layer(rows: Sequence[dict], path: str | os.PathLike,
     for (model, kind), pts in sorted(groups.items()):
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], styles.get(kind, "-x"), label=f"{model} {kind}")
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_xlabel("layer")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are integers
     ax.set_ylabel({"n_concepts_test": "concepts found (test F1 > 0.5)",
                    "mean_test_f1": "mean best F1 per concept (test)"}.get(value, value))
+    if value.startswith("n_"):  # a count: integer ticks from 0
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylim(bottom=0, top=max([1.0] + [p[1] for pts in groups.values() for p in pts]) * 1.1)
+    ax.set_title({"n_concepts_test": "Concepts found per layer: SAEs vs baselines (test split)",
+                  "mean_test_f1": "Mean best F1 per concept per layer (test split)"}.get(value, value))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

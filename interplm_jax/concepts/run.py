@@ -10,7 +10,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 
@@ -56,9 +56,11 @@ def make_labels(tsv: str | os.PathLike, out: str | os.PathLike, cfg: ConceptsCon
     return lab, report
 
 
-def make_split(labels_path: str | os.PathLike, out: str | os.PathLike, cfg: ConceptsConfig):
-    """Sample proteins (seeded), split valid/test (+ the select subset of valid), keep the
-    concepts with enough domains or residues; write ``out``'s :class:`EvalSetFiles`.
+def make_split(labels_path: str | os.PathLike, out: str | os.PathLike, cfg: ConceptsConfig,
+               prefer: Collection[str] = ()):
+    """Sample proteins (seeded; ``prefer``: ids sampled first, e.g. those with a structure),
+    split valid/test (+ the select subset of valid), keep the concepts with enough domains or
+    residues; write ``out``'s :class:`EvalSetFiles`.
 
     Returns (EvalSet, the sampled proteins as :class:`~interplm_jax.fasta.Protein` s)."""
     from interplm_jax.concepts.evalset import make_eval_set
@@ -68,7 +70,8 @@ def make_split(labels_path: str | os.PathLike, out: str | os.PathLike, cfg: Conc
 
     lab = ConceptLabels.load(labels_path)
     es = make_eval_set(lab, cfg.n_proteins, cfg.seed, cfg.max_length, cfg.valid_fraction,
-                       cfg.select_fraction, cfg.min_domains, cfg.min_residues, cfg.count_on)
+                       cfg.select_fraction, cfg.min_domains, cfg.min_residues, cfg.count_on,
+                       prefer=prefer)
     files = layout.EvalSetFiles(out)
     es.save(files.definition)
     ids = sorted(set(es.valid) | set(es.test), key=lambda i: int(lab.indices([i])[0]))

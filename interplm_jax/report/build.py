@@ -3,13 +3,16 @@
 :func:`build_report` takes explicit paths (:class:`LayerInputs` per layer), so that it does not
 depend on how a pipeline names its directories; :func:`report_data` is the embedded data
 (``docs/report.md`` describes its format) and :func:`render_html` puts it into the template
-shipped with this package (``template.html``: inline CSS and vanilla JS, no network).
+shipped with this package (``page.html`` + ``browser.html``, ``style.css``, the ``*.js``
+files and the vendored viewer: all inline, no network).
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime
+import gzip
 import html
 import json
 import logging
@@ -19,19 +22,27 @@ from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 
 from interplm_jax.atomic import atomic_write
 from interplm_jax.errors import InputError
 from interplm_jax.layout import report_page
 from interplm_jax.report import inputs
+from interplm_jax.report.concepts import concept_features, feature_concepts
 from interplm_jax.report.config import ReportConfig
 from interplm_jax.report.examples import FeatureExamples, b64, feature_examples
+from interplm_jax.report.structures import StructureInputs, annotation_tracks, backbones
 from interplm_jax.store.stats import load_stats
 
 log = logging.getLogger(__name__)
 
 FORMAT = "interplm-jax-report"
-VERSION = 1
+VERSION = 3  # 3: "hist" counts residues (was: proteins by maximum)
+#: Scripts of this package inlined into the study page (``page.html`` holds the markers).
+SCRIPTS = ("util.js", "viewer.js", "concept_view.js", "feature.js", "page.js")
+VIEWER = "vendor/3Dmol-min.js"
+#: Window size that keeps every protein whole (the structure view colours every residue).
+WHOLE = 1 << 30
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +62,8 @@ class LayerInputs:
       annotations: an ``annotate.py features`` run directory (descriptions.csv, validation.csv).
       concept_summary: ``summary.csv`` of ``evaluate_concepts.py report``: this layer's SAE
         beside the baselines (shuffled-model SAE, neurons) on the test split.
+      neurons_f1, neurons_f1_test, shuffled_f1, shuffled_f1_test: the baselines' concept counts
+        (valid, test) for the concept view (best features per concept, side by side).
     """
 
     layer: int
@@ -63,6 +76,10 @@ class LayerInputs:
     spatial: Path | None = None
     annotations: Path | None = None
     concept_summary: Path | None = None
+    neurons_f1: Path | None = None
+    neurons_f1_test: Path | None = None
+    shuffled_f1: Path | None = None
+    shuffled_f1_test: Path | None = None
 
 
 def _check_paths(li: LayerInputs) -> None:
@@ -72,10 +89,33 @@ def _check_paths(li: LayerInputs) -> None:
             raise InputError(f"layer {li.layer}: {field.name} {p}: not found")
 
 
-def _layer_data(li: LayerInputs, store, cfg: ReportConfig,
-                proteins: dict[int, int]) -> dict:
-    """One layer's part of the embedded data; registers the proteins it shows in ``proteins``
-    (store index -> row of the protein table)."""
+class _Proteins:
+    """The protein table: each shown protein once (by id), with where its sequence is."""
+
+    def __init__(self):
+        self.row: dict[str, int] = {}
+        self.source: dict[str, tuple[Path, int]] = {}  # id -> (FASTA, length in its store)
+
+    def add(self, pid: str, fasta: Path, length: int) -> int:
+        if pid not in self.row:
+            self.row[pid] = len(self.row)
+            self.source[pid] = (fasta, length)
+        return self.row[pid]
+
+    def sequences(self) -> dict[str, str]:
+        by_fasta: dict[Path, list[str]] = {}
+        for pid, (fasta, _) in self.source.items():
+            by_fasta.setdefault(fasta, []).append(pid)
+        out = {}
+        for fasta, ids in by_fasta.items():
+            lengths = np.array([self.source[p][1] for p in ids])
+            out.update(zip(ids, inputs.sequences(fasta, ids, lengths)))
+        return out
+
+
+def _layer_data(li: LayerInputs, store, fasta: Path, cfg: ReportConfig, proteins: _Proteins,
+                structure_store=None, structure_fasta: Path | None = None) -> dict:
+    """One layer's part of the embedded data; registers the proteins it shows."""
     from interplm_jax.sae_dir import load_sae
 
     _check_paths(li)
@@ -92,11 +132,18 @@ def _layer_data(li: LayerInputs, store, cfg: ReportConfig,
             log.warning("layer %d: %s selected %s, but the report shows %s", li.layer,
                         li.selection_csv, chosen, name)
     ex = feature_examples(store, li.layer, sae.arch, sae.params, cfg.top_proteins, cfg.window,
-                          cfg.batch_rows)
+                          cfg.batch_rows, hist_bins=cfg.hist_bins, profile_top=cfg.profile_proteins,
+                          profile_bins=cfg.profile_bins)
     out = {"layer": li.layer, "sae": name, "arch": sae.arch, "n_features": sae.n_features,
            "normalized": "normalized_on" in sae.meta,
            "grid": inputs.grid_table(Path(li.sweep), name, li.selection_csv, li.layer),
-           "features": _features_json(ex, proteins)}
+           "features": _features_json(ex, store, fasta, proteins)}
+    if structure_store is not None and li.layer in structure_store.layers and cfg.top_structures:
+        sx = feature_examples(structure_store, li.layer, sae.arch, sae.params, cfg.top_structures,
+                              WHOLE, cfg.batch_rows)
+        top = _features_json(sx, structure_store, structure_fasta, proteins)
+        out["features"]["struct"] = {str(f): {"max": m, "top": t} for f, m, t in
+                                     zip(top["ids"], top["max"], top["top"])}
     stats = load_stats(store, li.layer)
     if stats is not None:  # the layer header's activation statistics (docs/extraction.md)
         s = stats.summary()
@@ -105,10 +152,11 @@ def _layer_data(li: LayerInputs, store, cfg: ReportConfig,
                               "mean_norm_ratio": inputs._round(s["mean_norm_ratio"]),
                               "outliers": sorted(set(s["outliers_var"]) | set(s["outliers_absmax"]))}
     if li.concept_f1 is not None:
-        fc = inputs.feature_concepts(Path(li.concept_f1), sae.n_features, ex.features,
-                                     cfg.top_concepts, cfg.min_f1, li.concept_f1_test)
+        fc = feature_concepts(Path(li.concept_f1), sae.n_features, ex.features,
+                              cfg.top_concepts, cfg.min_f1, li.concept_f1_test)
         out["concepts"] = {"names": fc.names, "split": fc.split, "has_test": fc.has_test,
-                           "by_feature": {str(k): v for k, v in fc.rows.items()}}
+                           "by_feature": {str(k): v for k, v in fc.rows.items()},
+                           "by_concept": _by_concept(li, fc.names, cfg.concept_features)}
     if li.umap is not None:
         out["umap"] = inputs.umap_points(Path(li.umap), sae.n_features)
     if li.spatial is not None:
@@ -123,43 +171,74 @@ def _layer_data(li: LayerInputs, store, cfg: ReportConfig,
     return out
 
 
-def _features_json(ex: FeatureExamples, proteins: dict[int, int]) -> dict:
-    """Live features: ids, max, frequency, and per feature its examples as
-    ``[protein row, max activation, window start, base64 uint8 activations]``."""
+def _by_concept(li: LayerInputs, names: list[str], top: int) -> dict:
+    """Kind (``sae`` and each baseline given) -> {concept index in ``names``: best features}."""
+    out = {}
+    for kind, valid, test in (("sae", li.concept_f1, li.concept_f1_test),
+                              ("neurons", li.neurons_f1, li.neurons_f1_test),
+                              ("shuffled", li.shuffled_f1, li.shuffled_f1_test)):
+        if valid is None:
+            continue
+        got_names, rows = concept_features(Path(valid), top, Path(test) if test else None)
+        where = {n: i for i, n in enumerate(names)}
+        out[kind] = {str(where[got_names[c]]): r for c, r in rows.items() if got_names[c] in where}
+    return out
+
+
+def _features_json(ex: FeatureExamples, store, fasta: Path, proteins: _Proteins) -> dict:
+    """Live features: ids, max, frequency, histogram, and per feature its examples as
+    ``[protein row, max activation, window start, base64 uint8 activations(, base64 uint8
+    whole-sequence profile)]``."""
+    lengths = store.lengths()
     tops = []
     for examples in ex.examples:
         rows = []
         for e in examples:
-            row = proteins.setdefault(e.protein, len(proteins))
-            rows.append([row, inputs._round(e.max_act), e.start, b64(e.q)])
+            row = proteins.add(store.protein_ids[e.protein], Path(fasta), int(lengths[e.protein]))
+            rows.append([row, inputs._round(e.max_act), e.start, b64(e.q)]
+                        + ([b64(e.profile)] if e.profile is not None else []))
         tops.append(rows)
-    return {"ids": ex.features.tolist(), "max": inputs._round(ex.feature_max.tolist()),
-            "freq": inputs._round(ex.frequency.tolist(), 3), "top": tops,
-            "n_proteins": ex.n_proteins}
+    out = {"ids": ex.features.tolist(), "max": inputs._round(ex.feature_max.tolist()),
+           "freq": inputs._round(ex.frequency.tolist(), 3), "top": tops,
+           "n_proteins": ex.n_proteins}
+    if ex.hist is not None:
+        out["hist"] = ex.hist.tolist()
+    return out
 
 
 def report_data(title: str, store_path: Path, fasta: Path, layers: Sequence[LayerInputs],
-                metadata_tsv: Path | None = None, cfg: ReportConfig = ReportConfig()) -> dict:
-    """The data the page embeds (a JSON-able dict; format in ``docs/report.md``)."""
+                metadata_tsv: Path | None = None, cfg: ReportConfig = ReportConfig(),
+                structures: StructureInputs | None = None, labels: Path | None = None) -> dict:
+    """The data the page embeds (a JSON-able dict; format in ``docs/report.md``).
+
+    ``structures``: where the 3-D view finds structures (and, optionally, a store of proteins
+    with structures whose top proteins each feature also shows); ``labels``: concept labels
+    (``evaluate_concepts.py labels``) for the annotation tracks under the sequences.
+    """
     from interplm_jax.store import ActivationStore
 
     if not layers:
         raise InputError("no layer to report")
     if len({li.layer for li in layers}) != len(layers):
         raise InputError(f"layers given twice: {[li.layer for li in layers]}")
-    if not Path(fasta).is_file():
-        raise InputError(f"{fasta}: FASTA file not found")
+    for path in (fasta, labels, structures and structures.fasta):
+        if path is not None and not Path(path).is_file():
+            raise InputError(f"{path}: file not found")
     meta = {}
     if metadata_tsv is not None:
         from interplm_jax.annotate.metadata import read_uniprot_tsv
         meta = read_uniprot_tsv(metadata_tsv)
     store = ActivationStore.open(store_path)
-    proteins: dict[int, int] = {}
-    layer_data = [_layer_data(li, store, cfg, proteins)
+    sstore = (ActivationStore.open(structures.store) if structures and structures.store
+              else None)
+    proteins = _Proteins()
+    layer_data = [_layer_data(li, store, Path(fasta), cfg, proteins, sstore,
+                              structures and structures.fasta)
                   for li in sorted(layers, key=lambda x: x.layer)]
-    order = sorted(proteins, key=proteins.get)
-    ids = [store.protein_ids[p] for p in order]
-    seqs = inputs.sequences(Path(fasta), ids, store.lengths()[order])
+    ids = list(proteins.row)
+    seqs = proteins.sequences()
+    shapes = backbones(seqs, Path(structures.directory)) if structures else {}
+    tracks = annotation_tracks(Path(labels), ids, seqs) if labels else ([], {})
     cut = cfg.max_name_chars
 
     def name(pid: str) -> str:
@@ -173,24 +252,48 @@ def report_data(title: str, store_path: Path, fasta: Path, layers: Sequence[Laye
             "config": dataclasses.asdict(cfg),
             "proteins": {"id": ids, "name": [name(p) for p in ids],
                          "organism": [meta[p].organism if p in meta else "" for p in ids],
-                         "seq": seqs},
+                         "seq": [seqs[p] for p in ids],
+                         "structure": [shapes.get(p) for p in ids],
+                         "tracks": [tracks[1].get(p) for p in ids]},
+            "track_names": tracks[0],
             "layers": layer_data}
 
 
-def render_html(data: dict) -> str:
-    """The page: the template with the data as JSON in a ``<script type="application/json">``."""
-    template = resources.files("interplm_jax.report").joinpath("template.html").read_text("utf-8")
+def _packed(data: bytes) -> str:
+    """gzip (mtime 0: the same bytes give the same page) + base64: what the page inflates
+    with the browser's own ``DecompressionStream``."""
+    return base64.b64encode(gzip.compress(data, 9, mtime=0)).decode("ascii")
+
+
+def render_html(data: dict, body: str = "browser.html", scripts: Sequence[str] = SCRIPTS) -> str:
+    """A page: ``page.html`` (of this package) with ``body``, the CSS, ``scripts`` and the
+    vendored viewer inlined, and the data as gzip + base64 JSON (decoded by the page;
+    :func:`page_data` reads it back)."""
+    here = resources.files("interplm_jax.report")
     payload = json.dumps(data, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-    payload = payload.replace("<", "\\u003c")  # no "</script>" inside the data
-    values = {"TITLE": html.escape(data["title"]), "DATA": payload}
-    # one pass: a title holding "__DATA__" stays text
-    return re.sub(r"__(TITLE|DATA)__", lambda m: values[m.group(1)], template)
+    shell = here.joinpath("page.html").read_text("utf-8")
+    shell = shell.replace("__BODY__", here.joinpath(body).read_text("utf-8"), 1)
+    parts = {"__TITLE__": html.escape(data["title"]),
+             "__STYLE__": here.joinpath("style.css").read_text("utf-8"),
+             "__SCRIPTS__": "\n".join(here.joinpath(f).read_text("utf-8") for f in scripts),
+             "__VIEWER__": _packed(here.joinpath(VIEWER).read_bytes()),
+             "__DATA__": _packed(payload.encode("utf-8"))}
+    return re.sub("|".join(parts), lambda m: parts[m.group(0)], shell)  # one pass
+
+
+def page_data(page: str) -> dict:
+    """The data embedded in a page written by :func:`render_html` (for tests and scripts)."""
+    m = re.search(r'<script type="application/gzip" id="data">([^<]*)</script>', page)
+    if m is None:
+        raise InputError("not a feature browser page (no embedded data)")
+    return json.loads(gzip.decompress(base64.b64decode(m.group(1))))
 
 
 def build_report(title: str, store: str | os.PathLike, fasta: str | os.PathLike,
                  layers: Sequence[LayerInputs], out: str | os.PathLike,
                  metadata_tsv: str | os.PathLike | None = None,
-                 cfg: ReportConfig = ReportConfig()) -> Path:
+                 cfg: ReportConfig = ReportConfig(), structures: StructureInputs | None = None,
+                 labels: str | os.PathLike | None = None) -> Path:
     """Write ``<out>/index.html`` (atomically) and return its path.
 
     Args:
@@ -199,12 +302,15 @@ def build_report(title: str, store: str | os.PathLike, fasta: str | os.PathLike,
       fasta: the proteins' sequences (ids as in the store).
       layers: one :class:`LayerInputs` per layer shown.
       metadata_tsv: a UniProtKB TSV (``Entry``, ``Protein names``, ...) for protein names.
+      structures, labels: see :func:`report_data`.
     """
     data = report_data(title, Path(store), Path(fasta), layers,
-                       Path(metadata_tsv) if metadata_tsv else None, cfg)
+                       Path(metadata_tsv) if metadata_tsv else None, cfg, structures,
+                       Path(labels) if labels else None)
     page = render_html(data)
     path = atomic_write(report_page(out), page)
-    log.info("wrote %s (%.2f MB; %d proteins, %s live features)", path, len(page.encode()) / 1e6,
-             len(data["proteins"]["id"]),
+    log.info("wrote %s (%.2f MB; %d proteins, %d structures, %s live features)", path,
+             len(page.encode()) / 1e6, len(data["proteins"]["id"]),
+             sum(s is not None for s in data["proteins"]["structure"]),
              ", ".join(f"L{d['layer']}: {len(d['features']['ids'])}" for d in data["layers"]))
     return path

@@ -1,7 +1,8 @@
 """Top proteins per feature and their per-residue activations, compactly encoded.
 
-Two passes over the activation store: per-protein maxima of every feature
-(``interplm_jax.annotate.activations.protein_max_activations``, reduced on the device), then one
+Two passes over the activation store: per-protein maxima of every feature and the histogram of
+every residue's activation (``interplm_jax.annotate.activations.max_and_histogram``, reduced on
+the device), then one
 read of each protein that is among some live feature's top proteins, computing only the
 columns of the features it is a top protein of (ReLU SAEs; other architectures encode all live
 features of batches of proteins). Activations are quantised to uint8 relative to the feature's
@@ -18,7 +19,8 @@ from typing import Mapping
 
 import numpy as np
 
-from interplm_jax.annotate.activations import protein_max_activations, sae_encoder
+from interplm_jax.annotate.activations import (max_and_histogram, relu_columns,
+                                               relu_encode_numpy, sae_encoder)
 from interplm_jax.errors import InputError
 from interplm_jax.progress import progress_bar
 
@@ -28,12 +30,28 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass(frozen=True)
 class Example:
     """One top protein of a feature: store index, its maximum activation, and the quantised
-    activations ``q`` (uint8, window length) of residues ``start .. start + len(q)``."""
+    activations ``q`` (uint8, window length) of residues ``start .. start + len(q)``;
+    ``profile``: for the strongest proteins longer than the window, the whole sequence's
+    quantised activations max-pooled into at most ``profile_bins`` bins (:func:`profile`)."""
 
     protein: int
     max_act: float
     start: int
     q: np.ndarray
+    profile: np.ndarray | None = None
+
+
+def profile(acts: np.ndarray, scales: np.ndarray, bins: int) -> np.ndarray:
+    """acts (n, k) -> (k, min(n, bins)) uint8: the maximum of each of ``min(n, bins)`` equal runs
+    of residues (run b: residues ``floor(b n / B) .. floor((b + 1) n / B)``), quantised as
+    :func:`quantise` with the column's scale."""
+    n = acts.shape[0]
+    B = min(n, bins)
+    edges = (np.arange(B) * n) // B
+    pooled = np.maximum.reduceat(np.asarray(acts, np.float64), edges, axis=0)  # (B, k)
+    scales = np.asarray(scales, np.float64)
+    factor = np.divide(255.0, scales, out=np.zeros_like(scales), where=scales > 0)
+    return np.clip(np.rint(pooled * factor), 0, 255).astype(np.uint8).T
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +64,9 @@ class FeatureExamples:
       frequency: (K,) fraction of proteins on which the feature is active.
       examples: K lists of :class:`Example`, strongest protein first.
       n_features, n_proteins: sizes of the SAE and the store.
+      hist: (K, B + 2) int, or None: every residue of the store by its activation of the
+        feature (``annotate.activations.activation_bins``: exactly 0, B equal bins of (0, 1],
+        above 1).
     """
 
     features: np.ndarray
@@ -54,6 +75,7 @@ class FeatureExamples:
     examples: list[list[Example]]
     n_features: int
     n_proteins: int
+    hist: np.ndarray | None = None
 
 
 def top_proteins(max_acts: np.ndarray, n: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -127,15 +149,23 @@ def unb64(text: str) -> np.ndarray:
 
 def feature_examples(store, layer: int, arch: str, params: Mapping[str, np.ndarray],
                      n_top: int = 8, window_size: int = 96, batch_rows: int = 4096,
-                     max_acts: np.ndarray | None = None) -> FeatureExamples:
+                     max_acts: np.ndarray | None = None, hist_bins: int = 0,
+                     profile_top: int = 0, profile_bins: int = 120) -> FeatureExamples:
     """Top ``n_top`` proteins of every live feature of an SAE, with their activation windows.
 
     ``max_acts`` (P, F): per-protein maxima when already computed (else one store pass).
+    ``hist_bins`` > 0: also the residue histogram of the live features, counted in that pass
+    (so not with ``max_acts`` given). ``profile_top``: the
+    strongest that many proteins of a feature that are longer than the window also get their
+    whole-sequence :func:`profile`.
     """
     F = int(np.asarray(params["W_enc"]).shape[1])
+    all_hist = None
     if max_acts is None:
-        max_acts = protein_max_activations(store, layer, sae_encoder(params, np.arange(F), arch),
-                                           batch_rows)
+        max_acts, all_hist = max_and_histogram(store, layer, sae_encoder(params, np.arange(F), arch),
+                                               batch_rows, hist_bins)
+    elif hist_bins > 0:
+        raise ValueError("hist_bins needs the store pass: do not pass max_acts with it")
     if max_acts.shape != (store.n_proteins, F):
         raise InputError(f"per-protein maxima of shape {max_acts.shape}; expected "
                          f"({store.n_proteins}, {F})")
@@ -150,17 +180,25 @@ def feature_examples(store, layer: int, arch: str, params: Mapping[str, np.ndarr
         wanted.setdefault(int(idx[k, r]), []).append((int(k), int(r)))
     examples: list[list[Example | None]] = [[None] * int((val[k] > 0).sum())
                                             for k in range(live.size)]
+    # (k, rank) pairs that get a whole-sequence profile: the first profile_top long proteins
+    long = np.diff(np.asarray(store.offsets))[idx] > window_size  # (K, n)
+    profiled = (np.cumsum(long & (val > 0), axis=1) <= profile_top) & long & (val > 0)
     proteins = sorted(wanted)
     with progress_bar(total=len(proteins), desc=f"top proteins, layer {layer}",
                       unit="protein") as bar:
         for p, acts in _protein_columns(store, layer, arch, params, live, wanted, batch_rows):
             ks = [k for k, _ in wanted[p]]
             starts, q = windows(acts, fmax[live[ks]], window_size)
+            prof = (profile(acts, fmax[live[ks]], profile_bins)
+                    if profile_top and len(acts) > window_size else None)
             for j, (k, r) in enumerate(wanted[p]):
-                examples[k][r] = Example(p, float(val[k, r]), int(starts[j]), q[j])
+                examples[k][r] = Example(p, float(val[k, r]), int(starts[j]), q[j],
+                                         prof[j] if prof is not None and profiled[k, r] else None)
             bar.update(1)
     freq = (max_acts[:, live] > 0).mean(axis=0) if live.size else np.zeros(0)
-    return FeatureExamples(live, fmax[live].astype(np.float64), freq, examples, F, store.n_proteins)
+    hist = all_hist[live] if all_hist is not None else None
+    return FeatureExamples(live, fmax[live].astype(np.float64), freq, examples, F, store.n_proteins,
+                           hist)
 
 
 def _protein_columns(store, layer: int, arch: str, params: Mapping[str, np.ndarray],
@@ -169,20 +207,14 @@ def _protein_columns(store, layer: int, arch: str, params: Mapping[str, np.ndarr
     into ``live``), in protein order.
 
     A ReLU SAE's features are independent: each protein is multiplied by only the encoder
-    columns it needs, in NumPy (``relu((x - b_pre) W_enc[:, cols] + b_enc[cols]) * scale[cols]``,
-    the formula of ``interplm_jax.sae.relu.encode``), a small fraction of the full encoder's
-    cost. Other architectures encode every live feature of batches of whole proteins.
+    columns it needs, in NumPy (``annotate.activations.relu_encode_numpy``), a small fraction
+    of the full encoder's cost. Other architectures encode every live feature of batches of whole proteins.
     """
     proteins = sorted(wanted)
     if arch == "relu":
-        W = np.asarray(params["W_enc"], np.float32)
-        b_pre = np.asarray(params["b_pre"], np.float32)
-        b_enc = np.asarray(params["b_enc"], np.float32)
-        scale = np.asarray(params.get("scale", np.ones(W.shape[1], np.float32)), np.float32)
         for p in proteins:
-            cols = live[[k for k, _ in wanted[p]]]
-            x = store.protein(p, layer) - b_pre
-            yield p, np.maximum(x @ W[:, cols] + b_enc[cols], 0) * scale[cols]
+            cols = relu_columns(params, live[[k for k, _ in wanted[p]]])
+            yield p, relu_encode_numpy(cols, store.protein(p, layer))
         return
     encode = sae_encoder(params, live, arch)
     offsets = np.asarray(store.offsets)

@@ -1,10 +1,9 @@
 """Readers of the study's outputs that the browser shows (each delegating to the stage's own
 reader where there is one): the sweep's grid and final metrics, the selection table, the
-best concepts per feature, the UMAP map, the spatial table, LLM descriptions, proteins."""
+UMAP map, the spatial table, LLM descriptions, proteins (concept scores: ``report.concepts``)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -105,68 +104,6 @@ def selection_scores(path: Path, layer: int) -> dict[str, float]:
 
 def selected_name(path: Path, layer: int) -> str | None:
     return next((n for n, _, chosen in _selection_rows(path, layer) if chosen), None)
-
-
-@dataclasses.dataclass(frozen=True)
-class FeatureConcepts:
-    """Best concepts per feature: ``names`` (C reported concepts), per feature ``rows`` of
-    ``[concept index, f1, precision, recall, threshold(, test f1)]`` by decreasing F1."""
-
-    names: list[str]
-    rows: dict[int, list[list]]
-    split: str
-    has_test: bool
-
-
-def feature_concepts(valid: Path, n_features: int, features: np.ndarray, top: int,
-                     min_f1: float, test: Path | None = None, chunk: int = 512) -> FeatureConcepts:
-    """The ``top`` concepts of each of ``features`` (of an SAE with ``n_features``) by F1 at
-    its best threshold on the counts ``valid`` (``interplm_jax.concepts.metrics``), and the test
-    F1 at that threshold when ``test`` is given. Computed over feature chunks so that (C, F, T)
-    score arrays stay small."""
-    from interplm_jax.concepts.f1 import ConceptCounts
-    from interplm_jax.concepts.metrics import at_thresholds, best_thresholds, reported, scores
-
-    counts = ConceptCounts.load(valid)
-    tcounts = ConceptCounts.load(test) if test else None
-    if tcounts is not None and (tcounts.concepts != counts.concepts
-                                or tcounts.tp.shape != counts.tp.shape):
-        raise InputError(f"{test}: other concepts or features than {valid}")
-    keep = np.flatnonzero(reported(counts.concepts))
-    if counts.n_features != n_features:
-        raise InputError(f"{valid}: concept counts of {counts.n_features} features, but the SAE "
-                         f"has {n_features} (counts of another SAE?)")
-    rows: dict[int, list[list]] = {}
-    feats = np.asarray(features, np.int64)
-    for a in range(0, len(feats), chunk):
-        f = feats[a:a + chunk]
-        part = _features(counts, keep, f)
-        best = best_thresholds(scores(part))
-        tb = at_thresholds(scores(_features(tcounts, keep, f)), best.threshold) if tcounts else None
-        order = np.argsort(-best.f1, axis=0, kind="stable")[:top]  # (top, f)
-        for j, feat in enumerate(f):
-            out = []
-            for c in order[:, j]:
-                if best.f1[c, j] <= min_f1:
-                    break
-                row = [int(c), best.f1[c, j], best.precision[c, j], best.recall[c, j],
-                       float(counts.thresholds[best.threshold[c, j]])]
-                if tb is not None:
-                    row.append(tb.f1[c, j])
-                out.append(row)
-            if out:
-                rows[int(feat)] = _round(out)
-    meta = counts.meta
-    return FeatureConcepts([counts.concepts[c] for c in keep], rows,
-                           str(meta.get("split", Path(valid).stem)), tcounts is not None)
-
-
-def _features(counts, keep: np.ndarray, f: np.ndarray):
-    ix = np.ix_(keep, f)
-    return dataclasses.replace(
-        counts, concepts=[counts.concepts[c] for c in keep], tp=counts.tp[ix],
-        fp=counts.fp[ix], hits=counts.hits[ix], n_residues=counts.n_residues[keep],
-        n_domains=counts.n_domains[keep], per_residue=counts.per_residue[keep])
 
 
 def umap_points(path: Path, n_features: int) -> dict:

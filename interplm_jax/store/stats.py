@@ -17,6 +17,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 from typing import Iterable, Mapping
@@ -54,19 +55,22 @@ class Moments:
         """Statistics of rows ``x`` (n, d), any float dtype: float32 element-wise work, float64
         sums (relative error ~1e-9), in blocks of rows merged exactly."""
         n, d = x.shape
-        total = cls.empty(d)
-        for start in range(0, n, _BLOCK_ROWS):
-            b = np.asarray(x[start:start + _BLOCK_ROWS], dtype=np.float32)
-            mean = b.mean(axis=0, dtype=np.float64)
-            m2 = np.square(b - mean.astype(np.float32)).sum(axis=0, dtype=np.float64)
-            norms = np.sqrt(np.einsum("ij,ij->i", b, b).astype(np.float64))
-            bins = np.searchsorted(NORM_EDGES, norms, side="right") - 1
-            counts = np.bincount(np.minimum(bins, len(NORM_EDGES) - 2),  # NaN norms: the last bin
-                                 minlength=len(NORM_EDGES) - 1)
-            absmax = np.maximum(b.max(axis=0), -b.min(axis=0)).astype(np.float64)
-            total = total.merge(cls(len(b), mean, m2, absmax, float(norms.sum()), float(norms.max()),
-                                    counts))
-        return total
+        # NaN/Inf rows propagate into the statistics (that is how training finds them): no warning
+        with np.errstate(invalid="ignore", over="ignore"):
+            return functools.reduce(cls.merge, (cls._of_block(x[s:s + _BLOCK_ROWS])
+                                                for s in range(0, n, _BLOCK_ROWS)), cls.empty(d))
+
+    @classmethod
+    def _of_block(cls, x: np.ndarray) -> "Moments":
+        b = np.asarray(x, dtype=np.float32)
+        mean = b.mean(axis=0, dtype=np.float64)
+        m2 = np.square(b - mean.astype(np.float32)).sum(axis=0, dtype=np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", b, b).astype(np.float64))
+        bins = np.searchsorted(NORM_EDGES, norms, side="right") - 1
+        counts = np.bincount(np.minimum(bins, len(NORM_EDGES) - 2),  # NaN norms: the last bin
+                             minlength=len(NORM_EDGES) - 1)
+        absmax = np.maximum(b.max(axis=0), -b.min(axis=0)).astype(np.float64)
+        return cls(len(b), mean, m2, absmax, float(norms.sum()), float(norms.max()), counts)
 
     @classmethod
     def empty(cls, d: int) -> "Moments":
@@ -116,7 +120,8 @@ class LayerStats:
     @property
     def mean_norm_ratio(self) -> float:
         """||mean|| / mean token norm: near 1 when every token is mostly the common mean."""
-        return float(np.linalg.norm(self.mean) / self.norm_mean) if self.norm_mean > 0 else 0.0
+        with np.errstate(invalid="ignore"):  # NaN statistics give NaN, no warning
+            return float(np.linalg.norm(self.mean) / self.norm_mean) if self.norm_mean > 0 else 0.0
 
     def outliers(self, ratio: float = 10.0, z: float = 6.0) -> dict[str, list[int]]:
         """Dimensions whose variance or max |value| stands out from the others.
@@ -130,9 +135,10 @@ class LayerStats:
         """
         out = {}
         for name, q in (("var", self.var), ("absmax", self.absmax)):
-            med = float(np.median(q))
-            mad = 1.4826 * float(np.median(np.abs(q - med)))
-            flagged = (q >= ratio * med) & (q > med + z * mad) & (q > 0)
+            with np.errstate(invalid="ignore"):  # a layer holding NaN flags no dimension
+                med = float(np.median(q))
+                mad = 1.4826 * float(np.median(np.abs(q - med)))
+                flagged = (q >= ratio * med) & (q > med + z * mad) & (q > 0)
             idx = np.flatnonzero(flagged)
             out[name] = [int(i) for i in idx[np.argsort(-q[idx], kind="stable")]]
         return out
