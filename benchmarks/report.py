@@ -1,7 +1,9 @@
-"""Data of the HTML feature browser at a paper-like size: top proteins and activation windows
-of every live feature (two batched store passes, ``interplm_jax.report.examples``) vs a naive
-per-feature loop (per-protein maxima as ours, then for each feature: argsort its column, read
-each top protein from the store and compute that feature's activations in NumPy).
+"""Data of the HTML feature browser at a paper-like size: top proteins, activation windows and
+residue histograms of every live feature (two batched store passes,
+``interplm_jax.report.examples``; the histogram's cost over the maxima pass alone printed as a
+ratio) vs a naive per-feature loop (per-protein maxima as ours, then for each feature: argsort
+its column, read each top protein from the store and compute that feature's activations in
+NumPy).
 
 The loop is timed on ``--baseline-features`` features and extrapolated linearly to all live
 features (it is linear in them); both are checked to agree on those features. Prints the HTML
@@ -30,7 +32,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import real_proteins  # noqa: E402
-from interplm_jax.annotate.activations import protein_max_activations, sae_encoder  # noqa: E402
+from interplm_jax.annotate.activations import (max_and_histogram,  # noqa: E402
+                                               protein_max_activations, sae_encoder)
 from interplm_jax.report.build import (FORMAT, VERSION, _features_json, _Proteins,  # noqa: E402
                                        render_html)
 from interplm_jax.report.config import ReportConfig  # noqa: E402
@@ -84,7 +87,8 @@ def main(proteins: int, d_model: int, features: int, baseline_features: int, bat
         encode = sae_encoder(params, np.arange(4))  # warm-up: compile the encoder shapes
         protein_max_activations(store, 1, encode, batch_rows)
         t0 = time.perf_counter()
-        ex = feature_examples(store, 1, "relu", params, cfg.top_proteins, cfg.window, batch_rows)
+        ex = feature_examples(store, 1, "relu", params, cfg.top_proteins, cfg.window, batch_rows,
+                              hist_bins=cfg.hist_bins)
         t_ours = time.perf_counter() - t0
         max_acts = protein_max_activations(store, 1, sae_encoder(params, np.arange(features)),
                                            batch_rows)  # shared first pass, timed apart
@@ -92,6 +96,12 @@ def main(proteins: int, d_model: int, features: int, baseline_features: int, bat
         max_acts = protein_max_activations(store, 1, sae_encoder(params, np.arange(features)),
                                            batch_rows)
         t_pass1 = time.perf_counter() - t0
+        max_and_histogram(store, 1, sae_encoder(params, np.arange(features)), batch_rows,
+                          cfg.hist_bins)  # compile the histogram's shapes
+        t0 = time.perf_counter()
+        max_and_histogram(store, 1, sae_encoder(params, np.arange(features)), batch_rows,
+                          cfg.hist_bins)
+        t_hist = time.perf_counter() - t0
         sub = ex.features[np.linspace(0, len(ex.features) - 1, baseline_features).astype(int)]
         t0 = time.perf_counter()
         ref = naive(store, 1, params, max_acts, sub, cfg.top_proteins, cfg.window)
@@ -136,6 +146,8 @@ def main(proteins: int, d_model: int, features: int, baseline_features: int, bat
     print(f"naive per-feature loop         : {t_naive:8.2f} s (maxima pass {t_pass1:.2f} s + "
           f"{t_sub:.2f} s for {len(sub)} features, extrapolated to {len(ex.features)})")
     print(f"speed-up                       : {t_naive / t_ours:8.2f}x")
+    print(f"maxima pass + residue histogram: {t_hist:8.2f} s ({t_hist / t_pass1:.2f}x the maxima "
+          f"pass alone, {cfg.hist_bins} bins)")
     print(f"HTML page                      : {len(page.encode()) / 1e6:8.2f} MB "
           f"({len(order)} proteins in the table; top {cfg.top_proteins}, window {cfg.window}); "
           f"the data as plain JSON: {plain / 1e6:.2f} MB")

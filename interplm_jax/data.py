@@ -50,11 +50,13 @@ class StreamPosition:
 
 
 class TokenStream:
-    """Endless iterator of token batches (host_batch, d_model) float32 from one store layer.
+    """Endless iterator of token batches (host_batch, d_model) float32 from one store layer,
+    or (L, host_batch, d_model) from L layers (the same token rows of each).
 
     Args:
       store: a complete :class:`ActivationStore`.
-      layer: which layer's activations.
+      layer: which layer's activations; a tuple of layers: all of them, each shard read once
+        for all (the batches of layer ``layer[i]`` are those a stream of that layer yields).
       batch_size: global batch size B (tokens); each host gets B / host_count rows.
       seed: seeds the shard order of each epoch and the token permutation of each shard.
       host_index, host_count: this host's slice of every batch.
@@ -65,11 +67,13 @@ class TokenStream:
       prefetch: read the next shard in a background thread.
     """
 
-    def __init__(self, store: ActivationStore, layer: int, batch_size: int = 2048, seed: int = 0,
-                 host_index: int = 0, host_count: int = 1, position: dict | None = None,
-                 drop_remainder: bool = True, prefetch: bool = True):
-        if layer not in store.layers:
-            raise InputError(f"{store.url}: layer {layer} not in the store (layers {list(store.layers)})")
+    def __init__(self, store: ActivationStore, layer: int | tuple[int, ...], batch_size: int = 2048,
+                 seed: int = 0, host_index: int = 0, host_count: int = 1,
+                 position: dict | None = None, drop_remainder: bool = True, prefetch: bool = True):
+        missing = [L for L in np.atleast_1d(layer).tolist() if L not in store.layers]
+        if missing:
+            raise InputError(f"{store.url}: layer {', '.join(map(str, missing))} not in the store "
+                             f"(layers {list(store.layers)})")
         if batch_size <= 0 or batch_size % host_count:
             raise InputError(f"batch size {batch_size} must be positive and divisible by "
                              f"the host count {host_count}")
@@ -77,7 +81,8 @@ class TokenStream:
             raise InputError(f"host index {host_index} out of range for {host_count} host(s)")
         if not drop_remainder and host_count > 1:
             raise InputError("drop_remainder=False needs a single host (a short batch cannot be split)")
-        self.store, self.layer, self.batch_size, self.seed = store, layer, batch_size, seed
+        self.layer = tuple(layer) if isinstance(layer, (list, tuple)) else layer
+        self.store, self.batch_size, self.seed = store, batch_size, seed
         self.host_index, self.host_count = host_index, host_count
         self.drop_remainder, self.prefetch = drop_remainder, prefetch
         self._pos = StreamPosition(**(position or {}))
@@ -116,9 +121,11 @@ class TokenStream:
         """Read and permute this host's tokens of the ``cursor``-th shard of ``epoch``."""
         shard = int(self.shard_order(epoch)[cursor])
         rows = self.store.shard_bounds(shard)[2] + self._host_rows(epoch, shard)
-        tokens = self.store.take(self.layer, rows)
-        check_finite(self.store, self.layer, shard, rows, tokens)
-        return tokens
+        layers = self.layer if isinstance(self.layer, tuple) else (self.layer,)
+        tokens = [self.store.take(layer, rows) for layer in layers]
+        for layer, t in zip(layers, tokens):
+            check_finite(self.store, layer, shard, rows, t)
+        return np.stack(tokens) if isinstance(self.layer, tuple) else tokens[0]
 
     def _next_cursor(self, epoch: int, cursor: int) -> tuple[int, int]:
         return (epoch, cursor + 1) if cursor + 1 < self.store.n_shards else (epoch + 1, 0)
@@ -136,11 +143,11 @@ class TokenStream:
         shards = prefetch(lambda at: (at, self._load(*at)), self._cursors(), ahead=self.prefetch)
         for (epoch, cursor), tokens in shards:
             nxt = self._next_cursor(epoch, cursor)
-            n_batches = -(-len(tokens) // per_host)
+            n_batches = -(-tokens.shape[-2] // per_host)
             for b in range(first, n_batches):
                 self._pos = (StreamPosition(epoch, cursor, b + 1) if b + 1 < n_batches
                              else StreamPosition(nxt[0], nxt[1], 0))
-                yield tokens[b * per_host:(b + 1) * per_host]
+                yield tokens[..., b * per_host:(b + 1) * per_host, :]
             first = 0
             if nxt[1] == 0:
                 log.debug("stream: epoch %d done", epoch)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from interplm_jax.annotate.activations import max_and_histogram
 from interplm_jax.cli import load_script
 from interplm_jax.errors import InputError
 from interplm_jax.report import LayerInputs, report_data
@@ -90,6 +91,19 @@ def _assert_live(got, fmax: np.ndarray) -> None:
         int(f) for f in np.flatnonzero(fmax >= 0) if fmax[f] < 1e-5}
 
 
+def _assert_histogram(got, acts, bins: int) -> None:
+    """``got`` (bins + 2,) counts == NumPy's: exactly 0, ``np.histogram`` of (0, 1] in ``bins``
+    equal bins, above 1; a value within 1e-5 of a bin edge (float32 vs float64) may fall either side."""
+    a = np.asarray(acts, np.float64).ravel()
+    want = np.concatenate([[np.sum(a <= 0)],
+                           np.histogram(a[(a > 0) & (a <= 1)], bins, range=(0, 1))[0],
+                           [np.sum(a > 1)]])
+    near = int(np.sum(np.abs(a[:, None] - np.linspace(0, 1, bins + 1)[None]) < 1e-5))
+    got = np.asarray(got)
+    assert got.shape == (bins + 2,) and got.sum() == a.size
+    assert np.abs(got - want).sum() <= 2 * near, (got, want)
+
+
 # ---------------------------------------------------------------- compact encoding
 
 def test_quantise_round_trip():
@@ -160,9 +174,16 @@ def test_feature_examples_on_a_synthetic_store(tmp_path, arch):
     per_protein = [feats(a) for a in acts]
     maxima = np.stack([a.max(axis=0) for a in per_protein])
     ex = feature_examples(store, 1, arch, params, n_top=4, window_size=32, batch_rows=500,
-                          profile_top=2, profile_bins=16)
+                          profile_top=2, profile_bins=16, hist_bins=10)
     _assert_live(ex.features, maxima.max(axis=0))
     assert 3 not in ex.features
+    every = np.concatenate(per_protein)  # every residue; scale up to 2: some above 1
+    assert ex.hist.shape == (len(ex.features), 12) and ex.hist[:, -1].sum() > 0
+    for k, f in enumerate(ex.features):
+        _assert_histogram(ex.hist[k], every[:, f], 10)
+    # an encoder without segment_max_counts: maxima and counts on the host, the same numbers
+    _, host = max_and_histogram(store, 1, lambda x: np.asarray(feats(x)), 500, 10)
+    np.testing.assert_array_equal(host[ex.features], ex.hist)
     for k, f in enumerate(ex.features):
         n_long = 0
         for e in ex.examples[k]:
@@ -191,10 +212,13 @@ def test_feature_examples_match_numpy(study, reference):
     li = study.layers[-1]
     sae = load_sae(li.sae)
     ex = feature_examples(store, li.layer, sae.arch, sae.params, n_top=5, window_size=40,
-                          batch_rows=2048)
+                          batch_rows=2048, hist_bins=20)
     acts, maxima = reference[li.layer]
     fmax = maxima.max(axis=0)
     _assert_live(ex.features, fmax)
+    every = np.concatenate(acts)  # (all residues, F)
+    for k, f in enumerate(ex.features):
+        _assert_histogram(ex.hist[k], every[:, f], 20)
     np.testing.assert_allclose(ex.feature_max, fmax[ex.features], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(ex.frequency, (maxima[:, ex.features] > 1e-6).mean(0), atol=0.02)
     for k, f in enumerate(ex.features):
@@ -359,6 +383,11 @@ def _check_feature(pg, study, reference, layer: int, f: int, sequences: dict):
     order = np.argsort(-col, kind="stable")[:len(shown)]
     got = [ids.index(s["id"]) for s in shown]
     np.testing.assert_allclose(col[got], col[order], rtol=1e-4, atol=1e-6)
+    # the histogram drawn: every residue by its activation (the last bar, above 1, only if any)
+    counts = pg.eval_on_selector_all("#hist rect[data-count]", "rs => rs.map(r => +r.dataset.count)")
+    every = np.concatenate([a[:, f] for a in acts])
+    assert len(counts) in (21, 22)  # hist_bins 20 (the default: configs/demo.yaml keeps it)
+    _assert_histogram(counts + [0] * (22 - len(counts)), every, 20)
     scale = col.max() / 255
     for s, p in zip(shown, got):
         a = acts[p][:, f]

@@ -27,12 +27,29 @@ log = logging.getLogger(__name__)
 Encoder = Callable[[np.ndarray], np.ndarray]
 
 
-@functools.partial(jax.jit, static_argnames=("arch", "n_seg"))
-def _encode_segment_max(arch: str, params, x, cols, seg, n_seg: int):
+def activation_bins(a, bins: int, xp=np):
+    """Histogram bin of each activation (any shape, NumPy or ``xp=jnp``): 0 for exactly 0 (or
+    below), ``1 + min(floor(bins * a), bins - 1)`` for a in (0, 1] (bins of width 1/bins, 1
+    itself in the last), ``bins + 1`` above 1."""
+    k = xp.clip(xp.floor(a * bins), 0, bins - 1).astype(xp.int32) + 1
+    return xp.where(a <= 0, 0, xp.where(a > 1, bins + 1, k)).astype(xp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("arch", "n_seg", "bins"))
+def _encode_segment_max(arch: str, params, x, cols, seg, n_seg: int, bins: int = 0):
     # x: (n, d); cols: (K,) feature columns kept, or None for all; seg: (n,) protein of each
-    # row, n_seg for padding rows (dropped)
+    # row, n_seg for padding rows (dropped). bins > 0: also the (K, bins + 2) counts of the
+    # real rows' activation_bins (padding rows scattered out of range and dropped)
     f = sae.encode(arch, params, x)
-    return jax.ops.segment_max(f if cols is None else f[:, cols], seg, num_segments=n_seg)
+    f = f if cols is None else f[:, cols]
+    m = jax.ops.segment_max(f, seg, num_segments=n_seg)
+    if not bins:
+        return m, None
+    K, width = f.shape[1], bins + 2
+    flat = jnp.arange(K, dtype=jnp.int32) * width + activation_bins(f, bins, jnp)  # (n, K)
+    flat = jnp.where((seg < n_seg)[:, None], flat, K * width)
+    counts = jnp.zeros(K * width, jnp.int32).at[flat.ravel()].add(1, mode="drop")
+    return m, counts.reshape(K, width)
 
 
 def _bucket(n: int, least: int = 1024) -> int:
@@ -45,7 +62,8 @@ class SAEEncoder:
     """Encoder of the SAE's features ``features`` (indices, K of them).
 
     ``encoder(x)``: x (n, d_model) -> (n, K). ``encoder.segment_max(x, seg, n_seg)``: the
-    per-segment maximum (n_seg, K), computed without bringing (n, K) back to the host.
+    per-segment maximum (n_seg, K), computed without bringing (n, K) back to the host
+    (``segment_max_counts``: with the histogram of :func:`max_and_histogram`).
     A ReLU SAE is restricted to the K features (its features are independent of each other);
     other architectures encode every feature and keep the K columns.
     """
@@ -68,11 +86,17 @@ class SAEEncoder:
         return f if self.cols is None else f[:, self.cols]
 
     def segment_max(self, x: np.ndarray, seg: np.ndarray, n_seg: int) -> np.ndarray:
+        return self.segment_max_counts(x, seg, n_seg)[0]
+
+    def segment_max_counts(self, x: np.ndarray, seg: np.ndarray, n_seg: int,
+                           bins: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+        """(n_seg, K) maxima, and with ``bins`` > 0 the (K, bins + 2) counts of the rows'
+        :func:`activation_bins` (else None)."""
         n_pad = _bucket(n_seg, 64)
         seg = np.pad(seg, (0, _bucket(x.shape[0]) - x.shape[0]), constant_values=n_pad)
-        out = _encode_segment_max(self.arch, self.params, pad_rows(x, _bucket(x.shape[0])),
-                                  self.cols, seg, n_seg=n_pad)
-        return np.asarray(out[:n_seg])
+        m, counts = _encode_segment_max(self.arch, self.params, pad_rows(x, _bucket(x.shape[0])),
+                                        self.cols, seg, n_seg=n_pad, bins=bins)
+        return np.asarray(m[:n_seg]), None if counts is None else np.asarray(counts)
 
 
 def relu_columns(params: Mapping[str, np.ndarray], features: np.ndarray) -> dict[str, np.ndarray]:
@@ -122,18 +146,27 @@ def _batches(lengths: np.ndarray, batch_rows: int) -> list[tuple[int, int]]:
 
 def protein_max_activations(store, layer: int, encode: Encoder,
                             batch_rows: int = 1024) -> np.ndarray:
-    """Each protein's maximum activation per feature: array (n_proteins, K).
+    """Each protein's maximum activation per feature: array (n_proteins, K)
+    (:func:`max_and_histogram` without the histogram)."""
+    return max_and_histogram(store, layer, encode, batch_rows)[0]
+
+
+def max_and_histogram(store, layer: int, encode: Encoder, batch_rows: int = 1024,
+                      bins: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each protein's maximum activation per feature (n_proteins, K) and, with ``bins`` > 0,
+    every residue's activation counted per feature in :func:`activation_bins`: (K, bins + 2)
+    int64 (column 0: exactly zero; 1..bins: equal bins of (0, 1]; bins + 1: above 1), else None.
 
     Reads the store in batches of whole proteins (at most ``batch_rows`` tokens, within a
-    shard) and reduces each batch per protein: on the device through
-    ``encode.segment_max`` when the encoder has it, else on the host with
-    ``np.maximum.reduceat``.
+    shard) and reduces each batch: on the device through ``encode.segment_max_counts`` when the
+    encoder has it, else on the host (``np.maximum.reduceat``, ``np.bincount``).
     """
     offsets = np.asarray(store.offsets)
     lengths = np.diff(offsets)
     if np.any(lengths <= 0):
         raise InputError(f"activation store: protein {int(np.argmin(lengths))} has no tokens")
     out: np.ndarray | None = None
+    hist: np.ndarray | None = None
     with progress_bar(total=int(store.n_tokens), desc=f"max activations, layer {layer}",
                       unit="tok") as bar:
         for i in range(store.n_shards):
@@ -141,18 +174,30 @@ def protein_max_activations(store, layer: int, encode: Encoder,
             for a, b in _batches(lengths[p0:p1], batch_rows):
                 a, b = a + p0, b + p0
                 x = store.rows(layer, int(offsets[a]), int(offsets[b]))
-                if hasattr(encode, "segment_max"):
+                if hasattr(encode, "segment_max_counts"):
                     seg = np.repeat(np.arange(b - a, dtype=np.int32), lengths[a:b])
-                    m = encode.segment_max(x, seg, b - a)
+                    m, counts = encode.segment_max_counts(x, seg, b - a, bins)
                 else:
-                    m = np.maximum.reduceat(encode(x), offsets[a:b] - offsets[a], axis=0)
+                    f = encode(x)
+                    m = np.maximum.reduceat(f, offsets[a:b] - offsets[a], axis=0)
+                    counts = _host_counts(f, bins) if bins else None
                 if out is None:
                     out = np.zeros((store.n_proteins, m.shape[1]), np.float32)
+                    hist = np.zeros((m.shape[1], bins + 2), np.int64) if bins else None
                 out[a:b] = m
+                if bins:
+                    hist += counts
                 bar.update(x.shape[0])
     if out is None:
         raise InputError("the activation store holds no proteins")
-    return out
+    return out, hist
+
+
+def _host_counts(f: np.ndarray, bins: int) -> np.ndarray:
+    """(n, K) activations -> (K, bins + 2) counts of their :func:`activation_bins`."""
+    K, width = f.shape[1], bins + 2
+    flat = np.arange(K) * width + activation_bins(np.asarray(f), bins)
+    return np.bincount(flat.ravel(), minlength=K * width).reshape(K, width)
 
 
 def activated_positions(acts: np.ndarray, fraction: float, max_positions: int) -> np.ndarray:

@@ -37,7 +37,7 @@ from interplm_jax.store.stats import load_stats
 log = logging.getLogger(__name__)
 
 FORMAT = "interplm-jax-report"
-VERSION = 2
+VERSION = 3  # 3: "hist" counts residues (was: proteins by maximum)
 #: Scripts of this package inlined into the study page (``page.html`` holds the markers).
 SCRIPTS = ("util.js", "viewer.js", "concept_view.js", "feature.js", "page.js")
 VIEWER = "vendor/3Dmol-min.js"

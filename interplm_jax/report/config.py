@@ -26,7 +26,8 @@ class ReportConfig:
                                        "and each baseline).")
     label_min_f1: float = option(0.5, "A feature is labelled with its best concept only when "
                                       "that concept's F1 is above this (else 'no concept').")
-    hist_bins: int = option(20, "Bins of the histogram of proteins by maximum activation.")
+    hist_bins: int = option(20, "Equal bins over (0, 1] of the histogram of every residue's "
+                                "activation (plus one bar each for 0 and above 1).")
     profile_proteins: int = option(3, "Per feature, the strongest proteins longer than the "
                                       "window that also get a whole-sequence profile (0: none).")
     profile_bins: int = option(120, "Points of a whole-sequence profile (each the maximum of "

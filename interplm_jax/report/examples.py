@@ -1,7 +1,8 @@
 """Top proteins per feature and their per-residue activations, compactly encoded.
 
-Two passes over the activation store: per-protein maxima of every feature
-(``interplm_jax.annotate.activations.protein_max_activations``, reduced on the device), then one
+Two passes over the activation store: per-protein maxima of every feature and the histogram of
+every residue's activation (``interplm_jax.annotate.activations.max_and_histogram``, reduced on
+the device), then one
 read of each protein that is among some live feature's top proteins, computing only the
 columns of the features it is a top protein of (ReLU SAEs; other architectures encode all live
 features of batches of proteins). Activations are quantised to uint8 relative to the feature's
@@ -18,7 +19,7 @@ from typing import Mapping
 
 import numpy as np
 
-from interplm_jax.annotate.activations import (protein_max_activations, relu_columns,
+from interplm_jax.annotate.activations import (max_and_histogram, relu_columns,
                                                relu_encode_numpy, sae_encoder)
 from interplm_jax.errors import InputError
 from interplm_jax.progress import progress_bar
@@ -63,8 +64,9 @@ class FeatureExamples:
       frequency: (K,) fraction of proteins on which the feature is active.
       examples: K lists of :class:`Example`, strongest protein first.
       n_features, n_proteins: sizes of the SAE and the store.
-      hist: (K, B) int, or None: proteins by their maximum activation of the feature, in B
-        equal bins of (0, feature_max] (inactive proteins not counted).
+      hist: (K, B + 2) int, or None: every residue of the store by its activation of the
+        feature (``annotate.activations.activation_bins``: exactly 0, B equal bins of (0, 1],
+        above 1).
     """
 
     features: np.ndarray
@@ -74,18 +76,6 @@ class FeatureExamples:
     n_features: int
     n_proteins: int
     hist: np.ndarray | None = None
-
-
-def max_histogram(max_acts: np.ndarray, scale: np.ndarray, bins: int) -> np.ndarray:
-    """(P, K) per-protein maxima -> (K, bins) counts of the positive ones in equal bins of
-    (0, scale] per column (bin ``min(floor(bins * m / scale), bins - 1)``)."""
-    m = np.asarray(max_acts, np.float64)
-    s = np.asarray(scale, np.float64)
-    b = np.minimum(np.floor(bins * m / np.where(s > 0, s, 1.0)), bins - 1).astype(np.int64)
-    b = np.where(m > 0, b, bins)  # inactive: an extra bin, dropped
-    out = np.zeros((m.shape[1], bins + 1), np.int64)
-    np.add.at(out, (np.broadcast_to(np.arange(m.shape[1]), m.shape), b), 1)
-    return out[:, :bins]
 
 
 def top_proteins(max_acts: np.ndarray, n: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
@@ -164,14 +154,18 @@ def feature_examples(store, layer: int, arch: str, params: Mapping[str, np.ndarr
     """Top ``n_top`` proteins of every live feature of an SAE, with their activation windows.
 
     ``max_acts`` (P, F): per-protein maxima when already computed (else one store pass).
-    ``hist_bins`` > 0: also :func:`max_histogram` of the live features. ``profile_top``: the
+    ``hist_bins`` > 0: also the residue histogram of the live features, counted in that pass
+    (so not with ``max_acts`` given). ``profile_top``: the
     strongest that many proteins of a feature that are longer than the window also get their
     whole-sequence :func:`profile`.
     """
     F = int(np.asarray(params["W_enc"]).shape[1])
+    all_hist = None
     if max_acts is None:
-        max_acts = protein_max_activations(store, layer, sae_encoder(params, np.arange(F), arch),
-                                           batch_rows)
+        max_acts, all_hist = max_and_histogram(store, layer, sae_encoder(params, np.arange(F), arch),
+                                               batch_rows, hist_bins)
+    elif hist_bins > 0:
+        raise ValueError("hist_bins needs the store pass: do not pass max_acts with it")
     if max_acts.shape != (store.n_proteins, F):
         raise InputError(f"per-protein maxima of shape {max_acts.shape}; expected "
                          f"({store.n_proteins}, {F})")
@@ -202,7 +196,7 @@ def feature_examples(store, layer: int, arch: str, params: Mapping[str, np.ndarr
                                          prof[j] if prof is not None and profiled[k, r] else None)
             bar.update(1)
     freq = (max_acts[:, live] > 0).mean(axis=0) if live.size else np.zeros(0)
-    hist = max_histogram(max_acts[:, live], fmax[live], hist_bins) if hist_bins > 0 else None
+    hist = all_hist[live] if all_hist is not None else None
     return FeatureExamples(live, fmax[live].astype(np.float64), freq, examples, F, store.n_proteins,
                            hist)
 

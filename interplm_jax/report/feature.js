@@ -57,8 +57,11 @@ function showFeature(f, push, row) {
       d.pearson_r !== undefined ? el("div", {class: "muted", text: `validation Pearson r ${fmt(d.pearson_r, 2)}`}) : null));
   }
   if (L.concepts) box.append(conceptTable(f));
-  if (F.hist) box.append(el("h3", {text: "Proteins by their maximum activation"}), histogram(F.hist[i], F.max[i]),
-    help("How many proteins of the study reach each maximum activation of this feature (log scale); proteins where it never fires are not counted."));
+  if (F.hist) box.append(el("h3", {text: "Activation of every residue"}), histogram(F.hist[i]),
+    help("How many residues of the evaluation proteins have each activation of this feature (log scale): " +
+      "the grey bar counts the residues where it is off (exactly 0), the red ones equal steps of the activation " +
+      (L.normalized ? "(normalized: 1 is the feature's maximum on the proteins it was normalized on)" : "(this SAE is not normalized: raw activations)") +
+      ", and a last bar those above 1, if any."));
   if (L.spatial) {
     const r = L.spatial.rows[String(f)];
     box.append(el("h3", {text: "Sequential vs structural clustering"}),
@@ -101,22 +104,37 @@ function conceptButton(name) {
   a.addEventListener("click", (ev) => { ev.preventDefault(); showConcept(name); });
   return a;
 }
-function histogram(counts, max) {
-  const W = 300, H = 80, n = counts.length, top = Math.log10(1 + Math.max(...counts));
+// counts: [exactly 0, bins of (0, 1] ..., above 1] (docs/report.md); log count axis
+function histogram(counts) {
+  const W = 300, H = 80, X = 34, n = counts.length, bins = n - 2, top = Math.log10(1 + Math.max(...counts));
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("viewBox", `0 0 ${W} ${H + 14}`); svg.setAttribute("class", "hist"); svg.id = "hist";
-  counts.forEach((c, k) => {
-    const h = top > 0 ? (H * Math.log10(1 + c)) / top : 0, r = document.createElementNS(svg.namespaceURI, "rect");
-    Object.entries({x: (k * W) / n + 0.5, y: H - h, width: W / n - 1, height: h, fill: "#d7301f"}).forEach(([a, v]) => r.setAttribute(a, v));
-    const t = document.createElementNS(svg.namespaceURI, "title");
-    t.textContent = `${c} proteins with maximum in (${fmt((k * max) / n)}, ${fmt(((k + 1) * max) / n)}]`;
-    r.append(t); svg.append(r);
+  svg.setAttribute("viewBox", `0 0 ${X + W} ${H + 28}`); svg.setAttribute("class", "hist"); svg.id = "hist";
+  const add = (tag, attrs, text) => {
+    const e = document.createElementNS(svg.namespaceURI, tag);
+    Object.entries(attrs).forEach(([a, v]) => e.setAttribute(a, v));
+    if (text !== undefined) e.textContent = text;
+    svg.append(e); return e;
+  };
+  const y = (c) => H - (top > 0 ? (H * Math.log10(1 + c)) / top : 0);
+  const shown = counts[n - 1] > 0 ? n : n - 1, w = W / shown;
+  counts.slice(0, shown).forEach((c, k) => {
+    const what = k === 0 ? "activation exactly 0" : k > bins ? "activation above 1"
+      : `activation in ${k === 1 ? "(" : "["}${fmt((k - 1) / bins, 2)}, ${fmt(k / bins, 2)}${k === bins ? "]" : ")"}`;
+    add("rect", {x: X + k * w + 0.5, y: y(c), width: w - 1, height: H - y(c), fill: k === 0 ? "#98a2b3" : "#d7301f",
+      "data-bin": String(k), "data-count": String(c)}).append(
+      Object.assign(document.createElementNS(svg.namespaceURI, "title"), {textContent: `${c} residues with ${what}`}));
   });
-  for (const [x, s, anchor] of [[0, "0", "start"], [W, fmt(max), "end"]]) {
-    const t = document.createElementNS(svg.namespaceURI, "text");
-    Object.entries({x, y: H + 12, "font-size": 10, "text-anchor": anchor, fill: "#667085"}).forEach(([a, v]) => t.setAttribute(a, v));
-    t.textContent = s; svg.append(t);
+  for (let p = 1; 10 ** p <= Math.max(...counts); p += Math.max(1, Math.ceil(top / 4))) {  // ticks at powers of ten
+    add("line", {x1: X - 3, x2: X, y1: y(10 ** p), y2: y(10 ** p), stroke: "#667085"});
+    add("text", {x: X - 4, y: y(10 ** p) + 3, "font-size": 9, "text-anchor": "end", fill: "#667085"}, `${10 ** p}`);
   }
+  const label = {"font-size": 10, fill: "#667085"};
+  add("text", {...label, x: X + w / 2, y: H + 12, "text-anchor": "middle"}, "0");
+  add("text", {...label, x: X + w, y: H + 12}, "0");
+  add("text", {...label, x: X + (bins + 1) * w, y: H + 12, "text-anchor": "end"}, "1");
+  if (shown === n) add("text", {...label, x: X + W, y: H + 12, "text-anchor": "end"}, ">1");
+  add("text", {...label, x: X + W / 2, y: H + 25, "text-anchor": "middle"},
+    `${L.normalized ? "normalized " : ""}activation · bar height: residues of the evaluation proteins (log scale)`);
   return svg;
 }
 

@@ -79,18 +79,24 @@ class Checkpoints:
             return None
         step, (state, meta) = newest_readable(
             steps, lambda s: self.restore(s, abstract_state, expected_meta), self.directory)
-        newer = [s for s in steps if s > step]
-        if newer:
-            if jax.process_index() == 0:
-                for s in newer:
-                    log.warning("%s: set aside as %s", self.directory / str(s),
-                                _set_aside(self.directory / str(s)).name)
-            if jax.process_count() > 1:
-                from jax.experimental import multihost_utils
-
-                multihost_utils.sync_global_devices("checkpoints set aside")
-            self.manager.reload()
+        self.set_aside_newer(step)
         return step, state, meta
+
+    def set_aside_newer(self, step: int) -> None:
+        """Set the checkpoints newer than ``step`` aside as ``<step>.unreadable`` (kept, not
+        deleted; a run resumed from ``step`` writes those steps again)."""
+        newer = [s for s in self.manager.all_steps() if s > step]
+        if not newer:
+            return
+        if jax.process_index() == 0:
+            for s in newer:
+                log.warning("%s: set aside as %s", self.directory / str(s),
+                            _set_aside(self.directory / str(s)).name)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("checkpoints set aside")
+        self.manager.reload()
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -33,6 +33,13 @@ class TrainConfig:
     out: str | None = option(None, "Output directory, one sweep per layer in <out>/layer_<L> (--out).")
     arch: ArchName = option("relu", "SAE architecture (one per sweep).")
     layers: tuple[int, ...] = option((), "Layers of the store to train (one sweep each); empty: all.")
+    layers_together: Literal["auto", "on", "off"] = option(
+        "off", "Several layers: train their grids with one step, each batch read once for all "
+        "(`auto`: in the fewest groups whose step fits memory_budget_gb; `on`: all in one group; "
+        "`off`: one layer after the other). The sweep directories are the same either way.")
+    memory_budget_gb: float = option(
+        0.0, "GiB per device the step of layers trained together may use (XLA's estimate); "
+        "0: the device's memory, on the CPU half the machine's.")
     expansion: int = option(32, "Dictionary size as a multiple of d_model (when d_sae is 0).")
     d_sae: int = option(0, "Dictionary size F; 0 means expansion * d_model.")
     steps: int = option(500_000, "Training steps (batches) per SAE.")
@@ -98,6 +105,7 @@ class TrainConfig:
         _require(self.seed <= INT32_MAX, "seed", self.seed, f"<= {INT32_MAX}")
         _require(self.grad_clip is None or (math.isfinite(self.grad_clip) and self.grad_clip > 0),
                  "grad_clip", self.grad_clip, "> 0, or null for no clipping")
+        _require(self.memory_budget_gb >= 0, "memory_budget_gb", self.memory_budget_gb, ">= 0")
         _require(0 <= self.preflight_max_dead <= 1, "preflight_max_dead", self.preflight_max_dead,
                  "in [0, 1]")
         _require(self.preflight_max_mean_ratio > 0, "preflight_max_mean_ratio",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import logging
 from pathlib import Path
@@ -23,6 +25,7 @@ from interplm_jax.train.config import TrainConfig, build_grid
 from interplm_jax.train.preflight import check_dry_run, check_statistics
 from interplm_jax.train.sharding import maybe_initialize_distributed
 from interplm_jax.train.sweep import SweepResult, sweep_lock, train_sweep
+from interplm_jax.train.together import layer_groups, train_together
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,9 @@ log = logging.getLogger(__name__)
 def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | Path | None = None,
                  resume: bool = False, layers: tuple[int, ...] | None = None,
                  where: str = "train") -> dict[int, SweepResult]:
-    """Train the grid of ``cfg`` on each chosen layer of the store, one after the other.
+    """Train the grid of ``cfg`` on each chosen layer of the store: the layers together
+    (:mod:`interplm_jax.train.together`, in groups that fit the memory budget) or, with
+    ``layers_together: off``, one after the other; one sweep directory per layer either way.
 
     ``store``/``out`` default to the config's; ``layers`` to the config's, then all the store's.
     A layer whose sweep already finished is skipped with ``resume`` (its final checkpoint is
@@ -57,23 +62,47 @@ def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | P
         first = TokenStream(acts, layer, cfg.batch_size, cfg.seed).shard_order(0)[0]
         check_rows(acts, layer, stats[layer], first)
     results = {}
-    for layer in chosen:
-        def make_stream(host_index, host_count, position, layer=layer):
+    extra = {"store": display(store), "model": acts.manifest.get("model")}
+    groups = [g for part in _by_progress(cfg, out, chosen, resume)
+              for g in layer_groups(cfg, part, acts.d_model)]
+    for group in groups:
+        def make_stream(host_index, host_count, position, layer=group if len(group) > 1 else group[0]):
             return TokenStream(acts, layer, batch_size=cfg.batch_size, seed=cfg.seed,
                                host_index=host_index, host_count=host_count, position=position)
 
-        log.info("layer %d: %d tokens of width %d", layer, acts.n_tokens, acts.d_model)
-        transform = InputTransform.of(cfg.input_center, cfg.input_scale, stats[layer])
-        with sweep_lock(sweep_dir(out, layer)):  # the preflight writes there too
-            warnings = preflight(cfg, stats[layer], transform, make_stream, acts.d_model,
-                                 sweep_dir(out, layer), layer, resume)
-            results[layer] = train_sweep(cfg, make_stream, acts.d_model, sweep_dir(out, layer),
-                                         layer=layer, resume=resume,
-                                         extra_config={"store": display(store),
-                                                       "model": acts.manifest.get("model")},
-                                         input_transform=transform, lock=False)
-        results[layer].preflight = warnings
+        transforms, warnings = {}, {}
+        with contextlib.ExitStack() as locks:
+            for layer in group:
+                locks.enter_context(sweep_lock(sweep_dir(out, layer)))  # the preflight writes there too
+                log.info("layer %d: %d tokens of width %d", layer, acts.n_tokens, acts.d_model)
+                transforms[layer] = InputTransform.of(cfg.input_center, cfg.input_scale, stats[layer])
+                warnings[layer] = preflight(cfg, stats[layer], transforms[layer], functools.partial(
+                    make_stream, layer=layer), acts.d_model, sweep_dir(out, layer), layer, resume)
+            if len(group) > 1:
+                results.update(train_together(cfg, group, make_stream, acts.d_model,
+                                              {layer: sweep_dir(out, layer) for layer in group},
+                                              resume, extra, transforms))
+            else:
+                results[group[0]] = train_sweep(cfg, make_stream, acts.d_model, sweep_dir(out, group[0]),
+                                                layer=group[0], resume=resume, extra_config=extra,
+                                                input_transform=transforms[group[0]], lock=False)
+        for layer in group:
+            results[layer].preflight = warnings[layer]
     return results
+
+
+def _by_progress(cfg: TrainConfig, out, layers: tuple[int, ...], resume: bool) -> list[tuple[int, ...]]:
+    """The layers apart by how far a resumed run's sweeps got (finished, started, not started:
+    e.g. a run of ``layers_together: off`` killed after its first layer); only layers at the
+    same stage may train together."""
+    if not resume:
+        return [layers]
+    stage = {}
+    for layer in layers:
+        steps = checkpoint_steps(sweep_dir(out, layer))
+        stage[layer] = "new" if not steps else "done" if max(steps) >= cfg.steps else "started"
+    parts = (tuple(layer for layer in layers if stage[layer] == s) for s in ("done", "started", "new"))
+    return [p for p in parts if p]
 
 
 def check_rows(acts: ActivationStore, layer: int, stats: LayerStats, first_shard: int) -> None:

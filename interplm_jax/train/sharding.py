@@ -65,14 +65,16 @@ def make_mesh(sae: int, data: int) -> Mesh:
 
 
 def state_shardings(mesh: Mesh, state):
-    """NamedShardings for a TrainState pytree: leading axis on `sae`, scalars replicated."""
+    """NamedShardings for a TrainState pytree (or a tuple of them): leading axis on `sae`,
+    scalars replicated."""
     return jax.tree.map(
         lambda leaf: NamedSharding(mesh, P("sae") if np.ndim(leaf) >= 1 else P()), state)
 
 
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Rows of the batch over `data`, replicated over `sae`."""
-    return NamedSharding(mesh, P("data", None))
+def batch_sharding(mesh: Mesh, layered: bool = False) -> NamedSharding:
+    """Rows of the batch (B, d), or of each layer's batch (L, B, d), over `data`, replicated
+    over `sae`."""
+    return NamedSharding(mesh, P(None, "data", None) if layered else P("data", None))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -103,8 +105,10 @@ def host_slice(mesh: Mesh, batch_size: int, d: int) -> tuple[int, int]:
 
 
 def global_batch(mesh: Mesh, local: np.ndarray, batch_size: int):
-    """The global (batch_size, d) array from this process's rows (all rows on one process)."""
-    sharding = batch_sharding(mesh)
+    """The global (batch_size, d) array from this process's rows (all rows on one process);
+    (L, batch_size, d) from local rows (L, rows, d) of L layers."""
+    sharding = batch_sharding(mesh, layered=local.ndim == 3)
     if jax.process_count() == 1:
         return jax.device_put(local, sharding)
-    return jax.make_array_from_process_local_data(sharding, local, (batch_size, local.shape[1]))
+    shape = local.shape[:-2] + (batch_size, local.shape[-1])
+    return jax.make_array_from_process_local_data(sharding, local, shape)

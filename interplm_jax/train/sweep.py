@@ -96,6 +96,17 @@ def make_spec(cfg: TrainConfig, grid: list[dict]) -> StepSpec:
         decoder=cfg.decoder, sparse_capacity=cfg.sparse_capacity)
 
 
+def checkpoint_meta(cfg: TrainConfig, spec: StepSpec, grid: list[dict], d_model: int,
+                    layer: int | None) -> dict:
+    """The facts a sweep's checkpoints record (and a resumed run must share: ``MUST_MATCH``)."""
+    return {
+        "arch": cfg.arch, "d_model": d_model, "d_sae": cfg.dict_size(d_model), "grid": grid,
+        "steps": cfg.steps, "batch_size": cfg.batch_size, "layer": layer,
+        "schedule": [spec.warmup_steps, spec.decay_start, spec.sparsity_warmup_steps,
+                     spec.resample_steps, spec.grad_clip, spec.dead_tokens, spec.matmul_dtype],
+    }
+
+
 def to_host(tree):
     """Fetch a pytree of (possibly multi-process) arrays to NumPy on every process."""
     if jax.process_count() == 1:
@@ -161,12 +172,7 @@ def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory,
     log.info("grid of %d %s SAEs %d -> %d, mesh sae=%d x data=%d, host %d of %d", G, cfg.arch,
              d_model, F, sae_n, data_n, host_index, host_count)
 
-    meta = {
-        "arch": cfg.arch, "d_model": d_model, "d_sae": F, "grid": grid, "steps": cfg.steps,
-        "batch_size": B, "layer": layer,
-        "schedule": [spec.warmup_steps, spec.decay_start, spec.sparsity_warmup_steps,
-                     spec.resample_steps, spec.grad_clip, spec.dead_tokens, spec.matmul_dtype],
-    }
+    meta = checkpoint_meta(cfg, spec, grid, d_model, layer)
     hp_names = tuple(sorted(hp_host))
     init_fn, step_fn, abstract, shardings, hp_sharding = _compiled(spec, mesh, d_model, F, G, hp_names)
     hp = jax.device_put(hp_host, hp_sharding)
@@ -185,20 +191,11 @@ def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory,
             raise
         position = found["stream_position"]
         log.info("resuming %s at step %d", out, latest)
-        if jax.process_index() == 0:
-            record_transform(out, transform, resuming=True)
-        _truncate_metrics(files.metrics, latest)
     else:
         if resume:
             log.info("%s: no checkpoint to resume from; starting at step 0", out)
         state = init_fn(hp)
-        if jax.process_index() == 0:
-            config = {**resolved(cfg), **(extra_config or {}), "layer": layer, "d_model": d_model,
-                      "d_sae": F}
-            write_atomic(files.config, yaml.safe_dump(config, sort_keys=False))
-            write_atomic(files.grid, json.dumps(grid, indent=1) + "\n")
-            write_atomic(files.metrics, "")
-            record_transform(out, transform, resuming=False)
+    prepare_directory(files, cfg, grid, d_model, layer, extra_config, transform, latest)
 
     start = int(to_host(state.step))
     stream = make_stream(host_index, host_count, position)
@@ -260,6 +257,25 @@ def _compiled(spec: StepSpec, mesh, d_model: int, F: int, G: int, hp_names: tupl
     return init_fn, step_fn, abstract, shardings, hp_sharding
 
 
+def prepare_directory(files: SweepFiles, cfg: TrainConfig, grid: list[dict], d_model: int,
+                      layer: int | None, extra_config: dict | None,
+                      transform: InputTransform | None, resumed_at: int | None) -> None:
+    """On process 0: a new sweep's config.yaml, grid.json, empty metrics.jsonl and input
+    transform; or, resumed from the checkpoint at step ``resumed_at``, the transform checked
+    and metrics.jsonl cut back to that step."""
+    if resumed_at is not None:
+        if jax.process_index() == 0:
+            record_transform(files.root, transform, resuming=True)
+        _truncate_metrics(files.metrics, resumed_at)
+    elif jax.process_index() == 0:
+        config = {**resolved(cfg), **(extra_config or {}), "layer": layer, "d_model": d_model,
+                  "d_sae": cfg.dict_size(d_model)}
+        write_atomic(files.config, yaml.safe_dump(config, sort_keys=False))
+        write_atomic(files.grid, json.dumps(grid, indent=1) + "\n")
+        write_atomic(files.metrics, "")
+        record_transform(files.root, transform, resuming=False)
+
+
 def _metric_lines(step: int, grid, metrics: dict[str, np.ndarray], tokens: int) -> str:
     lines = []
     for i, row in enumerate(grid):
@@ -297,18 +313,20 @@ def _truncate_metrics(path: AnyPath, step: int) -> None:
     write_atomic(path, "".join(json.dumps(row) + "\n" for row in keep))
 
 
-def _check_finite(cfg: TrainConfig, grid, ok: np.ndarray, bad: np.ndarray, warned: set[int]) -> None:
+def _check_finite(cfg: TrainConfig, grid, ok: np.ndarray, bad: np.ndarray, warned: set[int],
+                  where: str = "") -> None:
+    """Report each SAE newly frozen by a non-finite loss (``where``: e.g. ``layer 5: ``)."""
     for i in np.flatnonzero(~ok):
         if i in warned:
             continue
         warned.add(int(i))
-        msg = (f"SAE {grid[i]['id']} ({_describe(grid[i])}): non-finite loss or gradient at step "
+        msg = (f"{where}SAE {grid[i]['id']} ({_describe(grid[i])}): non-finite loss or gradient at step "
                f"{int(bad[i])}")
         if cfg.on_nan == "stop":
             raise TrainingError(msg + "; stopping (on_nan: stop)")
         log.error("%s; its parameters are frozen from that step on (on_nan: mask)", msg)
     if not ok.any():
-        raise TrainingError("every SAE of the grid hit a non-finite loss; stopping")
+        raise TrainingError(f"{where}every SAE of the grid hit a non-finite loss; stopping")
 
 
 def _describe(row: dict) -> str:
