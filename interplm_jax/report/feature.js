@@ -57,7 +57,7 @@ function showFeature(f, push, row) {
       d.pearson_r !== undefined ? el("div", {class: "muted", text: `validation Pearson r ${fmt(d.pearson_r, 2)}`}) : null));
   }
   if (L.concepts) box.append(conceptTable(f));
-  if (F.hist) box.append(el("h3", {text: "Activation of every residue"}), histogram(F.hist[i]),
+  if (F.hist) box.append(el("h3", {text: "Residues of the evaluation proteins by activation"}), histogram(F.hist[i]),
     help("How many residues of the evaluation proteins have each activation of this feature (log scale): " +
       "the grey bar counts the residues where it is off (exactly 0), the red ones equal steps of the activation " +
       (L.normalized ? "(normalized: 1 is the feature's maximum on the proteins it was normalized on)" : "(this SAE is not normalized: raw activations)") +
@@ -126,15 +126,16 @@ function histogram(counts) {
   });
   for (let p = 1; 10 ** p <= Math.max(...counts); p += Math.max(1, Math.ceil(top / 4))) {  // ticks at powers of ten
     add("line", {x1: X - 3, x2: X, y1: y(10 ** p), y2: y(10 ** p), stroke: "#667085"});
-    add("text", {x: X - 4, y: y(10 ** p) + 3, "font-size": 9, "text-anchor": "end", fill: "#667085"}, `${10 ** p}`);
+    add("text", {x: X - 4, y: y(10 ** p) + 3, "font-size": 9, "text-anchor": "end", fill: "#667085"},
+      p < 3 ? String(10 ** p) : p < 6 ? `${10 ** (p - 3)}k` : `${10 ** (p - 6)}M`);
   }
   const label = {"font-size": 10, fill: "#667085"};
-  add("text", {...label, x: X + w / 2, y: H + 12, "text-anchor": "middle"}, "0");
-  add("text", {...label, x: X + w, y: H + 12}, "0");
+  add("text", {...label, x: X + w / 2, y: H + 12, "text-anchor": "middle"}, "off");
+  add("text", {...label, x: X + w + 4, y: H + 12}, "0");
   add("text", {...label, x: X + (bins + 1) * w, y: H + 12, "text-anchor": "end"}, "1");
   if (shown === n) add("text", {...label, x: X + W, y: H + 12, "text-anchor": "end"}, ">1");
-  add("text", {...label, x: X + W / 2, y: H + 25, "text-anchor": "middle"},
-    `${L.normalized ? "normalized " : ""}activation · bar height: residues of the evaluation proteins (log scale)`);
+  add("text", {...label, x: X + W / 2, y: H + 25, "text-anchor": "middle"}, `${L.normalized ? "normalized " : ""}activation`);
+  add("text", {...label, x: 9, y: H / 2, "text-anchor": "middle", transform: `rotate(-90 9 ${H / 2})`}, "residues (log)");
   return svg;
 }
 
