@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from typing import Any, Callable, Iterable, TypeVar
 
 import jax
@@ -151,9 +152,10 @@ def newest_readable(steps: Iterable[int], read: Callable[[int], T], where: AnyPa
 def _drop_closed_loop_reports() -> None:
     """After a failed orbax read, TensorStore still finishes the reads that were in flight and
     calls back into orbax's event loop, closed by then; Python prints each such call as a
-    ``RuntimeError: Event loop is closed`` with a traceback (through ``sys.excepthook`` or
-    ``sys.unraisablehook``, from TensorStore's threads), dozens of them. Drop those reports,
-    only those: every other exception still goes to the previous hook."""
+    ``RuntimeError: Event loop is closed`` with a traceback (through ``sys.excepthook``,
+    ``sys.unraisablehook`` from TensorStore's threads, or ``threading.excepthook`` from orbax's
+    Python threads, or asyncio's "Exception in callback" log records), dozens of them. Drop those
+    reports, only those: every other exception still goes to the previous hook."""
     if getattr(sys.excepthook, "drops_closed_loop", False):
         return
 
@@ -161,6 +163,7 @@ def _drop_closed_loop_reports() -> None:
         return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
 
     previous_except, previous_unraisable = sys.excepthook, sys.unraisablehook
+    previous_thread = threading.excepthook
 
     def excepthook(kind, value, tb):
         if not closed_loop(value):
@@ -170,8 +173,15 @@ def _drop_closed_loop_reports() -> None:
         if not closed_loop(unraisable.exc_value):
             previous_unraisable(unraisable)
 
-    excepthook.drops_closed_loop = unraisablehook.drops_closed_loop = True
+    def thread_excepthook(args):
+        if not closed_loop(args.exc_value):
+            previous_thread(args)
+
+    excepthook.drops_closed_loop = True
     sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+    threading.excepthook = thread_excepthook
+    logging.getLogger("asyncio").addFilter(
+        lambda record: not (record.exc_info and closed_loop(record.exc_info[1])))
 
 
 def _set_aside(path: AnyPath) -> AnyPath:
