@@ -236,17 +236,23 @@ def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory,
     return SweepResult(out, grid, params, np.asarray(ok), int(to_host(state.step)))
 
 
+def hparam_layout(mesh, G: int, hp_names: tuple[str, ...]) -> tuple[dict, dict]:
+    """(abstract arrays, shardings) of a grid's hyperparameters: each a (G,) vector split over
+    the mesh's ``sae`` axis."""
+    abstract = {n: jax.ShapeDtypeStruct((G,), jnp.int32 if n in INT_HPARAMS else jnp.float32)
+                for n in hp_names}
+    return abstract, {n: NamedSharding(mesh, P("sae")) for n in hp_names}
+
+
 @functools.lru_cache(maxsize=16)
 def _compiled(spec: StepSpec, mesh, d_model: int, F: int, G: int, hp_names: tuple[str, ...]):
     """(init, step, abstract state, state shardings, hparam shardings) for a grid on a mesh.
 
     Cached, so that sweeps of the same shape (e.g. the layers of one config) compile once.
     """
-    hp_abstract = {n: jax.ShapeDtypeStruct((G,), jnp.int32 if n in INT_HPARAMS else jnp.float32)
-                   for n in hp_names}
+    hp_abstract, hp_sharding = hparam_layout(mesh, G, hp_names)
     abstract = jax.eval_shape(lambda h: init_state(spec, d_model, F, h), hp_abstract)
     shardings = sh.state_shardings(mesh, abstract)
-    hp_sharding = {n: NamedSharding(mesh, P("sae")) for n in hp_names}
     init_fn = jax.jit(lambda h: init_state(spec, d_model, F, h), out_shardings=shardings)
     step_fn = jax.jit(
         make_step(spec),

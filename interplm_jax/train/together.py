@@ -21,7 +21,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from interplm_jax.errors import InputError
 from interplm_jax.input_transform import InputTransform
@@ -30,11 +29,11 @@ from interplm_jax.paths import AnyPath
 from interplm_jax.progress import progress_bar
 from interplm_jax.train import sharding as sh
 from interplm_jax.train.checkpoint import Checkpoints, abstract_like, newest_readable
-from interplm_jax.train.config import INT_HPARAMS, TrainConfig, build_grid, grid_arrays
+from interplm_jax.train.config import TrainConfig, build_grid, grid_arrays
 from interplm_jax.train.step import StepSpec, init_state, make_step
 from interplm_jax.train.sweep import (StreamFactory, SweepResult, _check_finite, _metric_lines,
-                                      _MetricsFile, checkpoint_meta, make_spec, prepare_directory,
-                                      to_host)
+                                      _MetricsFile, checkpoint_meta, hparam_layout, make_spec,
+                                      prepare_directory, to_host)
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +167,7 @@ class _Compiled:
 
     def __init__(self, spec: StepSpec, mesh, d_model: int, F: int, G: int,
                  hp_names: tuple[str, ...], L: int):
-        hp_abstract = {n: jax.ShapeDtypeStruct((G,), jnp.int32 if n in INT_HPARAMS else jnp.float32)
-                       for n in hp_names}
-        self.hp_sharding = {n: NamedSharding(mesh, P("sae")) for n in hp_names}
+        hp_abstract, self.hp_sharding = hparam_layout(mesh, G, hp_names)
         one = jax.eval_shape(lambda h: init_state(spec, d_model, F, h), hp_abstract)
         self.abstract_one = abstract_like(one, sh.state_shardings(mesh, one))
         layered = (one,) * L
