@@ -17,13 +17,15 @@ BatchTopK. The step decodes the F / 2^7 ... F boundaries of :data:`MAX_PREFIXES`
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from jax import Array
 
 from interplm_jax.sae import batchtopk, topk
 from interplm_jax.sae._common import matmul
-from interplm_jax.sae._spec import Architecture, HParam
+from interplm_jax.sae._spec import HParam
 from interplm_jax.sae._types import LossAux, LossOutput, Params, StepContext, nonzero_counts
 
 MAX_PREFIXES = 8
@@ -66,18 +68,8 @@ def loss(params: Params, x: Array, hp: dict[str, Array], ctx: StepContext) -> Lo
     return total, LossAux(x_hat, f, counts, parts)
 
 
-SPEC = Architecture(
-    name="matryoshka",
-    title="Matryoshka BatchTopK SAE",
-    init=topk.init,
-    encode=topk.encode_batchtopk,
-    decode=topk.decode,
-    loss=loss,
-    trainable=topk.TRAINABLE,
-    hyper=topk.HYPER + (PREFIXES,),
-    update_buffers=topk.update_buffers_batchtopk,
-    inference="threshold",
-    # InterPLM's reference has no Matryoshka SAE; SAELens runs it as it runs BatchTopK (the
-    # nesting is a training matter): its jumprelu with the scalar threshold broadcast
-    saelens=batchtopk.SPEC.saelens,
-)
+# BatchTopK but for the loss (nested prefixes) and its hyperparameter. InterPLM's reference has no
+# Matryoshka SAE (no InterPLM format); SAELens runs it as it runs BatchTopK (the nesting is a
+# training matter): its jumprelu with the scalar threshold broadcast.
+SPEC = dataclasses.replace(batchtopk.SPEC, name="matryoshka", title="Matryoshka BatchTopK SAE",
+                           loss=loss, hyper=topk.HYPER + (PREFIXES,), interplm=None)
