@@ -51,8 +51,6 @@ class StepSpec(NamedTuple):
     decoder: str = "auto"
     sparse_capacity: int = 0
     """ReLU/JumpReLU: active features per row the sparse branch holds (0: F/32)."""
-    layered: bool = False
-    """Several layers' grids in one step: the state is a tuple of L grid states, the batch (L, B, d)."""
 
     @property
     def dead_after(self) -> int:
@@ -198,23 +196,16 @@ def make_step(spec: StepSpec):
     """``step(state, hparams, x) -> (state, metrics)`` for the whole grid (not yet jitted).
 
     hparams: name -> (G,) arrays; x: (B, d) batch shared by all SAEs; metrics: name -> (G,).
-    With ``spec.layered``, the grids of L layers in one program: state a tuple of L grid states,
-    x (L, B, d) (layer l's grid sees x[l]), hparams (G,) shared, metrics (L, G). (Each layer's
-    grid is its own vmapped subprogram: a vmap over layers made XLA:CPU's batched products ~25%
-    slower than the layers' steps one after the other.)
     ReLU/JumpReLU with a sparse decoder (:func:`sparse.step_capacity`): the step computes every
     SAE's encoder product, packs each row's active features into a fixed capacity, and runs the
-    sparse update of the whole grid (all layers), or the dense one when some row of some SAE
+    sparse update of the whole grid, or the dense one when some row of some SAE
     does not fit (one ``lax.cond`` outside the vmaps, so no SAE runs both branches); metrics then
     include ``sparse`` (1.0 when the step was sparse).
     """
 
     def step_fn(state, hp: dict[str, Array], x: Array):
-        if not spec.layered:
-            new, metrics = _grid_steps(spec, [state], hp, [x])
-            return new[0], metrics[0]
-        new, metrics = _grid_steps(spec, list(state), hp, [x[i] for i in range(len(state))])
-        return tuple(new), jax.tree.map(lambda *m: jnp.stack(m), *metrics)
+        new, metrics = _grid_steps(spec, [state], hp, [x])
+        return new[0], metrics[0]
 
     return step_fn
 
