@@ -149,6 +149,7 @@ class BenchFiles(_Files):
     probes = _file("probes.csv")
     probes_summary = _file("probes_summary.csv")
     probes_plot = _file("probes.png")
+    causal = _file("causal.csv")
     test_fasta = _file("test_proteins.fasta")  # fidelity's proteins
 
     def pareto(self, y: str) -> AnyPath:
@@ -157,7 +158,7 @@ class BenchFiles(_Files):
 
     def part(self, model: str, layer: int, what: str = "saes") -> AnyPath:
         """The part table of one layer's SAEs (``what`` = ``neurons``: its neuron baseline;
-        ``probes``: the SAEs' sparse probes)."""
+        ``probes``: the SAEs' sparse probes; ``causal``: the chosen SAE's causal test)."""
         return self.root / "parts" / f"{model}_L{layer}_{what}.csv"
 
     def fidelity(self, model: str, layer: int) -> AnyPath:
