@@ -83,7 +83,7 @@ def intervention_deltas(lm, tokenizer, sae: TorchSAE, layer: int, sites: Sequenc
         for b, s in enumerate(batch):
             mask[b, torch.as_tensor(s.positions) + 1] = True  # residue p is token p + 1
         logits, hidden = clean_forward(lm, ids, attn, layer)
-        clean = true_logprobs(logits, ids)
+        clean = true_logprobs(logits, ids).cpu()
         with torch.inference_mode():
             f = sae.encode_raw(hidden)[..., feats.to(hidden.device)].cpu().float()  # (B, T, K)
         coef = torch.where(mask[:, :, None], target - f, 0.0).permute(2, 0, 1)  # (K, B, T)
