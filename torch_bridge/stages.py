@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -315,14 +316,16 @@ def stage_bench(s: Study) -> dict:
                 measure_layer(o.labels, o.eval_set.definition, o.eval_store("esm2"), L, [o.neurons(L)], part, cfg)
             parts.append(part)
     warnings = study_warnings(o, s.study, s.extract_config.max_length, s.sections["analysis"].spatial.min_proteins)
+    t0 = time.perf_counter()
     causal, notes = _causal(s)
+    causal_seconds = round(time.perf_counter() - t0, 1)
     warnings += notes
     log_command("bench", "table", *parts, *(a for p in probes for a in ("--probes", p)),
                 *(a for p in causal for a in ("--causal", p)), "--out", b.root,
                 *(a for w in warnings for a in ("--warning", repr(w))))
     rows, notes = bench_table(parts, b.root, warnings, probes, causal)
     log.info("%s: %d rows; %d warning(s)", b.table, len(rows), len(notes))
-    return {"warnings": notes}
+    return {"warnings": notes, "causal_seconds": causal_seconds}
 
 
 def _causal(s: Study) -> tuple[list[Path], list[str]]:
