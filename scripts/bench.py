@@ -88,12 +88,14 @@ def probes(labels_path, evalset, store, layer, sae_paths, model_name, max_residu
 
 @main.command()
 @click.option("--model", required=True, help="Hub name or local directory of the masked LM the SAE reads.")
-@click.option("--labels", "labels_path", required=True, type=click.Path(dir_okay=False), help="labels.npz of the study.")
-@click.option("--evalset", required=True, type=click.Path(dir_okay=False), help="evalset.json (its test proteins are used).")
 @click.option("--layer", required=True, type=int, help="Layer of the SAE.")
-@click.option("--sae", "sae_path", required=True, type=click.Path(file_okay=False),
+@click.option("--study", default=None, type=click.Path(file_okay=False),
+              help="A pipeline study directory: the four inputs below default to its own (the SAE chosen for --layer).")
+@click.option("--labels", "labels_path", default=None, type=click.Path(dir_okay=False), help="labels.npz of the study.")
+@click.option("--evalset", default=None, type=click.Path(dir_okay=False), help="evalset.json (its test proteins are used).")
+@click.option("--sae", "sae_path", default=None, type=click.Path(file_okay=False),
               help="The chosen SAE's directory (normalized: its feature_stats/ give maxima and frequencies).")
-@click.option("--pairs", required=True, type=click.Path(dir_okay=False),
+@click.option("--pairs", default=None, type=click.Path(dir_okay=False),
               help="per_concept_<tag>.csv of evaluate_concepts.py report for this SAE (the valid-chosen features).")
 @click.option("--model-name", type=click.Choice(list(KINDS)), default="esm2", show_default=True,
               help="The table's model column.")
@@ -101,9 +103,21 @@ def probes(labels_path, evalset, store, layer, sae_paths, model_name, max_residu
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Causal table (CSV) to write.")
 @command
 @config_options(CausalConfig, "causal", skip=("layers",))
-def causal(model, labels_path, evalset, layer, sae_path, pairs, model_name, device, out, cfg):
+def causal(model, layer, study, labels_path, evalset, sae_path, pairs, model_name, device, out, cfg):
     """Zero / clamp each concept's chosen feature at its residues; effect vs a null of random features."""
+    from interplm_jax.errors import InputError
+    from interplm_jax.layout import StudyLayout
     from torch_bridge.causal import causal_layer
+
+    if study is not None:
+        o = StudyLayout(Path(study).resolve())
+        labels_path, evalset = labels_path or o.labels, evalset or o.eval_set.definition
+        pairs = pairs or o.chosen_per_concept(layer)  # InputError if no SAE was chosen for the layer
+        sae_path = sae_path or o.chosen("sae")[layer]
+    missing = [f"--{n}" for n, v in (("labels", labels_path), ("evalset", evalset), ("sae", sae_path),
+                                     ("pairs", pairs)) if v is None]
+    if missing:
+        raise InputError(f"give {', '.join(missing)} (or --study)")
 
     rows, notes = causal_layer(model, labels_path, evalset, layer, sae_path, pairs, out, cfg, model_name, device)
     for note in notes:

@@ -343,7 +343,7 @@ def _causal(s: Study) -> tuple[list[Path], list[str]]:
     chosen, lm, parts, notes = o.chosen("sae"), None, [], []
     for L in layers:
         part = o.bench.part("esm2", L, "causal")
-        pairs = o.concept_report.per_concept(f"{s.study.name}_sae_L{L}_{chosen[L].name}")
+        pairs = o.chosen_per_concept(L)
         if not part.is_file():
             log_command("bench", "causal", "--model", s.model_path("esm2"), "--labels", o.labels, "--evalset",
                         o.eval_set.definition, "--layer", L, "--sae", chosen[L], "--pairs", pairs,
