@@ -44,10 +44,9 @@ def browser_or_skip() -> str:
 
 
 @contextlib.contextmanager
-def open_page(profile: Path, url: str):
-    """``url`` open in headless Chromium (1,400 x 1,000) until the page says it is ready;
-    ``page.problems`` collects console errors and warnings, page errors and requests that are
-    not file:// or data:."""
+def browser_context(profile: Path):
+    """A headless Chromium context (1,400 x 1,000); one per test session (the ``browser``
+    fixture of conftest.py: Playwright's sync API runs one at a time)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
@@ -55,16 +54,22 @@ def open_page(profile: Path, url: str):
             str(profile), executable_path=browser_or_skip(), headless=True, args=CHROMIUM_ARGS,
             viewport={"width": 1400, "height": 1000})
         try:
-            pg = ctx.new_page()
-            problems: list[str] = []
-            pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-                  if m.type in ("error", "warning") and "GL Driver Message" not in m.text else None)
-            pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            pg.on("request", lambda r: problems.append(f"request {r.url}")
-                  if not r.url.startswith(("file:", "data:")) else None)
-            pg.goto(url)
-            pg.wait_for_selector("body[data-ready='1']")
-            pg.problems = problems
-            yield pg
+            yield ctx
         finally:
             ctx.close()
+
+
+def open_page(ctx, url: str):
+    """A new page of ``ctx`` at ``url``, once it says it is ready; ``page.problems`` collects
+    console errors and warnings, page errors and requests that are not file:// or data:."""
+    pg = ctx.new_page()
+    problems: list[str] = []
+    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+          if m.type in ("error", "warning") and "GL Driver Message" not in m.text else None)
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.on("request", lambda r: problems.append(f"request {r.url}")
+          if not r.url.startswith(("file:", "data:")) else None)
+    pg.goto(url)
+    pg.wait_for_selector("body[data-ready='1']")
+    pg.problems = problems
+    return pg

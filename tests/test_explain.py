@@ -88,18 +88,18 @@ def test_explain_tsv_equals_a_numpy_encode(explained):
     assert set(np.argmax(want, axis=1)[want.max(axis=1) > 0]) <= {f for f, _, _ in shown["features"]}
 
 
-def test_explain_page_in_chromium(explained, tmp_path):
+def test_explain_page_in_chromium(explained, browser):
     """The one-protein page in headless Chromium: the features listed strongest first, the strip
     of the feature clicked is NumPy's activations, the structure is coloured by it on the strips'
     scale, and hovering a residue lists the features active there, strongest first."""
-    from _browser import browser_or_skip, heat, open_page, rgb
+    from _browser import heat, open_page, rgb
 
-    browser_or_skip()
     out, protein, want = explained
     shown = page_data((out / "index.html").read_text())["proteins"][0]["features"]
     maxima = {f: m for f, m, _ in shown}
     quantised = {f: unb64(text) * m / 255 for f, m, text in shown}
-    with open_page(tmp_path / "profile", (out / "index.html").as_uri()) as pg:
+    pg = open_page(browser, (out / "index.html").as_uri())
+    try:
         listed = pg.eval_on_selector_all("#featurelist a[data-feature]", "as => as.map(a => +a.dataset.feature)")
         assert sorted(listed) == sorted(maxima)
         assert [maxima[f] for f in listed] == sorted(maxima.values(), reverse=True)
@@ -134,6 +134,8 @@ def test_explain_page_in_chromium(explained, tmp_path):
             g = int(r[0].lstrip("#"))
             assert float(r[1]) == pytest.approx(want[i, g], abs=maxima[g] / 510 + 1e-3)
         assert pg.problems == []
+    finally:
+        pg.close()
 
 
 def test_explain_bad_input_exits_2(tiny_esm, sae_dir, tmp_path):

@@ -319,10 +319,11 @@ def chromium():
 
 
 @pytest.fixture(scope="session")
-def page(chromium, report_html, tmp_path_factory):
+def page(chromium, report_html, browser):
     """The report open in headless Chromium (``page.problems``: see tests/_browser.py)."""
-    with open_page(tmp_path_factory.mktemp("chromium-profile"), report_html.as_uri()) as pg:
-        yield pg
+    pg = open_page(browser, report_html.as_uri())
+    yield pg
+    pg.close()
 
 
 def _strips(pg) -> list[dict]:

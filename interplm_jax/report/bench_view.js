@@ -152,6 +152,7 @@ function sortable(columns, rows, opts) {
   };
   for (const j of shown) {
     const th = el("th", {"data-col": columns[j], "data-index": String(j), title: "sort by this column",
+      class: rows.some((r) => typeof r[j] === "string") ? "l" : "",
       text: BENCH_HEADERS[columns[j]] || HEADERS[columns[j]] || columns[j]});
     th.addEventListener("click", () => { dir = by === j ? -dir : 1; by = j; render(); });
     head.append(th);
