@@ -86,6 +86,10 @@ def test_bad_bench_names_the_file(bench, tmp_path):
         bench_data(bench.root)
     with pytest.raises(InputError, match="bench.csv: not found"):
         bench_data(tmp_path / "nowhere")
+    bench.warnings.unlink()
+    bench.probes_summary.write_text(bench.probes_summary.read_text().replace("esm2,4,", "esm2,four,", 1))
+    with pytest.raises(InputError, match=r"probes_summary.csv:2: layer 'four' and k '1' must be integers"):
+        bench_data(bench.root)
     bench.table.write_text(bench.table.read_text().replace(",0.9,", ",high,", 1))
     with pytest.raises(InputError, match=r"bench.csv:2: fve = 'high' is not a number"):
         bench_data(bench.root)

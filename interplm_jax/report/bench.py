@@ -23,8 +23,8 @@ from interplm_jax.layout import BenchFiles
 from interplm_jax.report.inputs import _round
 
 
-def _cell(text):
-    """A CSV cell as the page shows it: a number where it is one, None where empty or not
+def _cell(text: str | float):
+    """A CSV cell (or a number read from one) as the page shows it: a number where it is one, None where empty or not
     finite (JSON has no NaN), ``True``/``False`` as booleans."""
     if isinstance(text, (int, float)):
         return text if math.isfinite(text) else None
@@ -52,6 +52,9 @@ def probe_table(path: Path, chosen: dict) -> dict:
     the SAEs and the k best neurons, the hidden state's (all d dimensions) in its own column,
     and whether the SAE is the one chosen for (model, layer)."""
     t = read_text_table(path, ("model", "layer", "probe", "k", "mean_test_f1", "n_concepts"))
+    for i, (layer, k) in enumerate(zip(t["layer"], t["k"]), 2):
+        if not (layer.isdigit() and k.isdigit()):
+            raise InputError(f"{path}:{i}: layer {layer!r} and k {k!r} must be integers")
     ks = sorted({int(k) for k, p in zip(t["k"], t["probe"]) if p != "hidden"})
     rows: dict[tuple, dict] = {}
     for i in range(len(t["model"])):
