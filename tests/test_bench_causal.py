@@ -261,4 +261,13 @@ def test_script_bad_input_exits_2(setup, study_files, tiny_esm, tmp_path):
     assert res.exit_code == 2 and "no chosen pairs" in res.output and "per_concept.csv" in res.output
     res = _bench("causal", *common, "--layer", 7)
     assert res.exit_code == 2 and "layer 7" in res.output
+    bad = tmp_path / "pairs.csv"
+    bad.write_text("concept,feature,valid_f1,test_f1\nHelix,480,0.9,0.8\n")
+    res = _bench("causal", *common, "--layer", LAYER, "--pairs", bad)
+    assert res.exit_code == 2 and "feature(s) [480]" in res.output and "48 features" in res.output
+    bare = save_sae(tmp_path / "bare", setup["saved"])  # never normalized: no feature_stats/
+    res = _bench("causal", *common, "--layer", LAYER, "--sae", bare)
+    assert res.exit_code == 2 and "no feature_stats/" in res.output and "normalize" in res.output
+    res = _bench("causal", "--model", tiny_esm, "--layer", LAYER, "--out", tmp_path / "c.csv")
+    assert res.exit_code == 2 and "give --labels, --evalset, --sae, --pairs (or --study)" in res.output
     assert not (tmp_path / "c.csv").exists()
