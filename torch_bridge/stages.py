@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -317,11 +318,48 @@ def stage_bench(s: Study) -> dict:
                 measure_layer(o.labels, o.eval_set.definition, o.eval_store("esm2"), L, [o.neurons(L)], part, cfg)
             parts.append(part)
     warnings = study_warnings(o, s.study, s.extract_config.max_length, s.sections["analysis"].spatial.min_proteins)
-    log_command("bench", "table", *parts, *(a for p in probes for a in ("--probes", p)), "--out", b.root,
+    t0 = time.perf_counter()
+    causal, notes = _causal(s)
+    causal_seconds = round(time.perf_counter() - t0, 1)
+    warnings += notes
+    log_command("bench", "table", *parts, *(a for p in probes for a in ("--probes", p)),
+                *(a for p in causal for a in ("--causal", p)), "--out", b.root,
                 *(a for w in warnings for a in ("--warning", repr(w))))
-    rows, notes = bench_table(parts, b.root, warnings, probes)
+    rows, notes = bench_table(parts, b.root, warnings, probes, causal)
     log.info("%s: %d rows; %d warning(s)", b.table, len(rows), len(notes))
-    return {"warnings": notes}
+    return {"warnings": notes, "causal_seconds": causal_seconds}
+
+
+def _causal(s: Study) -> tuple[list[Path], list[str]]:
+    """The bench stage's causal test: one table per layer of the chosen SAEs (``causal:``
+    section); a layer whose concept report has no pair to test gets an empty one and a warning."""
+    from interplm_jax.bench.causal import NoChosenPairs, write_causal
+    from torch_bridge.causal import causal_layer
+    from torch_bridge.models import load_masked_lm
+
+    o, cfg = s.out, s.sections["causal"]
+    layers = cfg.layers or s.layers
+    bad = sorted(set(layers) - set(s.layers))
+    if bad:
+        raise InputError(f"{s.config}:causal.layers: {bad} not trained (layers {list(s.layers)})")
+    chosen, lm, parts, notes = o.chosen("sae"), None, [], []
+    for L in layers:
+        part = o.bench.part("esm2", L, "causal")
+        pairs = o.chosen_per_concept(L)
+        if not part.is_file():
+            log_command("bench", "causal", "--model", s.model_path("esm2"), "--labels", o.labels, "--evalset",
+                        o.eval_set.definition, "--layer", L, "--sae", chosen[L], "--pairs", pairs,
+                        "--out", part, "--config", s.config)
+            lm = lm or load_masked_lm(s.model_path("esm2"))
+            try:
+                _, layer_notes = causal_layer(None, o.labels, o.eval_set.definition, L, chosen[L], pairs, part,
+                                              cfg, lm_tokenizer=lm)
+                notes += layer_notes
+            except NoChosenPairs as e:
+                notes.append(f"causal test, layer {L}: {e}")
+                write_causal(part, [])
+        parts.append(part)
+    return parts, notes
 
 
 def stage_report(s: Study) -> dict:
