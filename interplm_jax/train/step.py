@@ -50,7 +50,8 @@ class StepSpec(NamedTuple):
     matmul_dtype: str
     decoder: str = "auto"
     sparse_capacity: int = 0
-    """ReLU/JumpReLU: active features per row the sparse branch holds (0: F/32)."""
+    """ReLU/JumpReLU: active entries per token the sparse branch holds (0: the default of
+    :func:`sparse.step_capacity`)."""
 
     @property
     def dead_after(self) -> int:
@@ -184,11 +185,11 @@ def _dtype(spec: StepSpec):
 
 
 def _select(spec: StepSpec, params, hp, x, capacity: int):
-    """(pre (B, F), active (B, capacity), overflow ()) of one SAE: its encoder product without
-    gradient, and each row's active entries packed by :func:`sparse.compact`."""
+    """(pre (B, F), active, overflow ()) of one SAE: its encoder product without gradient, and
+    the batch's active entries listed in ``capacity`` slots by :func:`sparse.compact`."""
     arch = spec.arch
-    pre = jax.lax.stop_gradient(arch.pre_activations(params, x, _dtype(spec)))
-    active, overflow = sparse.compact(arch.active_scores(params, pre, hp), capacity)
+    pre = jax.lax.stop_gradient(arch.encoder_product(params, x, _dtype(spec)))
+    active, overflow = sparse.compact(arch.active_mask(params, pre, hp), capacity)
     return pre, active, overflow
 
 
@@ -196,58 +197,41 @@ def make_step(spec: StepSpec):
     """``step(state, hparams, x) -> (state, metrics)`` for the whole grid (not yet jitted).
 
     hparams: name -> (G,) arrays; x: (B, d) batch shared by all SAEs; metrics: name -> (G,).
-    ReLU/JumpReLU with a sparse decoder (:func:`sparse.step_capacity`): the step computes every
-    SAE's encoder product, packs each row's active features into a fixed capacity, and runs the
-    sparse update of the whole grid, or the dense one when some row of some SAE
-    does not fit (one ``lax.cond`` outside the vmaps, so no SAE runs both branches); metrics then
+    ReLU/JumpReLU with a sparse branch (:func:`sparse.step_capacity`): the step computes every
+    SAE's encoder product, lists the batch's active entries in a fixed capacity, and runs the
+    sparse update of the whole grid, or the dense one when the entries of some SAE
+    do not fit (one ``lax.cond`` outside the vmaps, so no SAE runs both branches); metrics then
     include ``sparse`` (1.0 when the step was sparse).
     """
 
-    def step_fn(state, hp: dict[str, Array], x: Array):
-        new, metrics = _grid_steps(spec, [state], hp, [x])
-        return new[0], metrics[0]
-
-    return step_fn
-
-
-def _grid_steps(spec: StepSpec, states: list[TrainState], hp: dict[str, Array], xs: list[Array]):
-    """The step of each grid state on its batch: (new states, metrics), lists."""
-
-    def update(pres, actives):
-        out = []
-        for state, x, pre, active in zip(states, xs, pres, actives):
-            def one(p, o, s, ok, bad, h, pr, ac, state=state, x=x):
+    def step_fn(state: TrainState, hp: dict[str, Array], x: Array):
+        def update(pre, active):
+            def one(p, o, s, ok, bad, h, pr, ac):
                 return _update_one(spec, p, o, s, ok, bad, h, x, state.step, pr, ac)
-            out.append(jax.vmap(one)(state.params, state.opt_state, state.since_fired, state.ok,
-                                     state.bad_step, hp, pre, active))
-        return out
+            return jax.vmap(one)(state.params, state.opt_state, state.since_fired, state.ok,
+                                 state.bad_step, hp, pre, active)
 
-    F = states[0].since_fired.shape[-1]
-    none = [None] * len(states)
-    capacity = (sparse.step_capacity(spec.decoder, spec.sparse_capacity, F)
-                if spec.arch.active_scores is not None else 0)
-    if capacity:
-        selected = [jax.vmap(lambda p, h, x=x: _select(spec, p, h, x, capacity))(s.params, hp)
-                    for s, x in zip(states, xs)]
-        pres = [pre for pre, _, _ in selected]
-        fits = ~jnp.any(jnp.stack([jnp.any(overflow) for _, _, overflow in selected]))
-        results = jax.lax.cond(fits, lambda: update(pres, [a for _, a, _ in selected]),
-                               lambda: update(pres, none))
-        for r in results:
-            r[-1]["sparse"] = jnp.broadcast_to(fits.astype(jnp.float32), r[3].shape)
-    else:
-        results = update(none, none)
-    new, metrics = [], []
-    for state, x, (params, opt, since, ok, bad, m) in zip(states, xs, results):
+        F = state.since_fired.shape[-1]
+        capacity = (sparse.step_capacity(spec.decoder, spec.sparse_capacity, F, x.shape[0])
+                    if spec.arch.active_mask is not None else 0)
+        if capacity:
+            pre, active, overflow = jax.vmap(lambda p, h: _select(spec, p, h, x, capacity))(
+                state.params, hp)
+            fits = ~jnp.any(overflow)
+            params, opt, since, ok, bad, metrics = jax.lax.cond(
+                fits, lambda: update(pre, active), lambda: update(pre, None))
+            metrics["sparse"] = jnp.broadcast_to(fits.astype(jnp.float32), ok.shape)
+        else:
+            params, opt, since, ok, bad, metrics = update(None, None)
         key = state.key
         if spec.resample_steps:
-            def resample(args, x=x):
+            def resample(args):
                 p, s, k = args
                 return jax.vmap(lambda a, b, c: _resample_one(a, b, c, x, spec.resample_steps))(p, s, k)
 
             # the step is shared by the grid, so this is a real branch (not a select)
             params, since, key = jax.lax.cond(
                 state.step % spec.resample_steps == 0, resample, lambda a: a, (params, since, key))
-        new.append(TrainState(state.step + 1, params, opt, since, key, ok, bad))
-        metrics.append(m)
-    return new, metrics
+        return TrainState(state.step + 1, params, opt, since, key, ok, bad), metrics
+
+    return step_fn
