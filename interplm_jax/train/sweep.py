@@ -291,20 +291,15 @@ def _restore(ckpts: dict, metas: dict, abstract, resume: bool):
     return step, [s for s, _ in found], found[0][1]["stream_position"]
 
 
-def hparam_layout(mesh, G: int, hp_names: tuple[str, ...]) -> tuple[dict, dict]:
-    """(abstract arrays, shardings) of a grid's hyperparameters: each a (G,) vector split over
-    the mesh's ``sae`` axis."""
-    abstract = {n: jax.ShapeDtypeStruct((G,), jnp.int32 if n in INT_HPARAMS else jnp.float32)
-                for n in hp_names}
-    return abstract, {n: NamedSharding(mesh, P("sae")) for n in hp_names}
-
-
 class Compiled:
     """The jitted init and step of a grid on a mesh, and the abstract state (with its
-    shardings: the restore target)."""
+    shardings: the restore target). Hyperparameters: each a (G,) vector split over the mesh's
+    ``sae`` axis."""
 
     def __init__(self, spec: StepSpec, mesh, d_model: int, F: int, G: int, hp_names: tuple[str, ...]):
-        self.hp_abstract, self.hp_sharding = hparam_layout(mesh, G, hp_names)
+        self.hp_abstract = {n: jax.ShapeDtypeStruct((G,), jnp.int32 if n in INT_HPARAMS else jnp.float32)
+                            for n in hp_names}
+        self.hp_sharding = {n: NamedSharding(mesh, P("sae")) for n in hp_names}
         one = jax.eval_shape(lambda h: init_state(spec, d_model, F, h), self.hp_abstract)
         shardings = sh.state_shardings(mesh, one)
         self.abstract = abstract_like(one, shardings)
