@@ -20,7 +20,7 @@ import click
 from interplm_jax.cli import command
 from interplm_jax.concepts.config import ConceptsConfig
 from interplm_jax.config import config_options
-from interplm_jax.bench.run import KINDS
+from interplm_jax.layout import KINDS, MAIN
 
 
 def layer_inputs(fn):
@@ -33,8 +33,9 @@ def layer_inputs(fn):
         click.option("--layer", required=True, type=int, help="Layer of the store."),
         click.option("--sae", "sae_paths", multiple=True, required=True, type=click.Path(file_okay=False),
                      help="SAE directory (repeat: every SAE of the grid; the neuron-baseline directory works too)."),
-        click.option("--model-name", type=click.Choice(list(KINDS)), default="esm2", show_default=True,
-                     help="Model the activations come from (the table's model column)."),
+        click.option("--model-name", type=click.Choice(list(KINDS)), default=MAIN, show_default=True,
+                     help="Model the activations come from (the table's model column): the study's "
+                          "main model or a control."),
     ]
     for add in reversed(options):
         fn = add(fn)
