@@ -115,10 +115,12 @@ def report_evidence(layout: StudyLayout, structures: str | None,
     """The browser's evidence inputs of a study (keyword arguments of
     :func:`interplm_jax.report.build_report`): the concept labels of the evaluation proteins
     (annotation tracks) and the structures (``study.structures``) with the store of their
-    proteins' activations when the evalset stage wrote one."""
+    proteins' activations when the evalset stage wrote one; the bench directory when the bench
+    stage wrote its table."""
     from interplm_jax.report import StructureInputs
 
-    out: dict = {"labels": layout.labels if layout.labels.is_file() else None, "structures": None}
+    out: dict = {"labels": layout.labels if layout.labels.is_file() else None, "structures": None,
+                 "bench": layout.bench.root if layout.bench.table.is_file() else None}
     if structures:
         has_store = structures_fasta and (layout.structure_store / "manifest.json").is_file()
         out["structures"] = StructureInputs(Path(structures),

@@ -76,15 +76,19 @@ def parse_layer(spec: str, selection: str | None):
 @click.option("--labels", type=click.Path(dir_okay=False), default=None,
               help="Concept labels (evaluate_concepts.py labels) for the annotation tracks "
                    "[with --study: the study's].")
+@click.option("--bench", type=click.Path(file_okay=False), default=None,
+              help="A bench directory (scripts/bench.py table --out: bench.csv, probes_summary.csv, "
+                   "warnings.json) for the bench view [with --study: the study's, when it has one].")
 @click.option("--title", default="interplm-jax feature browser", help="Page title.")
 @command
 @config_options(ReportConfig, "report")
 def main(store, fasta, out, layer_specs, study, selection, metadata, structures, structure_store,
-         structures_fasta, labels, title, cfg):
+         structures_fasta, labels, bench, title, cfg):
     """Write <out>/index.html: per layer the chosen SAE and the grid's metrics, the clickable
     UMAP, and per feature its top proteins (activation over the sequence, annotation tracks,
     3-D structure), best concepts, spatial statistics and LLM description; the concept view;
-    search by concept or feature id."""
+    the bench view (every SAE of every grid, Pareto plots, probes); search by concept or
+    feature id."""
     from interplm_jax.report import StructureInputs, build_report
 
     if bool(layer_specs) == bool(study):
@@ -95,7 +99,7 @@ def main(store, fasta, out, layer_specs, study, selection, metadata, structures,
         raise InputError("--structures-fasta goes with --structure-store (or --study)")
     if structure_store and not structures:
         raise InputError("--structure-store needs --structures (the structure files)")
-    evidence = {"labels": labels, "structures": structures and StructureInputs(
+    evidence = {"labels": labels, "bench": bench, "structures": structures and StructureInputs(
         Path(structures), structure_store and Path(structure_store),
         structure_store and Path(structures_fasta))}
     if study:
@@ -107,7 +111,7 @@ def main(store, fasta, out, layer_specs, study, selection, metadata, structures,
         fasta = fasta or lay.eval_set.fasta
         layers = report_inputs(lay, sorted(lay.chosen("sae")))
         found = report_evidence(lay, structures, structures_fasta)
-        evidence = {"labels": labels or found["labels"],
+        evidence = {"labels": labels or found["labels"], "bench": bench or found["bench"],
                     "structures": evidence["structures"] if structure_store else found["structures"]}
     else:
         if not (store and fasta):

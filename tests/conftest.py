@@ -53,6 +53,16 @@ def demo_data() -> Path:
 
 
 @pytest.fixture(scope="session")
+def browser(tmp_path_factory):
+    """Headless Chromium (a Playwright context) for the page tests; skipped when absent, a
+    failure with INTERPLM_REQUIRE_BROWSER=1 (tests/_browser.py)."""
+    from _browser import browser_context
+
+    with browser_context(tmp_path_factory.mktemp("chromium-profile")) as ctx:
+        yield ctx
+
+
+@pytest.fixture(scope="session")
 def demo_study(tmp_path_factory):
     """The demo study (test sizes) run by scripts/pipeline.py, killed once mid-training and
     resumed (tests/_study.py)."""

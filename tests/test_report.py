@@ -8,13 +8,13 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _browser import browser_or_skip, heat, open_page, rgb
 
 from interplm_jax.annotate.activations import max_and_histogram
 from interplm_jax.cli import load_script
@@ -28,9 +28,6 @@ DEMO = REPO / "data" / "demo"
 FASTA = DEMO / "swissprot_sample.fasta.gz"
 METADATA = DEMO / "uniprotkb_features.tsv.gz"
 ALPHAFOLD = DEMO / "alphafold"
-CHROMIUM = os.environ.get("INTERPLM_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def _load_script(name: str):
@@ -302,7 +299,7 @@ def report_html(study, tmp_path_factory) -> Path:
             "--out", str(out), "--title", "Demo study", "--config", str(REPO / "configs" / "demo.yaml")]
     args += ["--structures", str(ALPHAFOLD), "--structure-store", str(study.root / "model" / "store_af"),
              "--structures-fasta", str(ALPHAFOLD / "sequences.fasta"),
-             "--labels", str(study.root / "concepts" / "labels.npz")]
+             "--labels", str(study.root / "concepts" / "labels.npz"), "--bench", str(study.root / "bench")]
     keys = {v: k for k, v in _load_script("report").KEYS.items()}
     for li in study.layers:
         spec = {keys[f.name]: getattr(li, f.name) for f in dataclasses.fields(li)}
@@ -315,49 +312,18 @@ def report_html(study, tmp_path_factory) -> Path:
     return page
 
 
-def _browser_or_skip():
-    why = None
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        why = "playwright (pip install playwright) is not installed"
-    if why is None and not Path(CHROMIUM).is_file():
-        why = f"no chromium at {CHROMIUM} (apt install chromium; or set INTERPLM_CHROMIUM)"
-    if why:
-        if os.environ.get("INTERPLM_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"INTERPLM_REQUIRE_BROWSER=1 but {why}")
-        pytest.skip(why)
-
-
 @pytest.fixture(scope="session")
 def chromium():
     """Skip (or fail with INTERPLM_REQUIRE_BROWSER=1) before the study is built."""
-    _browser_or_skip()
-    return CHROMIUM
+    return browser_or_skip()
 
 
 @pytest.fixture(scope="session")
-def page(chromium, report_html, tmp_path_factory):
-    """The report open in headless Chromium; ``page.problems`` collects console errors, page
-    errors and requests that are not file:// or data:."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        ctx = pw.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=chromium,
-            headless=True, args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1000})
-        pg = ctx.new_page()
-        problems: list[str] = []
-        pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-              if m.type in ("error", "warning") and "GL Driver Message" not in m.text else None)
-        pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        pg.on("request", lambda r: problems.append(f"request {r.url}")
-              if not r.url.startswith(("file:", "data:")) else None)
-        pg.goto(report_html.as_uri())
-        pg.wait_for_selector("body[data-ready='1']")
-        pg.problems = problems
-        yield pg
-        ctx.close()
+def page(chromium, report_html, browser):
+    """The report open in headless Chromium (``page.problems``: see tests/_browser.py)."""
+    pg = open_page(browser, report_html.as_uri())
+    yield pg
+    pg.close()
 
 
 def _strips(pg) -> list[dict]:
@@ -522,20 +488,6 @@ def test_page_in_headless_chromium(page, study, reference, tmp_path_factory):
 
 # ---------------------------------------------------------------- evidence: 3-D, tracks, concepts
 
-STOPS = np.array([[255, 255, 255], [253, 174, 97], [215, 48, 39], [127, 0, 38]], np.float64)
-
-
-def _heat(t: float) -> np.ndarray:
-    """The documented colour scale (docs/report.md): linear between four stops over [0, 1]."""
-    t = float(np.clip(t, 0, 1)) * 3
-    i = min(int(t), 2)
-    return np.rint(STOPS[i] + (t - i) * (STOPS[i + 1] - STOPS[i]))
-
-
-def _rgb(hex_int: int) -> np.ndarray:
-    return np.array([(hex_int >> 16) & 255, (hex_int >> 8) & 255, hex_int & 255], np.float64)
-
-
 def _open(pg, page_path: Path, fragment: str = "") -> None:
     pg.goto("about:blank")
     pg.goto(page_path.as_uri() + fragment)
@@ -562,8 +514,8 @@ def test_structure_view_colours_follow_the_activations(page, report_html, study)
     colours = pg.evaluate("window.featureBrowser.viewerColours()")
     assert sorted(map(int, colours)) == list(range(len(acts)))
     fmax = F["max"][F["ids"].index(f)]
-    want = np.stack([_heat(a / fmax) for a in acts[:, f]])
-    got = np.stack([_rgb(colours[str(i)]) for i in range(len(acts))])
+    want = np.stack([heat(a / fmax) for a in acts[:, f]])
+    got = np.stack([rgb(colours[str(i)]) for i in range(len(acts))])
     np.testing.assert_allclose(got, want, atol=3)  # uint8 activations: 1/510 of the scale
     assert len(np.unique(got, axis=0)) > 5
     pg.wait_for_timeout(300)
@@ -698,3 +650,159 @@ def test_hostile_text_is_shown_as_text(page, study, tmp_path):
         assert pg.inner_text("#feature .phead span:nth-child(2) >> nth=0").startswith(evil)
     finally:
         pg.close()
+
+
+def test_concept_sticks_follow_the_annotations(page, report_html, tmp_path):
+    """The residues the 3-D view draws as sticks are those of the picked concept's annotation
+    track. The demo's structure proteins have no UniProt annotations, so O15552 is given tracks
+    by hand in the page's data (the tracks themselves are checked against the labels above)."""
+    from interplm_jax.report import page_data, render_html
+
+    data = page_data(report_html.read_text())
+    P, names = data["proteins"], data["track_names"]
+    row = P["id"].index("O15552")
+    P["tracks"][row] = [[0, 10, 14], [0, 100, 101], [1, 50, 53]]
+    want = {names[0]: [10, 11, 12, 13, 100], names[1]: [50, 51, 52], "": []}
+    layer = data["layers"][-1]
+    f = next(int(k) for k, v in layer["features"]["struct"].items() if any(t[0] == row for t in v["top"]))
+    path = tmp_path / "index.html"
+    path.write_text(render_html(data))
+    pg = page.context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        pg.goto(path.as_uri() + f"#layer={layer['layer']}&feature={f}&protein=O15552")
+        pg.wait_for_function("window.featureBrowser && window.featureBrowser.structureShown() === 'O15552'")
+        for name, residues in want.items():
+            pg.select_option("#stickpick", name)
+            pg.wait_for_function("want => JSON.stringify(window.featureBrowser.viewerSticks()) === JSON.stringify(want)",
+                                 arg=residues, timeout=10000)
+            if name:
+                assert f"{len(residues)} residue(s) annotated" in pg.inner_text("#structnote")
+        assert errors == []
+    finally:
+        pg.close()
+
+
+# ---------------------------------------------------------------- the bench view
+
+MODEL_NAMES = {"model": "ESM-2", "shuffled": "shuffled ESM-2", "random_init": "random-init ESM-2"}
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _front(x, y) -> set[int]:
+    """Points no other point dominates (x no larger and y no smaller, one strictly): brute force."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    beaten = ((x[None] <= x[:, None]) & (y[None] >= y[:, None])
+              & ((x[None] < x[:, None]) | (y[None] > y[:, None])))  # [i, j]: j beats i
+    return set(np.flatnonzero(~beaten.any(axis=1)).tolist())
+
+
+def _bench_rows(pg, table: str) -> list[dict]:
+    """Rows of a bench table as shown: column -> (data-value or None, text)."""
+    return pg.eval_on_selector_all(f"{table} tbody tr", """rs => rs.map(r => ({cls: r.className,
+        cells: Object.fromEntries([...r.cells].map(c => [c.dataset.col, [c.dataset.value ?? null, c.textContent]]))}))""")
+
+
+def test_bench_view(page, report_html, study):
+    """The bench view in Chromium: the table's numbers are bench.csv's (chosen and control rows
+    marked), sorting works, each plot draws every SAE with a finite value and its Pareto front is
+    NumPy's, a point's tooltip names its SAE, the probe summary and the warnings are the bench's."""
+    from interplm_jax.bench.table import METRICS
+
+    pg, bench = page, study.root / "bench"
+    first, last = study.layers[0].layer, study.layers[-1].layer
+    table = _csv(bench / "bench.csv")
+    hparams = [c for c in table[0] if c not in ("model", "layer", "sae", "arch", *METRICS, "chosen")]
+    want = [r for r in table if r["layer"] == str(last)]
+    _open(pg, report_html, f"#layer={last}")
+    pg.click("#benchview")
+    assert f"bench={last}" in pg.evaluate("location.hash")
+    warnings = json.loads((bench / "warnings.json").read_text())
+    assert warnings and pg.eval_on_selector_all("#benchwarnings li", "ls => ls.map(l => l.textContent)") == warnings
+
+    rows = _bench_rows(pg, "#benchtable")
+    assert len(rows) == len(want)
+    shown = {(r["cells"]["model"][1], r["cells"]["sae"][1]): r for r in rows}
+    for w in want:
+        r = shown[(MODEL_NAMES[w["model"]], w["sae"])]
+        for c in METRICS:
+            value, text = r["cells"][c]
+            if w[c] in ("", "nan"):
+                assert value is None and text == "\u2013"
+            else:
+                assert float(value) == pytest.approx(float(w[c]), rel=5e-4)  # 4 significant digits
+                assert float(text) == pytest.approx(float(w[c]), rel=1e-3, abs=1e-3)
+        for h in hparams:
+            v = r["cells"][h][0]
+            assert v is None if w[h] == "" else float(v) == pytest.approx(float(w[h]), rel=5e-4)
+        assert ("chosen" in r["cls"].split()) == (w["chosen"] == "True") == (r["cells"]["chosen"][1] == "\u2713")
+        assert ("control" in r["cls"].split()) == (w["model"] != "model" or w["sae"] == "neurons")
+
+    def column(col: str, text: bool = False) -> list:
+        return [r["cells"][col][1] if text else float(r["cells"][col][0]) for r in _bench_rows(pg, "#benchtable")]
+
+    pg.click("#benchtable th[data-col='l0']")
+    assert column("l0") == pytest.approx(sorted(float(w["l0"]) for w in want), rel=5e-4)
+    pg.click("#benchtable th[data-col='l0']")
+    assert column("l0") == pytest.approx(sorted((float(w["l0"]) for w in want), reverse=True), rel=5e-4)
+    pg.click("#benchtable th[data-col='sae']")
+    assert column("sae", text=True) == sorted(w["sae"] for w in want)
+
+    # the plots: every row with a finite value, the front of each model's SAEs as NumPy's
+    for y in ("fve", "loss_recovered", "n_concepts"):
+        fig = f"#pareto figure[data-y='{y}']"
+        pts = pg.eval_on_selector_all(f"{fig} g.pt", "gs => gs.map(g => ({...g.dataset}))")
+        finite = [w for w in want if w[y] not in ("", "nan")]
+        assert finite and len(pts) == len(finite)
+        for model in {w["model"] for w in finite}:
+            saes = [w for w in finite if w["model"] == model and w["sae"] != "neurons"]
+            front = {saes[i]["sae"] for i in _front([float(w["l0"]) for w in saes], [float(w[y]) for w in saes])}
+            assert {p["sae"] for p in pts if p["model"] == model and p["front"] == "1"} == front
+            line = pg.locator(f"{fig} polyline.front[data-model='{model}']")
+            assert line.count() == (len(front) > 1)
+        assert ({(p["model"], p["sae"]) for p in pts if p["chosen"] == "1"}
+                == {(w["model"], w["sae"]) for w in finite if w["chosen"] == "True"})
+        assert pg.locator(f"{fig} g.pt[data-chosen='1'] circle.ring").count() == sum(p["chosen"] == "1" for p in pts)
+
+    # hover the most isolated point of the FVE plot: its tooltip names the SAE and its hyperparameters
+    boxes = [pg.locator("#pareto figure[data-y='fve'] g.pt").nth(i).bounding_box() for i in range(len(want))]
+    centres = np.array([[b["x"] + b["width"] / 2, b["y"] + b["height"] / 2] for b in boxes])
+    gap = np.sqrt(((centres[:, None] - centres[None]) ** 2).sum(-1)) + np.eye(len(centres)) * 1e9
+    i = int(np.argmax(gap.min(axis=1)))
+    point = pg.eval_on_selector_all("#pareto figure[data-y='fve'] g.pt", f"gs => ({{...gs[{i}].dataset}})")
+    pg.mouse.move(*centres[i])
+    tip = pg.inner_text("#pareto figure[data-y='fve'] .tip")
+    w = next(w for w in want if (w["model"], w["sae"]) == (point["model"], point["sae"]))
+    assert f"{MODEL_NAMES[w['model']]} \u00b7 layer {last} \u00b7 {w['sae']}" in tip
+    for h in hparams:
+        assert w[h] == "" or f"{h} {float(w[h]):g}" in tip
+    # a click on an SAE whose features the page does not have says so; the chosen one opens them
+    browsable = w["model"] == "model" and w["chosen"] == "True"
+    pg.mouse.click(*centres[i])
+    if not browsable:
+        assert f"{w['sae']}: measured in the bench, but its features are not in this page" in pg.inner_text("#benchnote")
+        pg.click("#benchtable a[data-browse]")
+    assert pg.evaluate("location.hash") == f"#layer={last}"
+    assert pg.locator("#benchopened").count() == 1 and pg.locator("#features li[data-feature]").count() > 0
+
+    # the probe summary: per probe the mean test F1 at each k, the hidden state apart
+    _open(pg, report_html, f"#layer={last}&bench={last}")
+    probes = {(r["cells"]["model"][1], r["cells"]["probe"][1]): r for r in _bench_rows(pg, "#benchtable-probes")}
+    summary = [r for r in _csv(bench / "probes_summary.csv") if r["layer"] == str(last)]
+    assert summary and len(probes) == len({(r["model"], r["probe"]) for r in summary})
+    for s in summary:
+        hidden = s["probe"] == "hidden"
+        r = probes[(MODEL_NAMES[s["model"]], f"hidden state (d={s['k']})" if hidden else s["probe"])]
+        assert float(r["cells"]["hidden state" if hidden else f"k={s['k']}"][0]) == pytest.approx(
+            float(s["mean_test_f1"]), rel=5e-4)
+
+    # another layer from the bench's own selector: its rows; the page follows
+    pg.select_option("#benchlayer", str(first))
+    assert len(_bench_rows(pg, "#benchtable")) == sum(r["layer"] == str(first) for r in table)
+    assert f"bench={first}" in pg.evaluate("location.hash") and pg.input_value("#layer") == str(first)
+    assert page.problems == []

@@ -28,6 +28,7 @@ from interplm_jax.atomic import atomic_write
 from interplm_jax.errors import InputError
 from interplm_jax.layout import report_page
 from interplm_jax.report import inputs
+from interplm_jax.report.bench import bench_data
 from interplm_jax.report.concepts import concept_features, feature_concepts
 from interplm_jax.report.config import ReportConfig
 from interplm_jax.report.examples import FeatureExamples, b64, feature_examples
@@ -38,9 +39,9 @@ from interplm_jax.store.stats import load_stats
 log = logging.getLogger(__name__)
 
 FORMAT = "interplm-jax-report"
-VERSION = 3  # 3: "hist" counts residues (was: proteins by maximum)
+VERSION = 4  # 4: "bench" (3: "hist" counts residues, was: proteins by maximum)
 #: Scripts of this package inlined into the study page (``page.html`` holds the markers).
-SCRIPTS = ("util.js", "viewer.js", "concept_view.js", "feature.js", "page.js")
+SCRIPTS = ("util.js", "viewer.js", "concept_view.js", "feature.js", "bench_view.js", "page.js")
 VIEWER = "vendor/3Dmol-min.js"
 #: Window size that keeps every protein whole (the structure view colours every residue).
 WHOLE = 1 << 30
@@ -214,12 +215,14 @@ def _features_json(ex: FeatureExamples, store, fasta: Path, proteins: _Proteins)
 
 def report_data(title: str, store_path: Path, fasta: Path, layers: Sequence[LayerInputs],
                 metadata_tsv: Path | None = None, cfg: ReportConfig = ReportConfig(),
-                structures: StructureInputs | None = None, labels: Path | None = None) -> dict:
+                structures: StructureInputs | None = None, labels: Path | None = None,
+                bench: Path | None = None) -> dict:
     """The data the page embeds (a JSON-able dict; format in ``docs/report.md``).
 
     ``structures``: where the 3-D view finds structures (and, optionally, a store of proteins
     with structures whose top proteins each feature also shows); ``labels``: concept labels
-    (``evaluate_concepts.py labels``) for the annotation tracks under the sequences.
+    (``evaluate_concepts.py labels``) for the annotation tracks under the sequences; ``bench``:
+    a bench directory (``bench.py table --out``) for the bench view.
     """
     from interplm_jax.store import ActivationStore
 
@@ -230,6 +233,7 @@ def report_data(title: str, store_path: Path, fasta: Path, layers: Sequence[Laye
     for path in (fasta, labels, structures and structures.fasta):
         if path is not None and not Path(path).is_file():
             raise InputError(f"{path}: file not found")
+    bench_view = bench_data(Path(bench)) if bench is not None else None
     meta = {}
     if metadata_tsv is not None:
         from interplm_jax.annotate.metadata import read_uniprot_tsv
@@ -263,7 +267,7 @@ def report_data(title: str, store_path: Path, fasta: Path, layers: Sequence[Laye
                          "structure": [shapes.get(p) for p in ids],
                          "tracks": [tracks[1].get(p) for p in ids]},
             "track_names": tracks[0],
-            "layers": layer_data}
+            "layers": layer_data, "bench": bench_view}
 
 
 def _packed(data: bytes) -> str:
@@ -300,7 +304,8 @@ def build_report(title: str, store: str | os.PathLike, fasta: str | os.PathLike,
                  layers: Sequence[LayerInputs], out: str | os.PathLike,
                  metadata_tsv: str | os.PathLike | None = None,
                  cfg: ReportConfig = ReportConfig(), structures: StructureInputs | None = None,
-                 labels: str | os.PathLike | None = None) -> Path:
+                 labels: str | os.PathLike | None = None,
+                 bench: str | os.PathLike | None = None) -> Path:
     """Write ``<out>/index.html`` (atomically) and return its path.
 
     Args:
@@ -309,11 +314,11 @@ def build_report(title: str, store: str | os.PathLike, fasta: str | os.PathLike,
       fasta: the proteins' sequences (ids as in the store).
       layers: one :class:`LayerInputs` per layer shown.
       metadata_tsv: a UniProtKB TSV (``Entry``, ``Protein names``, ...) for protein names.
-      structures, labels: see :func:`report_data`.
+      structures, labels, bench: see :func:`report_data`.
     """
     data = report_data(title, Path(store), Path(fasta), layers,
                        Path(metadata_tsv) if metadata_tsv else None, cfg, structures,
-                       Path(labels) if labels else None)
+                       Path(labels) if labels else None, Path(bench) if bench else None)
     page = render_html(data)
     path = atomic_write(report_page(out), page)
     log.info("wrote %s (%.2f MB; %d proteins, %d structures, %s live features)", path,

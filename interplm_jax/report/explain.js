@@ -69,7 +69,7 @@ async function start() {
     document.querySelector("header").append(el("label", {text: "Protein "}, s));
   }
   showProtein(0);
-  window.featureBrowser = {data: D, showFeature, viewerColours, structureShown: () => (V.viewer ? P.id[V.row] : null)};
+  window.featureBrowser = {data: D, showFeature, showProtein, viewerColours, viewerSticks, structureShown: () => (V.viewer ? P.id[V.row] : null)};
   document.body.dataset.ready = "1";
 }
 start().catch((e) => {

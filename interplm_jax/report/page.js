@@ -1,6 +1,6 @@
 // The page: layer summary, feature map, feature list, search, navigation (deep links, back and
-// forward, random feature), and start-up. Runs after util.js, viewer.js, concept_view.js and
-// feature.js, in the same scope.
+// forward, random feature), and start-up. Runs after util.js, viewer.js, concept_view.js,
+// feature.js and bench_view.js, in the same scope.
 let L = null, sel = null, mode = null, concept = null, points = [];
 
 const HEADERS = {l0: "L0", fve: "FVE", dead: "dead", select_f1: "selection F1", lr: "lr", l1: "l1",
@@ -146,6 +146,7 @@ function stateHash() {
     s.set("feature", String(sel));
     if (V.row !== null && $("viewer3d")) s.set("protein", P.id[V.row]);
   } else if (mode === "concept" && concept) s.set("concept", concept);
+  else if (mode === "bench") s.set("bench", String(benchLayer));
   return "#" + s.toString();
 }
 function pushState() {
@@ -155,11 +156,12 @@ function pushState() {
 function applyHash() {
   const s = new URLSearchParams(location.hash.slice(1));
   const layer = s.has("layer") ? Number(s.get("layer")) : D.layers[D.layers.length - 1].layer;
-  if (D.layers.some((x) => x.layer === layer) && (!L || L.layer !== layer || !(s.has("feature") || s.has("concept")))) showLayer(layer);
+  if (D.layers.some((x) => x.layer === layer) && (!L || L.layer !== layer || !["feature", "concept", "bench"].some((k) => s.has(k)))) showLayer(layer);
   if (s.has("feature")) {
     const row = P.id.indexOf(s.get("protein") || "");
     showFeature(Number(s.get("feature")), false, row >= 0 ? row : undefined);
   } else if (s.has("concept")) showConcept(s.get("concept"), false);
+  else if (s.has("bench")) showBench(Number(s.get("bench")), false);
 }
 function randomFeature() {
   const ids = L.features.ids;
@@ -171,10 +173,17 @@ async function start() {
   P = D.proteins;
   const selLayer = $("layer");
   for (const x of D.layers) selLayer.append(el("option", {value: String(x.layer), text: `${x.layer}`}));
-  selLayer.addEventListener("change", () => { showLayer(Number(selLayer.value)); pushState(); });
+  selLayer.addEventListener("change", () => {
+    const bench = mode === "bench";
+    showLayer(Number(selLayer.value));
+    if (bench) showBench(L.layer, false);
+    pushState();
+  });
   $("search").addEventListener("input", listFeatures);
   $("random").addEventListener("click", randomFeature);
   $("conceptview").addEventListener("click", () => showConcept(concept || (sel !== null && concepts(sel)[0] ? L.concepts.names[concepts(sel)[0][0]] : null)));
+  $("benchview").addEventListener("click", () => showBench(L.layer));
+  if (D.bench && D.bench.warnings.length) $("benchview").textContent += ` (${D.bench.warnings.length} warning${D.bench.warnings.length > 1 ? "s" : ""})`;
   $("umap").addEventListener("click", (ev) => { const p = nearest(ev); if (p) showFeature(p.f); });
   $("umap").addEventListener("mousemove", (ev) => {
     const p = nearest(ev);
@@ -186,7 +195,7 @@ async function start() {
   showLayer(D.layers[D.layers.length - 1].layer);
   if (location.hash.length > 1) applyHash();
   // for tests and scripting
-  window.featureBrowser = {showLayer, showFeature, showConcept, data: D, viewerColours,
+  window.featureBrowser = {showLayer, showFeature, showConcept, showBench, data: D, viewerColours, viewerSticks,
     point: (f) => { const p = points.find((q) => q.f === f); return p ? [p.x, p.y] : null; },
     structureShown: () => (V.viewer && $("viewer3d") && $("viewer3d").dataset.row !== undefined ? P.id[V.row] : null)};
   document.body.dataset.ready = "1";

@@ -77,3 +77,10 @@ function viewerColours() {
   }
   return out;
 }
+// for tests: the residues (0-based, ascending) the viewer draws as sticks
+function viewerSticks() {
+  if (!V.viewer) return null;
+  const out = new Set();
+  for (const atom of V.viewer.getModel().selectedAtoms({})) if (atom.style && atom.style.stick) out.add(atom.resi - 1);
+  return [...out].sort((a, b) => a - b);
+}
