@@ -391,19 +391,22 @@ def test_logs_are_quiet_and_informative(demo_study):
 
 
 def test_tiny_esmc_study_builds_its_model_and_extracts(tmp_path):
-    """extract.model: tiny-esmc runs the study on the locally built ESM C (first two stages)."""
+    """extract.model: tiny-esmc runs the study on the locally built ESM C (first two stages),
+    its random-init control an ESM C too."""
     from _study import small_config
 
     cfg = yaml.safe_load(small_config(tmp_path / "c.yaml").read_text())
     cfg["extract"]["model"] = "tiny-esmc"
-    cfg["study"]["baselines"] = []
+    cfg["study"]["baselines"] = ["random_init"]
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     r = _cli("--config", tmp_path / "c.yaml", "--out", tmp_path / "out", "--until", "extract")
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "out" / "models" / "tiny-esmc" / "config.json").is_file()
-    [manifest] = list((tmp_path / "out").rglob("manifest.json"))
-    model = ActivationStore.open(manifest.parent).manifest["model"]
-    assert model["model_family"] == "esmc" and "esmc.norm" in model["layer_semantics"]
+    out = StudyLayout(tmp_path / "out")
+    assert (out.model("tiny-esmc") / "config.json").is_file()
+    assert json.loads((out.model("random_init") / "random_init.json").read_text())["family"] == "esmc"
+    for variant in ("model", "random_init"):
+        model = ActivationStore.open(out.store(variant)).manifest["model"]
+        assert model["model_family"] == "esmc" and "esmc.norm" in model["layer_semantics"]
 
 
 def test_a_same_size_edit_of_an_input_file_is_seen(tmp_path):
