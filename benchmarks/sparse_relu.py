@@ -1,11 +1,11 @@
 #!/usr/bin/env python
-"""ReLU train step: the sparse step (active features packed per row) vs the dense step.
+"""ReLU train step: the sparse step (the batch's active entries listed) vs the dense step.
 
 For each target L0 builds a *constructed* sparse ReLU SAE (torch-default encoder; each
 feature's bias set so that it fires on about L0/F of the tokens, on tokens whose norms vary
-like real activations', so rows hold a spread of active counts), sets the capacity to the
-largest row count of the batch rounded up to a multiple of 32, and times the compiled grid step
-with ``train.decoder`` dense and sparse in interleaved rounds (medians; > 1: sparse faster).
+like real activations', so rows hold a spread of active counts), sets the capacity to
+``--headroom`` x the batch's mean L0 per token, and times the compiled grid step with
+``train.decoder`` dense and sparse in interleaved rounds (medians; > 1: sparse faster).
 
 With ``--reference`` it also times the reference torch ReLU trainer's update of one SAE and
 prints the grid of G for ``--grid-steps`` steps vs the reference's G runs (each paying the
@@ -14,16 +14,17 @@ measured process start-up), as ``benchmarks/train_step.py`` does for the dense s
     python benchmarks/sparse_relu.py                                 # 320 -> 10,240, B 2,048
     python benchmarks/sparse_relu.py --l0s 128 --grids 20 --reference --rounds 3
     python benchmarks/sparse_relu.py --d 64 --F 2048 --batch 256 --l0s 16 --rounds 2  # a look
-    python benchmarks/sparse_relu.py --decoder-only    # the sparse decoder alone vs one product
+    python benchmarks/sparse_relu.py --parts     # the sparse step's pieces vs one dense product
 
-``--decoder-only`` times the decoder's forward and backward by gathers and scatter-adds alone,
-in units of one dense B x d x F product measured in the same run: K slots per row
-(``sparse.decode_rows``, K = 64 and 320), and a flat list of (row, feature) pairs holding 48 per
-token on average (a capacity for the batch's total rather than per row).
+``--parts`` times the sparse step's pieces alone, in units of one dense B x d x F product
+measured in the same run: the compaction of the (B, F) mask into the list, the decoder's
+forward and backward (``sparse.decode_entries``) and the encoder's backward
+(``sparse.gather_product``: dW_enc by scatter-add).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -58,7 +59,7 @@ def sparse_biases(params, x, l0: float) -> jax.Array:
 
 
 def relu_step(d, F, B, G, l0, decoder, capacity, x):
-    """(run, most active entries of a row) for one compiled ReLU grid step (state donated)."""
+    """(run, mean active entries per token) for one compiled ReLU grid step (state donated)."""
     cfg = TrainConfig(arch="relu", steps=100_000, batch_size=B, d_sae=F, decoder=decoder,
                       sparse_capacity=capacity, grid={"lr": list(np.geomspace(1e-6, 1e-5, G))},
                       hparams={"l1": 0.1})
@@ -69,7 +70,7 @@ def relu_step(d, F, B, G, l0, decoder, capacity, x):
     b_enc = jax.vmap(lambda p: sparse_biases(p, x, l0))(state.params)
     state = state._replace(params={**state.params, "b_enc": b_enc})
     pre = jax.vmap(lambda p: relu.pre_activations(p, x))(state.params)
-    most = int(jnp.max(jnp.sum(pre > 0, axis=-1)))
+    mean = float(jnp.mean(jnp.sum(pre > 0, axis=-1)))
     step = jax.jit(make_step(spec), donate_argnums=0)
     box = [state]
 
@@ -77,44 +78,46 @@ def relu_step(d, F, B, G, l0, decoder, capacity, x):
         box[0], m = step(box[0], hp, x)
         return jax.device_get(m)
 
-    return run, most
+    return run, mean
 
 
-def decoder_costs(d: int, F: int, B: int) -> None:
-    """Sparse decoder forward + backward in units of one dense (B, d) @ (d, F) product."""
-    k = jax.random.split(jax.random.key(0), 6)
-    W, dy = jax.random.normal(k[0], (F, d)), jax.random.normal(k[1], (B, d))
-    x, W_enc = jax.random.normal(k[2], (B, d)), jax.random.normal(k[3], (d, F))
-    product = jax.jit(lambda a, b: a @ b)
+def part_costs(d: int, F: int, B: int, l0s: list[float]) -> None:
+    """The sparse step's pieces in units of one dense (B, d) @ (d, F) product, same run."""
+    k = jax.random.split(jax.random.key(0), 4)
+    x = tokens(d, B)
+    W_enc, W_dec = jax.random.normal(k[0], (d, F)) / d**0.5, jax.random.normal(k[1], (F, d))
+    dy = jax.random.normal(k[2], (B, d))
+    raw = x @ W_enc
 
     def timed(fn, *args):
         fn = jax.jit(fn)
         jax.block_until_ready(fn(*args))
-        return median_time(lambda: jax.block_until_ready(fn(*args)))
+        return median_time(lambda: jax.block_until_ready(fn(*args)), repeats=5)
 
-    unit = timed(product, x, W_enc)
+    unit = timed(lambda a, b: a @ b, x, W_enc)
+    print(f"one product: {unit * 1e3:.0f} ms = 1 unit; a pass over (B, F), ReLU(pre + b): "
+          f"{timed(lambda p, b: jax.nn.relu(p + b), raw, W_enc[0]) / unit:.2f}", flush=True)
+    print(f"{'L0':>5} {'slots/token':>11} {'compact':>8} {'decoder fwd+bwd':>16} "
+          f"{'encoder bwd':>12}  (units)")
+    for l0 in l0s:
+        b_enc = -jnp.quantile(raw, 1.0 - l0 / F, axis=0)
+        mean = float(jnp.mean(jnp.sum(raw + b_enc > 0, axis=-1)))
+        N = B * math.ceil(1.25 * mean)
+        e, _ = jax.jit(lambda r, b: sparse.compact(r + b > 0, N))(raw, b_enc)
+        v = jnp.where(e.valid, 1.0, 0.0)
+        compact = timed(lambda r, b: sparse.compact(r + b > 0, N), raw, b_enc)
 
-    def rowwise(W, idx, v, dy):
-        y, vjp = jax.vjp(lambda W, v: sparse.decode_rows(W, idx, v), W, v)
-        return y, vjp(dy)
+        def decoder(W, v, e, dy):
+            y, vjp = jax.vjp(lambda W, v: sparse.decode_entries(W, e, v, B), W, v)
+            return y, vjp(dy)
 
-    for K in (64, 320):
-        idx, v = jax.random.randint(k[4], (B, K), 0, F), jax.random.normal(k[5], (B, K))
-        print(f"K = {K} slots per row (F/{F // K}): decoder fwd + bwd = "
-              f"{timed(rowwise, W, idx, v, dy) / unit:.2f} dense products", flush=True)
-    N = B * 48
-    rows = jnp.sort(jax.random.randint(k[4], (N,), 0, B))
-    cols, v = jax.random.randint(k[5], (N,), 0, F), jax.random.normal(k[1], (N,))
+        def encoder(W, v, e, x, raw):
+            _, vjp = jax.vjp(lambda b, W: sparse.gather_product(x, b, W, raw, e), x[0], W)
+            return vjp(v)
 
-    def flat(W, v, dy):
-        def dec(W, v):
-            return jax.ops.segment_sum(v[:, None] * jnp.take(W, cols, axis=0), rows,
-                                       num_segments=B, indices_are_sorted=True)
-        y, vjp = jax.vjp(dec, W, v)
-        return y, vjp(dy)
-
-    print(f"flat list, 48 per token on average: decoder fwd + bwd = "
-          f"{timed(flat, W, v, dy) / unit:.2f} dense products (the dense decoder: 3)")
+        print(f"{mean:>5.0f} {N // B:>11} {compact / unit:>8.2f} "
+              f"{timed(decoder, W_dec, v, e, dy) / unit:>16.2f} "
+              f"{timed(encoder, W_enc, v, e, x, raw) / unit:>12.2f}", flush=True)
 
 
 @click.command()
@@ -127,14 +130,16 @@ def decoder_costs(d: int, F: int, B: int) -> None:
 @click.option("--reference/--no-reference", default=False, show_default=True,
               help="Also time the reference torch trainer (one SAE) and compare whole grids.")
 @click.option("--grid-steps", default=1000, show_default=True)
-@click.option("--decoder-only", is_flag=True, help="Only the sparse decoder vs one dense product.")
-def main(d, F, batch, l0s, grids, rounds, reference, grid_steps, decoder_only):
+@click.option("--headroom", default=1.25, show_default=True,
+              help="Sparse capacity per token = headroom x the batch's mean L0.")
+@click.option("--parts", is_flag=True, help="Only the sparse step's pieces vs one dense product.")
+def main(d, F, batch, l0s, grids, rounds, reference, grid_steps, headroom, parts):
     threads = os.cpu_count()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {threads} CPUs, load "
           f"{os.getloadavg()[0]:.1f}; ReLU {d} -> {F}, B={batch}, {rounds} interleaved rounds, "
           "medians")
-    if decoder_only:
-        decoder_costs(d, F, batch)
+    if parts:
+        part_costs(d, F, batch, [float(v) for v in l0s.split(",")])
         return
     ref = reference_update(d, F, batch, threads) if reference else None
     startup = reference_startup(d, F) if ref else None
@@ -143,8 +148,8 @@ def main(d, F, batch, l0s, grids, rounds, reference, grid_steps, decoder_only):
           + ("  reference s (one SAE)" if ref else ""))
     for G in [int(g) for g in grids.split(",")]:
         for l0 in [float(v) for v in l0s.split(",")]:
-            _, most = relu_step(d, F, batch, 1, l0, "dense", 0, x)
-            capacity = min(F, -(-most // 32) * 32)
+            _, mean = relu_step(d, F, batch, 1, l0, "dense", 0, x)
+            capacity = min(F, math.ceil(headroom * mean))
             dense, _ = relu_step(d, F, batch, G, l0, "dense", 0, x)
             sp, _ = relu_step(d, F, batch, G, l0, "sparse", capacity, x)
             fns = [dense, sp] + ([ref] if ref else [])

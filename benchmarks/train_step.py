@@ -47,15 +47,22 @@ from interplm_jax.train.sweep import make_spec  # noqa: E402
 REFERENCE = REPO.parent / "shared" / "reference" / "InterPLM"
 
 
-def grid_step(d: int, F: int, B: int, G: int, arch: str = "relu", matmul_dtype: str = "float32"):
-    """(compiled step, state, hparams, x) for a grid of G SAEs."""
+def grid_step(d: int, F: int, B: int, G: int, arch: str = "relu", matmul_dtype: str = "float32",
+              decoder: str = "dense", abstract: bool = False):
+    """(compiled step, state, hparams, x) for a grid of G SAEs (``train.decoder`` dense: the
+    step these figures are about; ``benchmarks/sparse_relu.py`` times the sparse one).
+    ``abstract``: state and x as shapes only (to compile, without allocating the grid)."""
     cfg = TrainConfig(arch=arch, steps=1000, batch_size=B, d_sae=F, matmul_dtype=matmul_dtype,
-                      grid={"lr": list(np.geomspace(1e-4, 1e-3, G))})
+                      decoder=decoder, grid={"lr": list(np.geomspace(1e-4, 1e-3, G))})
     grid = build_grid(cfg)
     spec = make_spec(cfg, grid)
     hp = jax.device_put(grid_arrays(grid, ("lr", "seed") + spec.arch.hparams))
-    state = jax.jit(lambda h: init_state(spec, d, F, h))(hp)
-    x = jax.random.normal(jax.random.key(0), (B, d), jnp.float32)
+    def make(h):
+        return init_state(spec, d, F, h)
+
+    state = jax.eval_shape(make, hp) if abstract else jax.jit(make)(hp)
+    x = (jax.ShapeDtypeStruct((B, d), jnp.float32) if abstract
+         else jax.random.normal(jax.random.key(0), (B, d), jnp.float32))
     step = jax.jit(make_step(spec), donate_argnums=0)
     return step, state, hp, x
 
@@ -159,7 +166,7 @@ def reference_startup(d: int, F: int) -> float | None:
 def memory_per_sae(step, state, hp, x, G: int) -> dict[str, float]:
     """Bytes per SAE: arguments (params + Adam + counters) and XLA's temporaries of the step."""
     analysis = step.lower(state, hp, x).compile().memory_analysis()
-    state_bytes = sum(a.nbytes for a in jax.tree.leaves(state))
+    state_bytes = sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(state))
     return {"state": state_bytes / G, "temp": analysis.temp_size_in_bytes / G}
 
 
@@ -220,30 +227,34 @@ def run_device_report(d: int, F: int, batch: int, grids: tuple[int, ...], steps:
 @click.option("--big-shape", default="1280,10240", help="d,F of the largest-grid estimate (650M).")
 @click.option("--reference/--no-reference", default=True, help="Time the reference torch trainer.")
 @click.option("--memory-only", is_flag=True, help="Only XLA's memory analysis (compile, no steps).")
+@click.option("--decoder", type=click.Choice(["dense", "auto", "sparse"]), default="dense",
+              help="train.decoder of the step (auto/sparse: ReLU's sparse branch compiled too).")
 @click.option("--device-report", is_flag=True,
               help="Tokens/s and FLOP/s vs peak for G = 1, 20, 120, f32 and bf16 (accelerators).")
 def main(d, F, batch, grids, repeats, grid_steps, matmul_dtype, budget_gb, big_shape, reference,
-         memory_only, device_report):
+         memory_only, decoder, device_report):
     if device_report:
         sizes = (1, 20, 120) if grids == "1,4,20" else tuple(int(g) for g in grids.split(","))
         run_device_report(d, F, batch, sizes, max(repeats, 5))
         return
     threads = os.cpu_count()
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, {threads} CPU threads; "
-          f"SAE {d} -> {F}, batch {batch}, matmuls {matmul_dtype}")
+          f"SAE {d} -> {F}, batch {batch}, matmuls {matmul_dtype}, decoder {decoder}")
     reference = reference and not memory_only
     ref_update = reference_update(d, F, batch, threads) if reference else None
     startup = reference_startup(d, F) if ref_update else None
     if startup is not None:
         print(f"reference process start-up (import + build trainer): {startup:.1f} s")
     for G in [int(g) for g in grids.split(",")]:
-        step, state, hp, x = grid_step(d, F, batch, G, matmul_dtype=matmul_dtype)
+        step, state, hp, x = grid_step(d, F, batch, G, matmul_dtype=matmul_dtype, decoder=decoder,
+                                       abstract=memory_only)
         mem = memory_per_sae(step, state, hp, x, G)
         if memory_only:
             per = mem["state"] + mem["temp"]
             print(f"G={G:3d}: per SAE: state {mem['state'] / 2**20:.1f} MiB + step temporaries "
                   f"{mem['temp'] / 2**20:.1f} MiB -> about {int(budget_gb * 1e9 // per)} SAEs "
-                  f"in {budget_gb:.0f} GB")
+                  f"in {budget_gb:.0f} GB; the grid on one device: {G * per / 2**30:.2f} GiB "
+                  f"(state {G * mem['state'] / 2**30:.2f} GiB incl. Adam's two moments)")
             continue
         five, args = bare_matmuls(d, F, batch, G)
         jax.block_until_ready(five(*args))

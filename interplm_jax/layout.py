@@ -157,6 +157,7 @@ class BenchFiles(_Files):
     probes = _file("probes.csv")
     probes_summary = _file("probes_summary.csv")
     probes_plot = _file("probes.png")
+    causal = _file("causal.csv")
     test_fasta = _file("test_proteins.fasta")  # fidelity's proteins
 
     def pareto(self, y: str) -> AnyPath:
@@ -165,7 +166,7 @@ class BenchFiles(_Files):
 
     def part(self, model: str, layer: int, what: str = "saes") -> AnyPath:
         """The part table of one layer's SAEs (``what`` = ``neurons``: its neuron baseline;
-        ``probes``: the SAEs' sparse probes)."""
+        ``probes``: the SAEs' sparse probes; ``causal``: the chosen SAE's causal test)."""
         return self.root / "parts" / f"{model}_L{layer}_{what}.csv"
 
     def fidelity(self, model: str, layer: int) -> AnyPath:
@@ -294,14 +295,27 @@ class StudyLayout:
             "report": [self.report],
         }[stage]
 
-    def chosen(self, kind: str = "sae") -> dict[int, Path]:
-        """Layer -> directory of the SAE that concept selection chose (``kind``: ``sae``, the
+    def _selected(self, kind: str) -> dict[int, dict]:
+        """Layer -> the ``selection.csv`` row of the SAE chosen for it (``kind``: ``sae``, the
         main model's, or a control's: ``shuffled``, ``random_init``)."""
-        variant = self.main if kind == "sae" else kind
         if not self.selection.is_file():
             raise InputError(f"{self.selection}: no selection yet (run the concepts stage)")
-        return {int(r["layer"]): Path(self.sweep(variant, int(r["layer"])).sae(r["name"]))
-                for r in read_selection(self.selection) if r["selected"] == "True" and r["kind"] == kind}
+        return {int(r["layer"]): r for r in read_selection(self.selection)
+                if r["selected"] == "True" and r["kind"] == kind}
+
+    def chosen(self, kind: str = "sae") -> dict[int, Path]:
+        """Layer -> directory of the SAE that concept selection chose (``kind`` as :meth:`_selected`)."""
+        variant = self.main if kind == "sae" else kind
+        return {L: Path(self.sweep(variant, L).sae(r["name"])) for L, r in self._selected(kind).items()}
+
+    def chosen_per_concept(self, layer: int, kind: str = "sae") -> Path:
+        """The concept report's per-concept table (the feature chosen on valid for each concept)
+        of the SAE chosen for ``layer``."""
+        selected = self._selected(kind)
+        if layer not in selected:
+            raise InputError(f"{self.selection}: no {kind} chosen for layer {layer} (layers {sorted(selected)})")
+        r = selected[layer]
+        return self.concept_report.per_concept(f"{r['model']}_{kind}_L{layer}_{r['name']}")
 
 
 def read_selection(path: str | os.PathLike) -> list[dict]:

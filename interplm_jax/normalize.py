@@ -295,6 +295,22 @@ def write_feature_stats(sae_dir: str | os.PathLike, stats: FeatureStats,
     return out
 
 
+def read_feature_stats(sae_dir: str | os.PathLike) -> FeatureStats:
+    """The :class:`FeatureStats` that :func:`write_feature_stats` left in ``sae_dir``.
+
+    Raises:
+      InputError naming the directory when it has none (an SAE never normalized).
+    """
+    d = paths.as_path(sae_dir) / STATS_DIR
+    summary = paths.read_json(d / "summary.json", f"{sae_dir}: no {STATS_DIR}/ (normalize the SAE "
+                              "first: scripts/normalize.py)", dict)
+    try:
+        arrays = {name: np.load(io.BytesIO((d / f"{name}.npy").read_bytes())) for name in ("max", "n_active")}
+        return FeatureStats(arrays["max"], arrays["n_active"], int(summary["n_tokens"]), int(summary["n_proteins"]))
+    except (OSError, ValueError, KeyError) as e:
+        raise InputError(f"{d}: unreadable feature statistics ({e})") from None
+
+
 def _layer_of(sae: SavedSAE, store, layer: int | None) -> int:
     if layer is None:
         layer = sae.meta.get("layer")

@@ -163,7 +163,8 @@ def stage_inputs(study: StudyConfig, config: Mapping[str, Any], model: str | Non
                      "structures": tree(study.structures)},
         "annotate": {"annotate": section("annotate"), "mode": annotate_mode},
         "bench": {"concepts": section("concepts"), "fidelity": section("fidelity"),
-                  "analysis": section("analysis")},  # spatial.min_proteins: a guard
+                  "analysis": section("analysis"),  # spatial.min_proteins: a guard
+                  "causal": section("causal")},
         "report": {"report": section("report")},
     }
     inputs: dict[str, dict[str, Any]] = {}

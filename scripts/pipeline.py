@@ -46,6 +46,7 @@ def section_classes() -> dict[str, type]:
     """Config section -> the dataclass that reads it (every stage's, checked before any runs)."""
     from interplm_jax.analysis.config import AnalysisConfig
     from interplm_jax.annotate.config import AnnotateConfig
+    from interplm_jax.bench.causal import CausalConfig
     from interplm_jax.concepts.config import ConceptsConfig
     from interplm_jax.normalize import NormalizeConfig
     from interplm_jax.report import ReportConfig
@@ -55,7 +56,8 @@ def section_classes() -> dict[str, type]:
 
     return {"study": StudyConfig, "extract": ExtractConfig, "train": TrainConfig,
             "normalize": NormalizeConfig, "concepts": ConceptsConfig, "analysis": AnalysisConfig,
-            "annotate": AnnotateConfig, "report": ReportConfig, "fidelity": FidelityConfig}
+            "annotate": AnnotateConfig, "report": ReportConfig, "fidelity": FidelityConfig,
+            "causal": CausalConfig}
 
 
 def parse_sections(path: Path, data: dict[str, Any]) -> dict[str, Any]:

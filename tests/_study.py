@@ -31,6 +31,7 @@ def small_config(dest: Path) -> Path:
     cfg["extract"]["layers"] = [2, 4]
     cfg["train"].update(layers=[2, 4], steps=200, grid={"lr": [3.0e-3], "l1": [0.02, 0.06]},
                         log_every=20, checkpoint_every=40)
+    cfg["causal"].update(layers=[4], max_concepts=2, max_proteins=2)
     dest.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return dest
 

@@ -12,6 +12,7 @@ import yaml
 from click.testing import CliRunner
 
 from _study import PIPELINE, pipeline
+from interplm_jax.bench.causal import read_causal, read_pairs
 from interplm_jax.cli import load_script
 from interplm_jax.errors import InputError
 from interplm_jax.report import page_data
@@ -112,6 +113,12 @@ def test_bench_table_of_every_sae(demo_study):
     assert ("random_init", "4", out.chosen("random_init")[4].name, "10") in probes
     warnings = json.loads(out.bench.warnings.read_text())
     assert any("selection split has" in w for w in warnings)  # the demo's 9 selection proteins
+    causal = read_causal(out.bench.causal)  # causal.layers [4], max_concepts 2: the chosen SAE's best two
+    pairs = read_pairs(out.concept_report.per_concept(f"demo_sae_L4_{chosen.name}"), 0.0, 2)
+    assert [(r["model"], r["layer"], r["sae"], r["concept"], r["feature"]) for r in causal] == [
+        ("model", 4, chosen.name, p.concept, p.feature) for p in pairs]
+    for r in causal:
+        assert 1 <= r["n_proteins"] <= 2 and r["null_size"] == 20 and 1 / 21 <= r["p_zero"] <= r["q_zero"] <= 1
 
 
 def _check_bench_row(out: StudyLayout, row: dict, sae_dir, store, model_dir) -> None:

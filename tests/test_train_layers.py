@@ -191,7 +191,7 @@ def test_together_on_the_sae_axis_equals_one_after_the_other(store, sequential, 
 
 
 @pytest.mark.parametrize("arch, extra", [
-    ("relu", dict(decoder="sparse", sparse_capacity=8, grid={"l1": [0.05, 0.3]}, resample_steps=3)),
+    ("relu", dict(decoder="sparse", sparse_capacity=2, grid={"l1": [0.05, 0.3]}, resample_steps=3)),
     ("topk", dict(decoder="sparse", grid={"k": [2, 4]})),
 ])
 def test_layered_step_equals_each_layers_grid_step(arch, extra):

@@ -26,32 +26,40 @@ def data():
     return toy_activations(n=B * 8, d=D, seed=7)
 
 
-def test_compact_packs_each_rows_active_entries():
-    rng = np.random.default_rng(0)
-    scores = np.where(rng.random((6, 20)) < 0.2, rng.normal(size=(6, 20)), -np.inf)
-    scores[2] = -np.inf  # a row with nothing active
-    most = int((scores > -np.inf).sum(1).max())
-    idx, over = sparse.compact(jnp.asarray(scores, jnp.float32), most)
-    assert not bool(over) and idx.shape == (6, most)
-    for row, got in zip(scores, np.asarray(idx)):
-        assert len(set(got)) == most  # distinct: the padding repeats no active entry
-        want = set(np.flatnonzero(row > -np.inf))
-        assert want == set(got[:len(want)])  # active entries first
-    _, over = sparse.compact(jnp.asarray(scores, jnp.float32), most - 1)
+@pytest.mark.parametrize("B, F, p", [(6, 20, 0.2), (5, 64, 0.3), (9, 100, 0.05)])
+def test_compact_lists_the_batchs_entries_in_token_order(B, F, p):
+    rng = np.random.default_rng(B)
+    mask = rng.random((B, F)) < p
+    mask[2] = False                         # a token with nothing active
+    mask[-1, [0, F - 1]] = True             # the first and the last feature (F % 32 != 0 too)
+    total = int(mask.sum())
+    want_rows, want_cols = np.nonzero(mask)
+    for capacity in (total, total + 7):
+        e, over = sparse.compact(jnp.asarray(mask), capacity)
+        rows, cols, valid = map(np.asarray, e)
+        assert not bool(over) and rows.shape == (capacity,)
+        np.testing.assert_array_equal(valid, np.arange(capacity) < total)
+        np.testing.assert_array_equal(rows[:total], want_rows)  # token order
+        for b in range(B):  # each token's features, in some order
+            assert sorted(cols[:total][rows[:total] == b]) == sorted(want_cols[want_rows == b])
+        assert np.all(rows[total:] == B) and np.all(cols[total:] == F)  # padding: out of range
+    e, over = sparse.compact(jnp.asarray(mask), total - 1)
     assert bool(over)
-    _, over = sparse.compact(jnp.asarray(scores, jnp.float32), 20)  # capacity = F never overflows
-    assert not bool(over)
+    assert np.all(np.asarray(e.valid))  # the first total - 1 entries
+    np.testing.assert_array_equal(np.asarray(e.rows), want_rows[:total - 1])
 
 
 def test_step_capacity_resolution():
-    assert sparse.step_capacity("sparse", 0, 10240) == 320    # F/32
-    assert sparse.step_capacity("sparse", 640, 10240) == 640
-    assert sparse.step_capacity("sparse", 0, 16) == 1
-    assert sparse.step_capacity("sparse", 100, 96) == 96
-    assert sparse.step_capacity("auto", 64, 10240) == 0       # auto: dense (see docs)
-    assert sparse.step_capacity("dense", 8, 10240) == 0
+    assert sparse.step_capacity("sparse", 0, 10240, 2048) == 2048 * 64    # 64 per token
+    assert sparse.step_capacity("sparse", 0, 20480, 100) == 100 * 128     # scaled with F
+    assert sparse.step_capacity("sparse", 40, 10240, 2048) == 2048 * 40
+    assert sparse.step_capacity("sparse", 0, 16, 8) == 8                  # at least 1 per token
+    assert sparse.step_capacity("sparse", 100, 96, 8) == 8 * 96           # at most F per token
+    assert sparse.step_capacity("dense", 8, 10240, 2048) == 0
+    assert sparse.step_capacity("auto", 0, 10240, 2048) == 2048 * 64     # auto: sparse branch
+    assert sparse.step_capacity("auto", 0, 4095, 2048) == 0               # ... from F = 4,096
     with pytest.raises(ValueError, match="decoder"):
-        sparse.step_capacity("gather", 0, 64)
+        sparse.step_capacity("gather", 0, 64, 8)
 
 
 def _relu_params():
@@ -89,11 +97,11 @@ def test_loss_aux_and_every_gradient_equal_dense(data, name):
     train = {n: params[n] for n in mod.TRAINABLE}
     ctx = StepContext(step=jnp.int32(3), sparsity_scale=jnp.float32(0.7),
                       dead=jnp.zeros((F,), bool))
-    pre = jax.lax.stop_gradient(mod.pre_activations(params, x))
-    scores = mod.active_scores(params, pre, hp)
-    n_active = np.asarray(jnp.sum(scores > -jnp.inf, axis=-1))
+    pre = jax.lax.stop_gradient(mod.encoder_product(params, x))
+    mask = mod.active_mask(params, pre, hp)
+    n_active = np.asarray(jnp.sum(mask, axis=-1))
     assert 0 < n_active.max() < F // 2  # sparse, and not trivially empty
-    active, over = sparse.compact(scores, int(n_active.max()) + 2)
+    active, over = sparse.compact(mask, int(n_active.sum()) + 5)  # with padding slots
     assert not bool(over)
 
     def run(c):
@@ -131,9 +139,10 @@ def test_jumprelu_sparse_counts_entries_outside_the_slots():
               "threshold": jnp.asarray([0.5, 0.01, 2.0]), "scale": jnp.ones(3)}
     hp = {"bandwidth": jnp.float32(0.1), "target_l0": jnp.float32(2.0),
           "sparsity_penalty": jnp.float32(1.0)}
-    pre = jumprelu.pre_activations(params, x)
-    active, over = sparse.compact(jumprelu.active_scores(params, pre, hp), 1)
-    assert not bool(over) and np.all(np.asarray(active) == 0)  # only feature 0 is active
+    pre = jumprelu.encoder_product(params, x)
+    active, over = sparse.compact(jumprelu.active_mask(params, pre, hp), 6)
+    assert not bool(over) and np.all(np.asarray(active.cols)[:4] == 0)  # only feature 0 is active
+    assert not np.any(np.asarray(active.valid)[4:])
     ctx = StepContext(step=jnp.int32(0), sparsity_scale=jnp.float32(1.0),
                       dead=jnp.zeros((3,), bool))
     train = {n: params[n] for n in jumprelu.TRAINABLE}
@@ -152,13 +161,12 @@ def _steps(cfg, data, n=6, start=None):
     if start is not None:
         state = state._replace(params={**state.params, **start(state.params)})
     step = jax.jit(make_step(spec))
-    ms, most = [], []  # metrics, and the most active entries of a row (any SAE) at each step
+    ms, most = [], []  # metrics, and the most active entries of a batch (any SAE) at each step
     for i in range(n):
         x = jnp.asarray(data[i * B:(i + 1) * B])
 
         def n_active(p, h):
-            scores = spec.arch.active_scores(p, spec.arch.pre_activations(p, x), h)
-            return jnp.max(jnp.sum(scores > -jnp.inf, axis=-1))
+            return jnp.sum(spec.arch.active_mask(p, spec.arch.encoder_product(p, x), h))
 
         most.append(int(jnp.max(jax.vmap(n_active)(state.params, hp))))
         state, m = step(state, hp, x)
@@ -189,12 +197,13 @@ def test_vmapped_grid_steps_equal_dense(data, name):
     base = dict(steps=6, batch_size=B, warmup_steps=1, decay_start=4, d_sae=F, **GRIDS[name])
     dense, m_dense, most = _steps(TrainConfig(**base, decoder="dense"), data,
                                   start=_sparse_start(name))
-    capacity = sorted(most)[len(most) // 2]
-    assert max(most) < F // 2 and min(most) < capacity <= max(most)  # sparse, varied, some overflow
+    capacity = sorted(most)[len(most) // 2] // B  # entries per token
+    # sparse, and the batch's entries fit at some steps but not at others
+    assert max(most) < B * F // 4 and min(most) <= B * capacity < max(most)
     sp, m_sp, _ = _steps(TrainConfig(**base, decoder="sparse", sparse_capacity=capacity), data,
                          start=_sparse_start(name))
-    # the step ran sparse exactly when every row of every SAE fitted
-    assert [float(m["sparse"][0]) for m in m_sp] == [float(n <= capacity) for n in most]
+    # the step ran sparse exactly when the entries of every SAE fitted
+    assert [float(m["sparse"][0]) for m in m_sp] == [float(n <= B * capacity) for n in most]
     assert "sparse" not in m_dense[0]
     for a, b in zip(m_sp, m_dense):
         for k in b:

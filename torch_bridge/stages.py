@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -278,7 +279,7 @@ def stage_bench(s: Study) -> dict:
     from interplm_jax.concepts.labels import ConceptLabels
     from interplm_jax.fasta import Protein, write_fasta
     from interplm_jax.sae_dir import load_sae
-    from torch_bridge.fidelity import fidelity_table, format_table
+    from torch_bridge.fidelity import fidelity_tables, format_table
     from torch_bridge.models import load_masked_lm
     from torch_bridge.sae import TorchSAE
 
@@ -289,20 +290,22 @@ def stage_bench(s: Study) -> dict:
     inputs = ["--labels", o.labels, "--evalset", o.eval_set.definition]
     parts, probes = [], []
     for v in s.variants:
-        lm = None
+        todo = [L for L in s.layers if not b.fidelity(v, L).is_file()]
+        for L in todo:
+            log_command("fidelity", "--model", s.model_path(v), "--fasta", b.test_fasta, "--sweep",
+                        o.sweep(v, L).root, "--layer", L, "--out", b.fidelity(v, L), "--config", s.config)
+        if todo:  # every layer at once: one clean forward per batch serves them all
+            saes = {L: {p.name: TorchSAE.from_saved(load_sae(p)) for p in sorted(o.sweep(v, L).saes.iterdir())}
+                    for L in todo}
+            sequences = [p.sequence for p in test][:fid_cfg.max_proteins]
+            tables = fidelity_tables(*load_masked_lm(s.model_path(v)), sequences, saes, fid_cfg.batch_size,
+                                     fid_cfg.mask_fraction, fid_cfg.seed)
+            for L, rows in tables.items():
+                atomic_write(b.fidelity(v, L), format_table(rows))
         for L in s.layers:
-            sweep = o.sweep(v, L)
-            sae_dirs = sorted(sweep.saes.iterdir())
+            sae_dirs = sorted(o.sweep(v, L).saes.iterdir())
             saes = [a for p in sae_dirs for a in ("--sae", p)]
             fid, part, probe = b.fidelity(v, L), b.part(v, L), b.part(v, L, "probes")
-            if not fid.is_file():
-                log_command("fidelity", "--model", s.model_path(v), "--fasta", b.test_fasta, "--sweep",
-                            sweep.root, "--layer", L, "--out", fid, "--config", s.config)
-                lm = lm or load_masked_lm(s.model_path(v))
-                torch_saes = {p.name: TorchSAE.from_saved(load_sae(p)) for p in sae_dirs}
-                rows = fidelity_table(*lm, [p.sequence for p in test][:fid_cfg.max_proteins], L, torch_saes,
-                                      fid_cfg.batch_size, fid_cfg.mask_fraction, fid_cfg.seed)
-                atomic_write(fid, format_table(rows))
             if not part.is_file():
                 log_command("bench", "measure", *inputs, "--store", o.eval_store(v), "--layer", L, *saes,
                             "--model-name", v, "--fidelity", fid, "--selection", o.selection, "--out", part,
@@ -325,11 +328,48 @@ def stage_bench(s: Study) -> dict:
                               cfg, s.main)
             parts.append(part)
     warnings = study_warnings(o, s.study, s.extract_config.max_length, s.sections["analysis"].spatial.min_proteins)
-    log_command("bench", "table", *parts, *(a for p in probes for a in ("--probes", p)), "--out", b.root,
+    t0 = time.perf_counter()
+    causal, notes = _causal(s)
+    causal_seconds = round(time.perf_counter() - t0, 1)
+    warnings += notes
+    log_command("bench", "table", *parts, *(a for p in probes for a in ("--probes", p)),
+                *(a for p in causal for a in ("--causal", p)), "--out", b.root,
                 *(a for w in warnings for a in ("--warning", repr(w))))
-    rows, notes = bench_table(parts, b.root, warnings, probes)
+    rows, notes = bench_table(parts, b.root, warnings, probes, causal)
     log.info("%s: %d rows; %d warning(s)", b.table, len(rows), len(notes))
-    return {"warnings": notes}
+    return {"warnings": notes, "causal_seconds": causal_seconds}
+
+
+def _causal(s: Study) -> tuple[list[Path], list[str]]:
+    """The bench stage's causal test: one table per layer of the chosen SAEs (``causal:``
+    section); a layer whose concept report has no pair to test gets an empty one and a warning."""
+    from interplm_jax.bench.causal import NoChosenPairs, write_causal
+    from torch_bridge.causal import causal_layer
+    from torch_bridge.models import load_masked_lm
+
+    o, cfg = s.out, s.sections["causal"]
+    layers = cfg.layers or s.layers
+    bad = sorted(set(layers) - set(s.layers))
+    if bad:
+        raise InputError(f"{s.config}:causal.layers: {bad} not trained (layers {list(s.layers)})")
+    chosen, lm, parts, notes = o.chosen("sae"), None, [], []
+    for L in layers:
+        part = o.bench.part(s.main, L, "causal")
+        pairs = o.chosen_per_concept(L)
+        if not part.is_file():
+            log_command("bench", "causal", "--model", s.model_path(s.main), "--labels", o.labels, "--evalset",
+                        o.eval_set.definition, "--layer", L, "--sae", chosen[L], "--pairs", pairs,
+                        "--model-name", s.main, "--out", part, "--config", s.config)
+            lm = lm or load_masked_lm(s.model_path(s.main))
+            try:
+                _, layer_notes = causal_layer(None, o.labels, o.eval_set.definition, L, chosen[L], pairs, part,
+                                              cfg, s.main, lm_tokenizer=lm)
+                notes += layer_notes
+            except NoChosenPairs as e:
+                notes.append(f"causal test, layer {L}: {e}")
+                write_causal(part, [])
+        parts.append(part)
+    return parts, notes
 
 
 def stage_report(s: Study) -> dict:

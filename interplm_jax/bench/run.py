@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from interplm_jax.atomic import atomic_write
+from interplm_jax.bench.causal import read_causal, write_causal
 from interplm_jax.bench.grid import measure_grid
 from interplm_jax.bench.probes import plot_probes, read_probes, summary
 from interplm_jax.bench.table import columns, grid_rows, plot_all, read_table, sae_name, write_table
@@ -113,10 +114,11 @@ def probe_layer(labels_path, evalset_path, store, layer: int, sae_paths: Sequenc
 
 
 def bench_table(parts: Sequence, out, warnings: Sequence[str] = (),
-                probe_parts: Sequence = ()) -> tuple[list[dict], list[str]]:
+                probe_parts: Sequence = (), causal_parts: Sequence = ()) -> tuple[list[dict], list[str]]:
     """Join part tables into ``out/bench.csv``; the Pareto plots; the probe parts into
-    ``probes.csv``, ``probes_summary.csv`` and ``probes.png``; ``out/warnings.json`` with
-    ``warnings`` and every plot left out (and why). Returns (rows, warnings written)."""
+    ``probes.csv``, ``probes_summary.csv`` and ``probes.png``; the causal tables into
+    ``causal.csv`` (q-values over all its rows); ``out/warnings.json`` with ``warnings`` and
+    every plot left out (and why). Returns (rows, warnings written)."""
     rows = [r for p in parts for r in read_table(p)]
     seen = set()
     for r in rows:
@@ -136,6 +138,8 @@ def bench_table(parts: Sequence, out, warnings: Sequence[str] = (),
                           files.probes_plot)
         if why is not None:
             skipped[files.probes_plot.name] = why
+    if causal_parts:
+        write_causal(files.causal, [r for p in causal_parts for r in read_causal(p)])
     notes = list(warnings) + [f"{name} not drawn: {why}" for name, why in skipped.items()]
     for w in warnings:
         log.warning("%s", w)

@@ -180,11 +180,12 @@ class Architecture:
     sparse_decoder: bool = False
     """``train.decoder: sparse`` applies: the loss can decode each token's active features by
     gather (:mod:`interplm_jax.sae.sparse`)."""
-    pre_activations: Callable | None = None
-    """(params, x (B, d), dtype) -> (B, F) encoder product, for a step with a sparse branch."""
-    active_scores: Callable | None = None
-    """(params, pre, hparams) -> (B, F), -inf where an entry is inactive: the step packs the
-    others into ``train.sparse_capacity`` slots (the sparse ReLU/JumpReLU step); None: the loss
+    encoder_product: Callable | None = None
+    """(params, x (B, d), dtype) -> (B, F) encoder product without b_enc, for a step with a
+    sparse branch (it is computed once, before the loss, and given to it as ``ctx.pre``)."""
+    active_mask: Callable | None = None
+    """(params, product, hparams) -> (B, F) bool, the entries the loss needs: the step lists
+    them (``train.sparse_capacity`` per token; the sparse ReLU/JumpReLU step); None: the loss
     decides alone (TopK) or decodes densely."""
 
     @property

@@ -32,11 +32,11 @@ class StepContext(NamedTuple):
     """TopK decoder: ``dense`` (f W_dec), ``sparse`` (gather the k active rows, scatter-add
     backward; :mod:`interplm_jax.sae.sparse`) or ``auto`` (sparse when k_max <= F / 32)."""
     pre: Array | None = None
-    """(B, F) encoder pre-activations computed by the step before the loss (ReLU, JumpReLU with
-    a sparse branch), without gradient; None: the loss computes them."""
-    active: Array | None = None
-    """(B, K) int32 indices of each row's active features (:func:`sparse.compact` of ``pre``)
-    when this step decodes sparsely; None: dense."""
+    """(B, F) encoder product (pre-activations without b_enc) computed by the step before the
+    loss (ReLU, JumpReLU with a sparse branch), without gradient; None: the loss computes it."""
+    active: Any = None
+    """The batch's active entries (:class:`sparse.Entries`, from :func:`sparse.compact`) when
+    this step decodes sparsely; None: dense."""
 
 
 def nonzero_counts(f: Array) -> Array:

@@ -99,7 +99,7 @@ def _sum_to(g: Array, shape: tuple[int, ...]) -> Array:
 
 def pre_activations(params: Params, x: Array, dtype=None) -> Array:
     """x W_enc + b_enc. x: (B, d) -> (B, F)."""
-    return matmul(x, params["W_enc"], dtype) + params["b_enc"]
+    return encoder_product(params, x, dtype) + params["b_enc"]
 
 
 def encode(params: Params, x: Array) -> Array:
@@ -114,27 +114,31 @@ def decode(params: Params, f: Array, dtype=None) -> Array:
     return matmul(f, params["W_dec"], dtype) + params["b_dec"]
 
 
-def active_scores(params: Params, pre: Array, hp: dict[str, Array]) -> Array:
-    """pre where an entry takes part in the loss or its gradients (pre above the threshold, or
-    inside the rectangle window of the threshold's gradient, pre > threshold - bandwidth/2),
-    else -inf: what :func:`sparse.compact` packs. The other entries have f = 0 and only the L0
-    estimator's gradient sees them, through a per-feature count."""
-    t = params["threshold"]
-    near = (pre > t) | ((pre - t) / hp["bandwidth"] > -0.5)
-    return jnp.where(near, pre, -jnp.inf)
+def encoder_product(params: Params, x: Array, dtype=None) -> Array:
+    """x W_enc, the pre-activations without b_enc. x: (B, d) -> (B, F)."""
+    return matmul(x, params["W_enc"], dtype)
+
+
+def active_mask(params: Params, product: Array, hp: dict[str, Array]) -> Array:
+    """(B, F) bool: the entries that take part in the loss or its gradients (pre above the
+    threshold, or inside the rectangle window of the threshold's gradient, pre > threshold -
+    bandwidth/2), from :func:`encoder_product`'s ``product``. The other entries have f = 0 and
+    only the L0 estimator's gradient sees them, through a per-feature count."""
+    pre, t = product + params["b_enc"], params["threshold"]
+    return (pre > t) | ((pre - t) / hp["bandwidth"] > -0.5)
 
 
 def loss(params: Params, x: Array, hp: dict[str, Array], ctx: StepContext) -> LossOutput:
-    """JumpReLU training loss on a batch x: (B, d). With ``ctx.active`` (each row's entries
-    of :func:`active_scores`) the decoder and gradients use those entries only (same numbers)."""
+    """JumpReLU training loss on a batch x: (B, d). With ``ctx.active`` (the batch's entries of
+    :func:`active_mask`) the decoder and gradients use those entries only (same numbers)."""
     bw = hp["bandwidth"]  # a (vmapped) array: an ordinary argument with a zero gradient
     if ctx.active is not None:
         return _loss_sparse(params, x, hp, ctx)
     if ctx.pre is None:
         pre = pre_activations(params, x, ctx.matmul_dtype)
     else:
-        pre = sparse.with_encoder_grad(x, jnp.zeros_like(params["b_dec"]), params["W_enc"],
-                                       params["b_enc"], ctx.pre)
+        pre = sparse.with_product_grad(x, jnp.zeros_like(params["b_dec"]), params["W_enc"],
+                                       ctx.pre) + params["b_enc"]
     f = jump(pre, params["threshold"], bw)
     x_hat = decode(params, f, ctx.matmul_dtype)
     l0 = jnp.mean(jnp.sum(step(f, params["threshold"], bw), axis=-1))
@@ -142,19 +146,19 @@ def loss(params: Params, x: Array, hp: dict[str, Array], ctx: StepContext) -> Lo
 
 
 def _loss_sparse(params: Params, x: Array, hp: dict[str, Array], ctx: StepContext) -> LossOutput:
-    idx, F, B = ctx.active, params["W_enc"].shape[-1], x.shape[0]
+    e, (B, F) = ctx.active, ctx.pre.shape
     t, bw = params["threshold"], hp["bandwidth"]
-    pre = sparse.gather_pre(x, jnp.zeros_like(params["b_dec"]), params["W_enc"], params["b_enc"],
-                            ctx.pre, idx)                                 # (B, K)
-    t_k = jnp.take(t, idx)
-    f = jump(pre, t_k, bw)
-    x_hat = sparse.decode_rows(params["W_dec"], idx, f) + params["b_dec"]
-    # every entry outside the slots has f = 0: its L0 term is step(0, t_i), once per such row
-    outside = B - sparse.column_counts(idx, jnp.ones(idx.shape, bool), F)
+    pre = sparse.gather_product(x, jnp.zeros_like(params["b_dec"]), params["W_enc"], ctx.pre, e)
+    pre = pre + sparse.take_rows(params["b_enc"], e.cols)                  # (N,)
+    t_k = sparse.take_rows(t, e.cols)
+    f = jnp.where(e.valid, jump(pre, t_k, bw), 0.0)
+    x_hat = sparse.decode_entries(params["W_dec"], e, f, B) + params["b_dec"]
+    # every entry outside the list has f = 0: its L0 term is step(0, t_i), once per such row
+    outside = B - sparse.entry_counts(e, e.valid, F)
     l0_out = jnp.sum(outside * step(jnp.zeros_like(t), t, bw))
-    l0 = (jnp.sum(step(f, t_k, bw)) + l0_out) / B
-    counts = sparse.column_counts(idx, f != 0, F)
-    return _total(params, x, x_hat, sparse.densify(idx, f, F), l0, counts, hp, ctx)
+    l0 = (jnp.sum(jnp.where(e.valid, step(f, t_k, bw), 0.0)) + l0_out) / B
+    counts = sparse.entry_counts(e, f != 0, F)
+    return _total(params, x, x_hat, sparse.densify_entries(e, f, B, F), l0, counts, hp, ctx)
 
 
 def _total(params, x, x_hat, f, l0, counts, hp, ctx: StepContext) -> LossOutput:
@@ -182,6 +186,6 @@ SPEC = Architecture(
     saelens=SAELens("jumprelu", {**SAELENS_COMMON, "b_dec": TorchLeaf("b_dec"),
                                  "threshold": TorchLeaf("threshold")}),
     sparse_decoder=True,
-    pre_activations=pre_activations,
-    active_scores=active_scores,
+    encoder_product=encoder_product,
+    active_mask=active_mask,
 )

@@ -42,7 +42,7 @@ def init(key: Array, d: int, F: int) -> Params:
 
 def pre_activations(params: Params, x: Array, dtype=None) -> Array:
     """(x - b_pre) W_enc + b_enc. x: (B, d) -> (B, F)."""
-    return matmul(x - params["b_pre"], params["W_enc"], dtype) + params["b_enc"]
+    return encoder_product(params, x, dtype) + params["b_enc"]
 
 
 def encode(params: Params, x: Array) -> Array:
@@ -55,9 +55,14 @@ def decode(params: Params, f: Array, dtype=None) -> Array:
     return matmul(f, params["W_dec"], dtype) + params["b_pre"]
 
 
-def active_scores(params: Params, pre: Array, hp: dict[str, Array]) -> Array:
-    """pre where a feature is active (pre > 0), else -inf: what :func:`sparse.compact` packs."""
-    return jnp.where(pre > 0, pre, -jnp.inf)
+def encoder_product(params: Params, x: Array, dtype=None) -> Array:
+    """(x - b_pre) W_enc, the pre-activations without b_enc. x: (B, d) -> (B, F)."""
+    return matmul(x - params["b_pre"], params["W_enc"], dtype)
+
+
+def active_mask(params: Params, product: Array, hp: dict[str, Array]) -> Array:
+    """(B, F) bool: the active entries (pre > 0) from :func:`encoder_product`'s ``product``."""
+    return product + params["b_enc"] > 0
 
 
 def loss(params: Params, x: Array, hp: dict[str, Array], ctx: StepContext) -> LossOutput:
@@ -66,7 +71,7 @@ def loss(params: Params, x: Array, hp: dict[str, Array], ctx: StepContext) -> Lo
     Dense: value and gradients come from :func:`_loss_parts`, whose backward pass is written out
     (the five matmuls of a step and three passes over (B, F) arrays); tests check it against
     autodiff of :func:`reference_loss` and against a NumPy forward/backward. With
-    ``ctx.active`` (each row's active features) the decoder and the gradients work on those
+    ``ctx.active`` (the batch's active entries) the decoder and the gradients work on those
     entries only (:func:`_loss_sparse`, the same numbers).
     """
     l1_coef = hp["l1"] * ctx.sparsity_scale
@@ -79,18 +84,18 @@ def loss(params: Params, x: Array, hp: dict[str, Array], ctx: StepContext) -> Lo
 
 
 def _loss_sparse(params: Params, x: Array, l1_coef: Array, ctx: StepContext) -> LossOutput:
-    """The loss from each row's active features ``ctx.active`` (B, K), which must hold every
-    entry with pre > 0 (the other slots pad: pre <= 0 there, so ReLU makes them 0)."""
-    idx, F = ctx.active, params["W_enc"].shape[-1]
-    f = jax.nn.relu(sparse.gather_pre(x, params["b_pre"], params["W_enc"], params["b_enc"],
-                                      ctx.pre, idx))                      # (B, K)
-    x_hat = sparse.decode_rows(params["W_dec"], idx, f) + params["b_pre"]
-    e = x - x_hat
-    recon = jnp.mean(jnp.sqrt(jnp.sum(e * e, axis=-1)))
-    l1 = jnp.sum(f) / x.shape[0]
+    """The loss from the batch's active entries ``ctx.active`` (:class:`sparse.Entries`), which
+    must hold every entry with pre > 0 (0 in the padding slots, so ReLU makes them 0)."""
+    e, (B, F) = ctx.active, ctx.pre.shape
+    pre = sparse.gather_product(x, params["b_pre"], params["W_enc"], ctx.pre, e)
+    f = jax.nn.relu(pre + sparse.take_rows(params["b_enc"], e.cols))   # (N,)
+    x_hat = sparse.decode_entries(params["W_dec"], e, f, B) + params["b_pre"]
+    err = x - x_hat
+    recon = jnp.mean(jnp.sqrt(jnp.sum(err * err, axis=-1)))
+    l1 = jnp.sum(f) / B
     total = recon + l1_coef * l1
-    counts = sparse.column_counts(idx, f > 0, F)
-    dense_f = sparse.densify(idx, f, F)  # dead code unless a caller reads aux.f
+    counts = sparse.entry_counts(e, f > 0, F)
+    dense_f = sparse.densify_entries(e, f, B, F)  # dead code unless a caller reads aux.f
     return total, LossAux(x_hat, dense_f, counts, {"recon": recon, "l1": l1, "l1_coef": l1_coef})
 
 
@@ -107,7 +112,7 @@ def reference_loss(params: Params, x: Array, hp: dict[str, Array], ctx: StepCont
 
 def _forward(b_pre, W_enc, b_enc, W_dec, x, l1_coef, pre, dtype):
     xc = x - b_pre
-    f = jax.nn.relu(matmul(xc, W_enc, dtype) + b_enc if pre is None else pre)
+    f = jax.nn.relu((matmul(xc, W_enc, dtype) if pre is None else pre) + b_enc)
     x_hat = matmul(f, W_dec, dtype) + b_pre
     e = x - x_hat
     norms = jnp.sqrt(jnp.sum(e * e, axis=-1))
@@ -124,7 +129,8 @@ def _forward(b_pre, W_enc, b_enc, W_dec, x, l1_coef, pre, dtype):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
 def _loss_parts(b_pre, W_enc, b_enc, W_dec, x, l1_coef, pre=None, dtype=None):
     """(total, recon, l1, x_hat, f, counts); only ``total`` is differentiated (w.r.t. the
-    four parameters). ``pre``: the encoder product when the step computed it (else None)."""
+    four parameters). ``pre``: the encoder product (x - b_pre) W_enc when the step computed it
+    (else None)."""
     return _forward(b_pre, W_enc, b_enc, W_dec, x, l1_coef, pre, dtype)[0]
 
 
@@ -169,6 +175,6 @@ SPEC = Architecture(
                       (("l1_penalty", "l1", None),)),
     saelens=SAELens("standard", {**SAELENS_COMMON, "b_pre": TorchLeaf("b_dec")}),
     sparse_decoder=True,
-    pre_activations=pre_activations,
-    active_scores=active_scores,
+    encoder_product=encoder_product,
+    active_mask=active_mask,
 )

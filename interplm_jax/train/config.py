@@ -72,10 +72,11 @@ class TrainConfig:
     decoder: Literal["auto", "dense", "sparse"] = option(
         "auto", "TopK, ReLU, JumpReLU: `sparse` gathers each token's active decoder rows (and "
         "scatter-adds the gradients), `dense` multiplies f W_dec; `auto`: sparse for TopK when "
-        "k <= F/32, dense for ReLU/JumpReLU. A sparse ReLU/JumpReLU step where some token has "
-        "more active features than sparse_capacity runs dense.")
+        "k <= F/32, and for ReLU/JumpReLU when F >= 4096. A sparse ReLU/JumpReLU step whose "
+        "batch holds more active entries than sparse_capacity per token runs dense.")
     sparse_capacity: int = option(
-        0, "ReLU/JumpReLU sparse step: active features per token it holds; 0: F/32.")
+        0, "ReLU/JumpReLU sparse step: active entries per token (on average over the batch) it "
+        "holds; 0: 64 x F / 10240.")
     on_nan: Literal["mask", "stop"] = option(
         "mask", "A non-finite loss: `mask` freezes that SAE and goes on, `stop` ends the run.")
     input_center: bool = option(
@@ -127,8 +128,8 @@ class TrainConfig:
             which = ", ".join(a for a in sae.TRAINABLE_ARCHS if sae.get(a).sparse_decoder)
             raise ValueError(f"decoder: sparse applies to {which}; {self.arch} decodes densely")
         _require(self.sparse_capacity >= 0, "sparse_capacity", self.sparse_capacity, ">= 0")
-        if self.sparse_capacity and arch.active_scores is None:
-            which = " and ".join(a for a in sae.TRAINABLE_ARCHS if sae.get(a).active_scores)
+        if self.sparse_capacity and arch.active_mask is None:
+            which = " and ".join(a for a in sae.TRAINABLE_ARCHS if sae.get(a).active_mask)
             raise ValueError(f"sparse_capacity applies to the {which} architectures only, "
                              f"not {self.arch}")
 

@@ -50,7 +50,8 @@ class StepSpec(NamedTuple):
     matmul_dtype: str
     decoder: str = "auto"
     sparse_capacity: int = 0
-    """ReLU/JumpReLU: active features per row the sparse branch holds (0: F/32)."""
+    """ReLU/JumpReLU: active entries per token the sparse branch holds (0: the default of
+    :func:`sparse.step_capacity`)."""
     layered: bool = False
     """Several layers' grids in one step: the state is a tuple of L grid states, the batch (L, B, d)."""
 
@@ -186,11 +187,11 @@ def _dtype(spec: StepSpec):
 
 
 def _select(spec: StepSpec, params, hp, x, capacity: int):
-    """(pre (B, F), active (B, capacity), overflow ()) of one SAE: its encoder product without
-    gradient, and each row's active entries packed by :func:`sparse.compact`."""
+    """(pre (B, F), active, overflow ()) of one SAE: its encoder product without gradient, and
+    the batch's active entries listed in ``capacity`` slots by :func:`sparse.compact`."""
     arch = spec.arch
-    pre = jax.lax.stop_gradient(arch.pre_activations(params, x, _dtype(spec)))
-    active, overflow = sparse.compact(arch.active_scores(params, pre, hp), capacity)
+    pre = jax.lax.stop_gradient(arch.encoder_product(params, x, _dtype(spec)))
+    active, overflow = sparse.compact(arch.active_mask(params, pre, hp), capacity)
     return pre, active, overflow
 
 
@@ -202,10 +203,10 @@ def make_step(spec: StepSpec):
     x (L, B, d) (layer l's grid sees x[l]), hparams (G,) shared, metrics (L, G). (Each layer's
     grid is its own vmapped subprogram: a vmap over layers made XLA:CPU's batched products ~25%
     slower than the layers' steps one after the other.)
-    ReLU/JumpReLU with a sparse decoder (:func:`sparse.step_capacity`): the step computes every
-    SAE's encoder product, packs each row's active features into a fixed capacity, and runs the
-    sparse update of the whole grid (all layers), or the dense one when some row of some SAE
-    does not fit (one ``lax.cond`` outside the vmaps, so no SAE runs both branches); metrics then
+    ReLU/JumpReLU with a sparse branch (:func:`sparse.step_capacity`): the step computes every
+    SAE's encoder product, lists the batch's active entries in a fixed capacity, and runs the
+    sparse update of the whole grid (all layers), or the dense one when the entries of some SAE
+    do not fit (one ``lax.cond`` outside the vmaps, so no SAE runs both branches); metrics then
     include ``sparse`` (1.0 when the step was sparse).
     """
 
@@ -233,8 +234,8 @@ def _grid_steps(spec: StepSpec, states: list[TrainState], hp: dict[str, Array], 
 
     F = states[0].since_fired.shape[-1]
     none = [None] * len(states)
-    capacity = (sparse.step_capacity(spec.decoder, spec.sparse_capacity, F)
-                if spec.arch.active_scores is not None else 0)
+    capacity = (sparse.step_capacity(spec.decoder, spec.sparse_capacity, F, xs[0].shape[0])
+                if spec.arch.active_mask is not None else 0)
     if capacity:
         selected = [jax.vmap(lambda p, h, x=x: _select(spec, p, h, x, capacity))(s.params, hp)
                     for s, x in zip(states, xs)]
