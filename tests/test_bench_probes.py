@@ -75,8 +75,3 @@ def test_rows_neurons_and_hidden_state_bound():
     s = {(r["probe"], r["k"]): r for r in summary(rows)}
     assert s[("sae000", 1)]["mean_test_f1"] == pytest.approx(np.mean([f1[("sae000", 1, c)] for c in "ab"]))
 
-
-def test_padded_probe_is_the_same_probe():
-    rng = np.random.default_rng(3)
-    (xv, yv, _), (xt, yt, _) = case(rng), case(rng)
-    np.testing.assert_array_equal(probe_f1(xv[:, :2], yv, xt[:, :2], yt), probe_f1(xv[:, :2], yv, xt[:, :2], yt, width=5))

@@ -797,6 +797,15 @@ def test_bench_view(page, report_html, study):
         assert float(r["cells"]["hidden state" if hidden else f"k={s['k']}"][0]) == pytest.approx(
             float(s["mean_test_f1"]), rel=5e-4)
 
+    # the causal test (the demo study's causal.layers: the last layer): causal.csv's rows
+    causal = {r["cells"]["concept"][1]: r for r in _bench_rows(pg, "#benchtable-causal")}
+    tested = [r for r in _csv(bench / "causal.csv") if r["layer"] == str(last)]
+    assert tested and set(causal) == {r["concept"] for r in tested}
+    for w in tested:
+        for c in ("feature", "n_residues", "delta_zero", "q_zero", "delta_clamp", "q_clamp"):
+            assert float(causal[w["concept"]]["cells"][c][0]) == pytest.approx(float(w[c]), rel=5e-4, abs=1e-12)
+    assert pg.inner_text("#benchtable-causal th[data-col='delta_zero']") == "zero: \u0394 log p"
+
     # another layer from the bench's own selector: its rows; the page follows
     pg.select_option("#benchlayer", str(first))
     assert len(_bench_rows(pg, "#benchtable")) == sum(r["layer"] == str(first) for r in table)

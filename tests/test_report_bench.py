@@ -69,6 +69,23 @@ def test_probe_summary_one_row_per_probe(bench):
                          ["esm2", 4, "hidden state (d=32)", None, None, 0.35, 2, False]]
 
 
+def test_causal_table_per_concept(bench):
+    from interplm_jax.bench.causal import COLUMNS, write_causal
+
+    row = {c: 0.5 for c in COLUMNS} | {"model": "esm2", "layer": 4, "sae": "sae000", "feature": 7, "n_proteins": 3,
+                                       "n_residues": 40, "null_size": 20}
+    write_causal(bench.causal, [row | {"concept": "Helix", "delta_zero": -0.25, "p_zero": 0.01, "z_zero": math.nan},
+                                row | {"concept": "Binding site_Zn(2+)", "p_zero": 0.04, "p_clamp": 0.2}])
+    t = bench_data(bench.root)["tables"][1]
+    assert t["key"] == "causal" and t["title"] and "Benjamini-Hochberg" in t["note"]
+    assert t["columns"] == ["model", "layer", "concept", "feature", "n_residues", "n_proteins", "act_mean", "delta_zero",
+                            "z_zero", "q_zero", "delta_clamp", "z_clamp", "q_clamp", "null_size"]
+    # q by hand: p_zero 0.01, 0.04 -> 0.02, 0.04; p_clamp 0.5, 0.2 -> 0.5, 0.4
+    assert t["rows"] == [["esm2", 4, "Helix", 7, 40, 3, 0.5, -0.25, None, 0.02, 0.5, 0.5, 0.5, 20],
+                         ["esm2", 4, "Binding site_Zn(2+)", 7, 40, 3, 0.5, 0.5, 0.5, 0.04, 0.5, 0.5, 0.4, 20]]
+    render_html({"title": "t", **bench_data(bench.root)})  # JSON without NaN
+
+
 def test_plain_table_reads_any_bench_csv(tmp_path):
     path = tmp_path / "causal.csv"
     path.write_text("model,layer,concept,effect,p_value\nesm2,4,Binding site_Zn(2+),-0.25,0.004\nesm2,4,x,nan,\n")

@@ -9,8 +9,8 @@ import torch
 from _saes import random_sae
 from interplm_jax.errors import InputError
 from interplm_jax.sae_dir import SavedSAE
-from torch_bridge.fidelity import fidelity_table, loss_recovered, pct_loss_recovered
-from torch_bridge.intervene import clean_forward, tokenize
+from torch_bridge.fidelity import fidelity_table, fidelity_tables, loss_recovered, pct_loss_recovered
+from torch_bridge.intervene import clean_forward, logits_with_edit, logits_with_hidden, tokenize, wrap
 from torch_bridge.models import load_masked_lm
 from torch_bridge.sae import TorchSAE
 from torch_bridge.steering import Clamp, clamp_sweep, steer
@@ -166,6 +166,30 @@ def test_fidelity_with_masking(lm_tok):
     plain = fidelity_table(lm, tok, PROTEINS, 3, {"identity": _identity_sae(d)})
     assert rows[0].loss_recovered == pytest.approx(1.0, abs=1e-5)
     assert rows[0].ce_clean != pytest.approx(plain[0].ce_clean)
+
+
+@pytest.mark.parametrize("layer", [1, 3, 4])
+def test_splice_with_the_blocks_before_it_skipped_gives_the_full_forwards_logits(lm_tok, layer):
+    lm, tok = lm_tok
+    ids, attn = tokenize(tok, PROTEINS)
+    _, hidden = clean_forward(lm, ids, attn, layer)
+    new = hidden * 0.5 + 0.25
+    nn_model = wrap(lm)
+    torch.testing.assert_close(logits_with_hidden(nn_model, ids, attn, layer, new),
+                               logits_with_edit(nn_model, ids, attn, layer, lambda h: new), rtol=0, atol=0)
+
+
+def test_several_layers_at_once_and_masks_independent_of_batching(lm_tok):
+    lm, tok = lm_tok
+    saes = {L: {"random": TorchSAE.from_saved(_sae_for(lm, seed=L))} for L in (2, 4)}
+    together = fidelity_tables(lm, tok, PROTEINS, saes, batch_size=2)
+    for L in saes:
+        assert together[L] == fidelity_table(lm, tok, PROTEINS, L, saes[L], batch_size=2)
+    # each protein's masked positions are drawn in input order, whatever the batches
+    one, three = (fidelity_table(lm, tok, PROTEINS, 2, saes[2], batch_size=b, mask_fraction=0.3, seed=2)[0]
+                  for b in (1, 3))
+    assert one.ce_clean == pytest.approx(three.ce_clean, abs=1e-5)
+    assert one.ce_sae == pytest.approx(three.ce_sae, abs=1e-5)
 
 
 def test_loss_recovered_formula():

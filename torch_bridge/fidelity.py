@@ -1,9 +1,10 @@
 """Loss recovered: the protein LM's cross-entropy with an SAE's reconstruction spliced in at layer L.
 
 Computed as the reference's ``train/fidelity.py``: each protein is tokenized
-``<cls> seq <eos>`` (padded in batches); the whole hidden state ``hidden_states[L]`` (every
-position of the batch) is replaced by the SAE's reconstruction, or by zeros for the
-zero-ablation; the cross-entropy of a protein is the mean over its residue positions (not
+``<cls> seq <eos>`` (padded in batches of similar lengths); the whole hidden state
+``hidden_states[L]`` (every position of the batch) is replaced by the SAE's reconstruction, or by
+zeros for the zero-ablation (through nnsight, which skips the blocks up to L: only those after L
+run again); the cross-entropy of a protein is the mean over its residue positions (not
 ``<cls>``/``<eos>``) of -log p(true token); CE is the mean over proteins. Then
 
     loss_recovered = (CE_zero - CE_sae) / (CE_zero - CE_clean)
@@ -27,7 +28,7 @@ import torch.nn.functional as F
 
 from interplm_jax.config import option
 from interplm_jax.progress import progress_bar
-from torch_bridge.intervene import check_sae, clean_forward, logits_with_edit, tokenize, wrap
+from torch_bridge.intervene import check_sae, clean_states, logits_with_hidden, tokenize, wrap
 from torch_bridge.sae import TorchSAE
 
 log = logging.getLogger(__name__)
@@ -90,14 +91,11 @@ def _residue_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (pos >= 1) & (pos < lengths - 1)
 
 
-def _mask_positions(residues: torch.Tensor, fraction: float, rng: np.random.Generator) -> torch.Tensor:
-    """Choose round(fraction * n) (>= 1) residue positions per row to mask. (B, T) bool."""
-    out = torch.zeros_like(residues)
-    for b in range(residues.shape[0]):
-        idx = torch.nonzero(residues[b]).flatten().cpu().numpy()
-        n = max(1, int(round(fraction * len(idx))))
-        out[b, torch.from_numpy(rng.choice(idx, size=n, replace=False))] = True
-    return out
+def _mask_positions(lengths: list[int], fraction: float, rng: np.random.Generator) -> list[np.ndarray]:
+    """Per protein (in the given order), round(fraction * n) (>= 1) of its token positions
+    1..n (n residues) to mask."""
+    return [rng.choice(np.arange(1, n + 1), size=max(1, int(round(fraction * n))), replace=False)
+            for n in lengths]
 
 
 def fidelity_table(lm, tokenizer, sequences: list[str], layer: int,
@@ -115,42 +113,68 @@ def fidelity_table(lm, tokenizer, sequences: list[str], layer: int,
     Returns:
       one :class:`FidelityRow` per SAE, in the order of ``saes``.
     """
+    return fidelity_tables(lm, tokenizer, sequences, {layer: saes}, batch_size, mask_fraction, seed,
+                           device)[layer]
+
+
+def fidelity_tables(lm, tokenizer, sequences: list[str], saes: Mapping[int, Mapping[str, TorchSAE]],
+                    batch_size: int = 8, mask_fraction: float = 0.0, seed: int = 0,
+                    device: str = "cpu") -> dict[int, list[FidelityRow]]:
+    """:func:`fidelity_table` of several layers at once (``saes``: layer -> SAE id -> SAE): one
+    clean forward per batch serves them all. Returns layer -> rows."""
     if not sequences:
         raise ValueError("fidelity needs at least one protein")
     if not 0.0 <= mask_fraction < 1.0:
         raise ValueError(f"mask_fraction must be in [0, 1), got {mask_fraction}")
     nn_model = wrap(lm)
-    for sae in saes.values():
-        check_sae(nn_model, layer, sae)
-    rng = np.random.default_rng(seed)
-    ce: dict[str, list[np.ndarray]] = {"clean": [], "zero": [], **{k: [] for k in saes}}
-    bar = progress_bar(total=len(sequences), desc=f"fidelity L{layer}", unit="protein")
+    for layer, by_id in saes.items():
+        for sae in by_id.values():
+            check_sae(nn_model, layer, sae)
+    lengths = [len(s) for s in sequences]
+    masked = _mask_positions(lengths, mask_fraction, np.random.default_rng(seed)) if mask_fraction > 0 else None
+    # CE per protein in input order: "clean", and per layer its zero-ablation and SAEs
+    ce = {k: np.zeros(len(sequences), np.float32)
+          for k in ("clean", *((L, k) for L, by_id in saes.items() for k in ("zero", *by_id)))}
+    order = np.argsort(lengths, kind="stable")  # batches of similar lengths: little padding
+    bar = progress_bar(total=len(sequences), desc=f"fidelity L{','.join(map(str, saes))}", unit="protein")
     for start in range(0, len(sequences), batch_size):
-        ids, attn = tokenize(tokenizer, sequences[start:start + batch_size], device)
+        batch = order[start:start + batch_size]
+        ids, attn = tokenize(tokenizer, [sequences[i] for i in batch], device)
         targets, scored = ids, _residue_mask(attn)
-        if mask_fraction > 0:
-            scored = _mask_positions(scored, mask_fraction, rng)
+        bad = [int(i) for i, n in zip(batch, scored.sum(1).tolist()) if n != lengths[i]]
+        if bad:
+            raise ValueError(f"protein {bad[0]} of {len(sequences)}: the tokenizer does not give one "
+                             f"token per residue ({lengths[bad[0]]} residues)")
+        if masked is not None:
+            scored = torch.zeros_like(scored)
+            for row, i in enumerate(batch):
+                scored[row, torch.from_numpy(masked[i])] = True
             ids = ids.masked_fill(scored, tokenizer.mask_token_id)
-        logits, hidden = clean_forward(lm, ids, attn, layer)
-        ce["clean"].append(per_protein_ce(logits, targets, scored))
-        zero = logits_with_edit(nn_model, ids, attn, layer, torch.zeros_like)
-        ce["zero"].append(per_protein_ce(zero, targets, scored))
-        for sae_id, sae in saes.items():
-            with torch.inference_mode():
-                recon = sae(hidden)
-            patched = logits_with_edit(nn_model, ids, attn, layer, lambda h, r=recon: r)
-            ce[sae_id].append(per_protein_ce(patched, targets, scored))
-        bar.update(len(ids))
+        logits, states = clean_states(lm, ids, attn)
+        ce["clean"][batch] = per_protein_ce(logits, targets, scored)
+        for layer, by_id in saes.items():
+            hidden = states[layer]
+            zero = logits_with_hidden(nn_model, ids, attn, layer, torch.zeros_like(hidden))
+            ce[layer, "zero"][batch] = per_protein_ce(zero, targets, scored)
+            for sae_id, sae in by_id.items():
+                with torch.inference_mode():
+                    recon = sae(hidden)
+                patched = logits_with_hidden(nn_model, ids, attn, layer, recon)
+                ce[layer, sae_id][batch] = per_protein_ce(patched, targets, scored)
+        bar.update(len(batch))
     bar.close()
-    mean = {k: float(np.mean(np.concatenate(v))) for k, v in ce.items()}
-    rows = []
-    for sae_id in saes:
-        args = (mean[sae_id], mean["clean"], mean["zero"])
-        rows.append(FidelityRow(sae_id, mean["clean"], mean["zero"], mean[sae_id],
-                                loss_recovered(*args), pct_loss_recovered(*args), len(sequences)))
-        log.info("%s: CE clean %.4f zero %.4f sae %.4f -> loss recovered %.4f", sae_id,
-                 *(mean[k] for k in ("clean", "zero", sae_id)), rows[-1].loss_recovered)
-    return rows
+    mean = {k: float(np.mean(v)) for k, v in ce.items()}
+    tables = {}
+    for layer, by_id in saes.items():
+        clean, zero = mean["clean"], mean[layer, "zero"]
+        tables[layer] = [FidelityRow(sae_id, clean, zero, mean[layer, sae_id],
+                                     loss_recovered(mean[layer, sae_id], clean, zero),
+                                     pct_loss_recovered(mean[layer, sae_id], clean, zero), len(sequences))
+                         for sae_id in by_id]
+        for r in tables[layer]:
+            log.info("layer %d %s: CE clean %.4f zero %.4f sae %.4f -> loss recovered %.4f", layer, r.sae_id,
+                     r.ce_clean, r.ce_zero, r.ce_sae, r.loss_recovered)
+    return tables
 
 
 def format_table(rows: Iterable[FidelityRow]) -> str:

@@ -76,11 +76,38 @@ def logits_with_edit(nn_model, input_ids: torch.Tensor, attention_mask: torch.Te
 
 
 @torch.inference_mode()
+def logits_with_hidden(nn_model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                       layer: int, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits (B, T, vocab) with ``hidden_states[layer]`` set to ``hidden`` (B, T, d).
+
+    The same logits as ``logits_with_edit(..., lambda h: hidden)``, at the cost of the blocks
+    after ``layer`` only: every block up to the patch point is skipped (nnsight's ``skip``; each
+    block reads only the previous one's output, so what they would compute is overwritten).
+    """
+    check_layer(nn_model, layer)
+    family, n = family_of_config(nn_model.config), n_layers(nn_model)
+    paths = [f"{family.prefix}.{family.blocks}.{i}" for i in range(layer)]
+    if layer == n:  # hidden_states[n] is the final norm's output
+        paths.append(family.module_path(n, n))
+    with nn_model.trace(input_ids, attention_mask=attention_mask):
+        for path in paths:  # in execution order, as nnsight requires
+            submodule(nn_model, path).skip(hidden)
+        logits = nn_model.output.logits.save()
+    return logits
+
+
+@torch.inference_mode()
+def clean_states(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """(logits (B, T, vocab), hidden_states: n_layers + 1 tensors (B, T, d)) of the unmodified model."""
+    out = lm(input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    return out.logits, out.hidden_states
+
+
 def clean_forward(lm, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                   layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits (B, T, vocab), hidden_states[layer] (B, T, d)) of the unmodified model."""
-    out = lm(input_ids, attention_mask=attention_mask, output_hidden_states=True)
-    return out.logits, out.hidden_states[layer]
+    logits, states = clean_states(lm, input_ids, attention_mask)
+    return logits, states[layer]
 
 
 def tokenize(tokenizer, sequences: list[str], device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:

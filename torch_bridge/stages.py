@@ -270,7 +270,7 @@ def stage_bench(s: Study) -> dict:
     from interplm_jax.concepts.labels import ConceptLabels
     from interplm_jax.fasta import Protein, write_fasta
     from interplm_jax.sae_dir import load_sae
-    from torch_bridge.fidelity import fidelity_table, format_table
+    from torch_bridge.fidelity import fidelity_tables, format_table
     from torch_bridge.models import load_masked_lm
     from torch_bridge.sae import TorchSAE
 
@@ -281,20 +281,22 @@ def stage_bench(s: Study) -> dict:
     inputs = ["--labels", o.labels, "--evalset", o.eval_set.definition]
     parts, probes = [], []
     for v in s.variants:
-        lm = None
+        todo = [L for L in s.layers if not b.fidelity(v, L).is_file()]
+        for L in todo:
+            log_command("fidelity", "--model", s.model_path(v), "--fasta", b.test_fasta, "--sweep",
+                        o.sweep(v, L).root, "--layer", L, "--out", b.fidelity(v, L), "--config", s.config)
+        if todo:  # every layer at once: one clean forward per batch serves them all
+            saes = {L: {p.name: TorchSAE.from_saved(load_sae(p)) for p in sorted(o.sweep(v, L).saes.iterdir())}
+                    for L in todo}
+            sequences = [p.sequence for p in test][:fid_cfg.max_proteins]
+            tables = fidelity_tables(*load_masked_lm(s.model_path(v)), sequences, saes, fid_cfg.batch_size,
+                                     fid_cfg.mask_fraction, fid_cfg.seed)
+            for L, rows in tables.items():
+                atomic_write(b.fidelity(v, L), format_table(rows))
         for L in s.layers:
-            sweep = o.sweep(v, L)
-            sae_dirs = sorted(sweep.saes.iterdir())
+            sae_dirs = sorted(o.sweep(v, L).saes.iterdir())
             saes = [a for p in sae_dirs for a in ("--sae", p)]
             fid, part, probe = b.fidelity(v, L), b.part(v, L), b.part(v, L, "probes")
-            if not fid.is_file():
-                log_command("fidelity", "--model", s.model_path(v), "--fasta", b.test_fasta, "--sweep",
-                            sweep.root, "--layer", L, "--out", fid, "--config", s.config)
-                lm = lm or load_masked_lm(s.model_path(v))
-                torch_saes = {p.name: TorchSAE.from_saved(load_sae(p)) for p in sae_dirs}
-                rows = fidelity_table(*lm, [p.sequence for p in test][:fid_cfg.max_proteins], L, torch_saes,
-                                      fid_cfg.batch_size, fid_cfg.mask_fraction, fid_cfg.seed)
-                atomic_write(fid, format_table(rows))
             if not part.is_file():
                 log_command("bench", "measure", *inputs, "--store", o.eval_store(v), "--layer", L, *saes,
                             "--model-name", v, "--fidelity", fid, "--selection", o.selection, "--out", part,

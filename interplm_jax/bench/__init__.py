@@ -5,6 +5,9 @@
 - :mod:`~interplm_jax.bench.table`: ``bench.csv`` rows and the Pareto plots.
 - :mod:`~interplm_jax.bench.probes`: sparse probing (k best features, neurons, hidden state).
 - :mod:`~interplm_jax.bench.guards`: small-study warnings.
+- :mod:`~interplm_jax.bench.causal`: the causal test's inputs (concept sites, frequency-matched
+  null features) and statistics (permutation p, z, BH q); the interventions are in
+  ``torch_bridge/causal.py``.
 - :mod:`~interplm_jax.bench.run`: the steps of ``scripts/bench.py`` and the pipeline's stage.
 
 Loss recovered comes from ``torch_bridge/fidelity.py`` (``scripts/fidelity.py``); the

@@ -67,17 +67,26 @@ def stack_saes(saes: Sequence[SavedSAE]) -> tuple[str, dict[str, np.ndarray]]:
     return arch, {k: np.stack([s.params[k] for s in saes]) for k in saes[0].params}
 
 
-@functools.partial(jax.jit, static_argnames="arch")
-def _grid_chunk(arch: str, params: dict, x: jax.Array, n_valid: jax.Array):
-    """x (n, d), the first n_valid rows real -> (normalized (n, G*F), sq. error (G,), active (G, F))."""
+@functools.partial(jax.jit, static_argnames=("arch", "recon"))
+def _grid_chunk(arch: str, params: dict, x: jax.Array, n_valid: jax.Array, recon: bool):
+    """x (n, d), the first n_valid rows real -> (normalized (n, G*F), sq. error (G,), active (G, F)).
+
+    One encoder product per SAE: the normalized features are the raw ones times ``scale`` (as
+    every architecture's ``encode`` computes them); ``recon`` False skips the decoder (the
+    squared error is then 0).
+    """
     spec = sae_arch.get(arch)
     valid = (jnp.arange(x.shape[0]) < n_valid)[:, None]
 
     def one(p):
-        f = spec.encode(p, x)
-        raw = f if arch == "neuron" else spec.encode({**p, "scale": jnp.ones_like(p["scale"])}, x)
-        x_hat = x if arch == "neuron" else spec.decode(p, raw)  # the identity baseline
-        err = jnp.sum(jnp.where(valid, (x - x_hat) ** 2, 0.0))
+        if arch == "neuron":  # the identity baseline: clipped, reconstructs exactly
+            f = raw = spec.encode(p, x)
+        else:
+            raw = spec.encode({**p, "scale": jnp.ones_like(p["scale"])}, x)
+            f = raw * p["scale"]
+        err = jnp.zeros((), x.dtype)
+        if recon and arch != "neuron":
+            err = jnp.sum(jnp.where(valid, (x - spec.decode(p, raw)) ** 2, 0.0))
         active = jnp.sum((raw > 0) & valid, axis=0, dtype=jnp.int32)
         return f, err, active
 
@@ -87,11 +96,13 @@ def _grid_chunk(arch: str, params: dict, x: jax.Array, n_valid: jax.Array):
 
 class GridFeatures:
     """``features(x)``: (n, d) -> (n, G*F) normalized features of G stacked SAEs, for the F1
-    engine; it also sums, over every call, what :meth:`recon` turns into :class:`ReconStats`."""
+    engine; with ``stats`` it also sums, over every call, what :meth:`recon` turns into
+    :class:`ReconStats`."""
 
-    def __init__(self, arch: str, params: dict[str, np.ndarray], bucket: int = 1024):
-        """``bucket``: rows are zero-padded to a multiple of this (the chunk size: one compile)."""
-        self.arch, self.bucket = arch, bucket
+    def __init__(self, arch: str, params: dict[str, np.ndarray], bucket: int = 1024, stats: bool = True):
+        """``bucket``: rows are zero-padded to a multiple of this (the chunk size: one compile);
+        ``stats`` False: features only (no decoder, no sums)."""
+        self.arch, self.bucket, self.stats = arch, bucket, stats
         self.params = {k: jnp.asarray(v) for k, v in params.items()}
         self.G, self.F = params["W_enc"].shape[0], params["W_enc"].shape[-1]
         self.err = np.zeros(self.G)
@@ -103,7 +114,10 @@ class GridFeatures:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         n = len(x)
         rows = -(-max(n, 1) // self.bucket) * self.bucket
-        f, err, active = _grid_chunk(self.arch, self.params, jnp.asarray(pad_rows(x, rows)), jnp.asarray(n))
+        f, err, active = _grid_chunk(self.arch, self.params, jnp.asarray(pad_rows(x, rows)), jnp.asarray(n),
+                                     self.stats)
+        if not self.stats:
+            return np.asarray(f)[:n]
         x64 = np.asarray(x, np.float64)
         self.sum_x = x64.sum(0) if self.sum_x is None else self.sum_x + x64.sum(0)
         self.sum_sq += float(np.sum(x64 ** 2))
@@ -115,7 +129,7 @@ class GridFeatures:
     def recon(self) -> ReconStats:
         """Statistics over every token seen so far."""
         if self.n == 0:
-            raise InputError("no tokens measured")
+            raise InputError("no tokens measured" if self.stats else "statistics were not asked for")
         total_var = self.sum_sq - float(self.sum_x @ self.sum_x) / self.n  # sum ||x - mean||^2
         fve = 1.0 - self.err / total_var if total_var > 0 else np.full(self.G, np.nan)
         frac = self.active / self.n
@@ -162,7 +176,7 @@ def measure_grid(store, layer: int, labels, eval_set, saes: Sequence[SavedSAE],
     out = {}
     recon = None
     for split in ("valid", "test"):
-        grid = GridFeatures(arch, params, bucket=chunk)
+        grid = GridFeatures(arch, params, bucket=chunk, stats=split == "test")
         counts = count_split(store, layer, labels, eval_set, split, grid, G * F, thresholds,
                              chunk, meta={"layer": layer, "split": split})
         out[split] = split_counts(counts, G)

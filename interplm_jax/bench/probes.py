@@ -60,6 +60,7 @@ def mean_difference(acts: np.ndarray, y: np.ndarray) -> np.ndarray:
     """(C, F): mean activation on each concept's residues minus on the others. acts (n, F),
     y (n, C) bool; a concept without positives or negatives gets 0 everywhere."""
     yf = y.astype(np.float64)
+    acts = np.asarray(acts, np.float64)  # one dtype: BLAS (a mixed-dtype product is a slow loop)
     n_pos = yf.sum(0)[:, None]
     pos = yf.T @ acts
     neg = acts.sum(0)[None] - pos
@@ -117,23 +118,17 @@ def f1_at(prob: np.ndarray, y: np.ndarray, cuts: np.ndarray) -> np.ndarray:
     return np.divide(2 * tp, denom, out=np.zeros(tp.shape), where=denom > 0)
 
 
-def probe_f1(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
-             width: int | None = None) -> np.ndarray:
+def probe_f1(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> np.ndarray:
     """(C,) test F1 of per-concept probes; NaN for a concept without positives in train or test.
 
     Args:
       train_x, test_x: (C, n, k) inputs per concept (its chosen features), or (n, k) shared.
       train_y, test_y: (n, C) bool labels.
-      width: pad k to this many zero columns (standardised to 0, their weights stay 0: the same
-        probe), so that probes of every k share one compiled fit.
     """
     C = train_y.shape[1]
     if train_x.ndim == 2:
         train_x, test_x = np.broadcast_to(train_x, (C, *train_x.shape)), np.broadcast_to(test_x, (C, *test_x.shape))
     xtr, xte = _standardise(np.asarray(train_x, np.float32), np.asarray(test_x, np.float32))
-    if width is not None and width > xtr.shape[-1]:
-        pad = [(0, 0), (0, 0), (0, width - xtr.shape[-1])]
-        xtr, xte = np.pad(xtr, pad), np.pad(xte, pad)
     ytr, yte = train_y.T, test_y.T
     w, b = fit_logistic(jnp.asarray(xtr), jnp.asarray(ytr, jnp.float32))
     w, b = np.asarray(w), np.asarray(b)
@@ -168,8 +163,7 @@ def probe_rows(model: str, layer: int, valid: ProbeSet, test: ProbeSet, concepts
         for k in ks:
             if k <= a_valid.shape[1]:
                 idx = top_k(diff, k)
-                add(probe, k, idx, probe_f1(gather(a_valid, idx), valid.y, gather(a_test, idx), test.y,
-                                            width=max(ks)))
+                add(probe, k, idx, probe_f1(gather(a_valid, idx), valid.y, gather(a_test, idx), test.y))
 
     sparse("neurons", valid.x, test.x)
     add("hidden", valid.x.shape[1], None, probe_f1(valid.x, valid.y, test.x, test.y))

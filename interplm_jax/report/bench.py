@@ -3,7 +3,7 @@ pipeline's ``<out>/bench``) as the page embeds it.
 
 ``bench.csv`` goes in whole (every SAE of every grid, the controls, the chosen SAEs); the small-
 study warnings of ``warnings.json``; and the per-layer tables of :data:`TABLES` (the sparse-probe
-summary today). A new bench output shown in the page is one more :class:`BenchTable` entry: the
+summary, the causal test). A new bench output shown in the page is one more :class:`BenchTable` entry: the
 page draws every table of :data:`TABLES` the same way (sortable, per layer, chosen and control
 rows marked), with its title and note.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from interplm_jax.analysis.tables import read_table as read_text_table
+from interplm_jax.bench.causal import read_causal
 from interplm_jax.bench.table import KEYS, METRICS, read_table
 from interplm_jax.errors import InputError
 from interplm_jax.layout import BenchFiles
@@ -75,6 +76,19 @@ def probe_table(path: Path, chosen: dict) -> dict:
     return {"columns": cols, "rows": _round(out)}
 
 
+#: The causal table's columns in the page (causal.csv's names; headers in bench_view.js).
+CAUSAL_COLUMNS = ("model", "layer", "concept", "feature", "n_residues", "n_proteins", "act_mean",
+                  "delta_zero", "z_zero", "q_zero", "delta_clamp", "z_clamp", "q_clamp", "null_size")
+
+
+def causal_table(path: Path, chosen: dict) -> dict:
+    """``causal.csv`` (:mod:`interplm_jax.bench.causal`): per concept its feature, how much was
+    measured, and per edit the mean change of log p(true residue), its z against the null and
+    its BH-adjusted p (the p-values and the null's spread stay in the CSV)."""
+    rows = [[r[c] if isinstance(r[c], str) else _cell(r[c]) for c in CAUSAL_COLUMNS] for r in read_causal(path)]
+    return {"columns": list(CAUSAL_COLUMNS), "rows": _round(rows)}
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchTable:
     """One table of the bench view.
@@ -100,6 +114,15 @@ TABLES = (
                "between the concept's residues and the rest (fitted on the validation proteins), scored "
                "by F1 on the test proteins; the mean over concepts. The same probe on the k best ESM-2 "
                "neurons, and on the whole hidden state (every dimension: the upper bound).", probe_table),
+    BenchTable("causal", "causal", "Causal test: each concept's feature zeroed and clamped where the concept is",
+               "For each concept, the chosen SAE's feature for it (chosen on the validation proteins) is set to 0 "
+               "(zero), and separately to its maximum (clamp), at the concept's annotated residues of test proteins, "
+               "inside ESM-2; \u0394 log p: the mean change of ESM-2's log-probability of the true residue there "
+               "(negative: less likely). The same edits on random features of similar activation frequency (the "
+               "null) give z: the effect in units of the null's spread, and the p-value (how often a random feature "
+               "moves it at least as much), shown adjusted for the many concepts tested (q, Benjamini-Hochberg). "
+               "activation: the feature's mean activation at those residues (1 = its maximum); zeroing a feature "
+               "that is silent there changes nothing.", causal_table),
 )
 
 

@@ -6,7 +6,10 @@ const MODEL_NAMES = {esm2: "ESM-2", shuffled: "shuffled ESM-2", random_init: "ra
 const MODEL_COLOURS = ["#2f6fdb", "#e8772e", "#8e44ad", "#2a9d8f", "#c0392b", "#7f8c8d"];
 const BENCH_HEADERS = {model: "model", sae: "SAE", arch: "arch", l0: "L0", fve: "FVE", dead_frac: "dead",
   dense_frac: "dense", loss_recovered: "loss recovered", n_concepts: "concepts", mean_best_f1: "best F1 (valid)",
-  test_f1: "test F1", chosen: "chosen", probe: "probe", concepts: "concepts"};
+  test_f1: "test F1", chosen: "chosen", probe: "probe", concepts: "concepts", concept: "concept",
+  feature: "feature", n_residues: "residues", n_proteins: "proteins", act_mean: "activation",
+  delta_zero: "zero: \u0394 log p", z_zero: "zero: z", q_zero: "zero: q", delta_clamp: "clamp: \u0394 log p",
+  z_clamp: "clamp: z", q_clamp: "clamp: q", null_size: "null features"};
 const PARETO = [["fve", "fraction of variance explained (test)"], ["loss_recovered", "MLM loss recovered (test)"],
   ["n_concepts", "concepts with a feature at valid F1 > 0.5"]];
 let benchLayer = null;
