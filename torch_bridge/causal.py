@@ -13,9 +13,10 @@ the positions would change the very activations being edited (a feature that fir
 rarely fires on ``<mask>``), and masking one position at a time would cost a forward pass per
 residue.
 
-One nnsight trace runs ``batch_rows`` (protein, intervention) rows at once; an intervention that
-changes nothing in a protein (zeroing a feature that is already 0 there) is not run: its change
-is exactly 0.
+One nnsight trace runs ``batch_rows`` (protein, intervention) rows at once from the edited hidden
+state (the blocks before the layer are skipped: they would recompute the clean one); an
+intervention that changes nothing in a protein (zeroing a feature that is already 0 there) is
+not run: its change is exactly 0.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from interplm_jax.errors import InputError
 from interplm_jax.layout import MAIN
 from interplm_jax.normalize import FeatureStats
 from interplm_jax.progress import progress_bar
-from torch_bridge.intervene import check_sae, clean_forward, logits_with_edit, tokenize, wrap
+from torch_bridge.intervene import check_sae, clean_forward, logits_with_hidden, tokenize, wrap
 from torch_bridge.sae import TorchSAE
 
 log = logging.getLogger(__name__)
@@ -43,21 +44,21 @@ def true_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return torch.gather(logp, -1, ids[..., None])[..., 0]
 
 
-def edited_logprobs(nn_model, ids: torch.Tensor, attn: torch.Tensor, layer: int,
+def edited_logprobs(nn_model, ids: torch.Tensor, attn: torch.Tensor, layer: int, hidden: torch.Tensor,
                     directions: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-    """log p(true token) with hidden_states[layer] moved to h + coef[r, t] * directions[r], one trace.
+    """log p(true token) with hidden_states[layer] set to hidden + coef[r, t] * directions[r]: one
+    trace, the blocks before ``layer`` skipped (:func:`~torch_bridge.intervene.logits_with_hidden`).
 
     Args:
       ids, attn: (R, T) token ids and mask (row r: one protein under one intervention).
+      hidden: (R, T, d) the clean hidden_states[layer] of each row's protein.
       directions: (R, d) the decoder row of each row's edited feature.
       coef: (R, T) f'_j - f_j per position (0 where nothing changes).
     Returns:
       (R, T) log-probabilities of the input tokens.
     """
-    def edit(h):  # h: (R, T, d)
-        return h + coef[..., None].to(h.dtype) * directions[:, None, :].to(h.dtype)
-
-    return true_logprobs(logits_with_edit(nn_model, ids, attn, layer, edit), ids)
+    edited = hidden + coef[..., None].to(hidden.dtype) * directions[:, None, :].to(hidden.dtype)
+    return true_logprobs(logits_with_hidden(nn_model, ids, attn, layer, edited), ids)
 
 
 def intervention_deltas(lm, tokenizer, sae: TorchSAE, layer: int, sites: Sequence[Site],
@@ -96,7 +97,7 @@ def intervention_deltas(lm, tokenizer, sae: TorchSAE, layer: int, sites: Sequenc
         for a in range(0, len(b_all), batch_rows):
             b, k = b_all[a:a + batch_rows], k_all[a:a + batch_rows]
             t = int(lengths[b].max())
-            edited[k, b, :t] = edited_logprobs(nn_model, ids[b, :t], attn[b, :t], layer, W[k],
+            edited[k, b, :t] = edited_logprobs(nn_model, ids[b, :t], attn[b, :t], layer, hidden[b, :t], W[k],
                                                coef[k, b, :t].to(device)).cpu()
         delta.append((edited - clean[None])[:, mask].double().numpy())
         clean_all.append(clean[mask].double().numpy())
