@@ -105,6 +105,7 @@ def main(saes, features, d, proteins, min_length, max_length, concepts, chunk_re
     with tempfile.TemporaryDirectory() as tmp:
         store, labels, es = synthetic(Path(tmp), proteins, min_length, max_length, d, concepts)
         grid = sparse_relu_saes(saes, d, features)
+        n_test = int(sum(np.diff(store.offsets)[store.index_of(p)] for p in es.test))
         print(f"{store.n_proteins} proteins, {store.n_tokens} tokens, d={d}; {saes} SAEs x {features} "
               f"features; {concepts} concepts")
         few = dataclasses.replace(es, valid=es.valid[:40], test=es.test[:40])
@@ -123,6 +124,10 @@ def main(saes, features, d, proteins, min_length, max_length, concepts, chunk_re
     print(f"one pass for {saes} SAEs:  {t_one:8.1f} s")
     print(f"{saes} passes, one per SAE: {t_many:8.1f} s")
     print(f"ratio: {t_many / t_one:.2f}x (goal >= 5x)")
+    # the floor of either way: every SAE's encoder product on both splits, its decoder on test
+    gflop = 2 * saes * d * features * (store.n_tokens + n_test) / 1e9
+    print(f"encoder + decoder products: {gflop:.0f} GFLOP either way; one pass at {gflop / t_one:.0f} "
+          f"GFLOP/s, one pass per SAE at {gflop / t_many:.0f} GFLOP/s")
     print(f"load after: {os.getloadavg()[0]:.1f}")
     if demo_study:
         stage, causal = demo_stage_seconds(Path(demo_study))

@@ -100,20 +100,22 @@ def test_wired_feature_found_and_random_feature_not(setup):
     assert wired["act_mean"] == pytest.approx(s["f0"][s["is_k"]].mean() / s["stats"].max[0], rel=1e-4)
 
 
-def test_delta_equals_a_plain_torch_forward_with_the_edited_hidden_state(setup):
+@pytest.mark.parametrize("layer", [2, LAYER])
+def test_delta_equals_a_plain_torch_forward_with_the_edited_hidden_state(setup, layer):
     """Independent of nnsight: a torch forward hook on the layer's module adds (target - f_j) W_dec[j]
-    at the sites' positions, f_j from the NumPy formula on the clean hidden state."""
+    at the sites' positions, f_j from the NumPy formula on the clean hidden state (layer 2: the
+    blocks after it run on the edit; 4: the final norm's output)."""
     s = setup
     lm, tok, sites = s["lm"], s["tok"], s["sites"][:4]
     features, targets = [0, 5, 0], [0.0, 0.0, float(s["stats"].max[0])]
-    res = intervention_deltas(lm, tok, s["sae"], LAYER, sites, features, targets, batch_size=3, batch_rows=5)
+    res = intervention_deltas(lm, tok, s["sae"], layer, sites, features, targets, batch_size=3, batch_rows=5)
     ids, attn = tokenize(tok, [x.sequence for x in sites])
     mask = np.zeros(ids.shape, bool)
     for b, x in enumerate(sites):
         mask[b, x.positions + 1] = True
     clean = true_logprobs(lm(ids, attention_mask=attn).logits, ids).detach().numpy()
     p = {k: v.astype(np.float64) for k, v in s["saved"].params.items()}
-    module = lm.get_submodule(family_of_config(lm.config).module_path(LAYER, lm.config.num_hidden_layers))
+    module = lm.get_submodule(family_of_config(lm.config).module_path(layer, lm.config.num_hidden_layers))
     for k, (j, target) in enumerate(zip(features, targets)):
         def hook(mod, inp, out, j=j, target=target):
             h = out[0] if isinstance(out, tuple) else out
@@ -129,16 +131,18 @@ def test_delta_equals_a_plain_torch_forward_with_the_edited_hidden_state(setup):
             handle.remove()
         np.testing.assert_allclose(res["delta"][k], (edited - clean)[mask], atol=2e-5)
     np.testing.assert_allclose(res["clean"], clean[mask], atol=1e-5)
-    assert np.abs(res["delta"][0]).max() > 0.01
+    assert np.abs(res["delta"][2]).max() > 0.01  # the clamp moves every site
+    assert layer != LAYER or np.abs(res["delta"][0]).max() > 0.01  # feature 0 fires on the Ks at layer 4
 
 
 def test_no_op_intervention_changes_nothing(setup):
     s = setup
     lm, tok = s["lm"], s["tok"]
     ids, attn = tokenize(tok, s["seqs"][:3])
-    clean = true_logprobs(clean_forward(lm, ids, attn, 2)[0], ids)
-    out = edited_logprobs(wrap(lm), ids, attn, 2, s["sae"].W_dec[[0, 1, 2]], torch.zeros(ids.shape))
-    torch.testing.assert_close(out, clean, rtol=0, atol=1e-6)
+    for layer in (2, LAYER):
+        logits, hidden = clean_forward(lm, ids, attn, layer)
+        out = edited_logprobs(wrap(lm), ids, attn, layer, hidden, s["sae"].W_dec[[0, 1, 2]], torch.zeros(ids.shape))
+        torch.testing.assert_close(out, true_logprobs(logits, ids), rtol=0, atol=1e-6)
     # feature 0 zeroed where it is already 0: nothing is run, the change is exactly 0
     quiet = np.flatnonzero((s["f0"][0] == 0) & s["res"][0]) - 1  # residue positions of protein 0
     assert len(quiet) > 5
@@ -237,10 +241,10 @@ def test_script_causal_then_table(setup, study_files, tiny_esm, tmp_path):
     for r in rows:
         assert r["q_zero"] >= r["p_zero"] and r["q_clamp"] >= r["p_clamp"]
     # a second layer's table (the same numbers): causal.csv joins both, q-values over all 4 rows
-    (tmp_path / "c2.csv").write_text((tmp_path / "c4.csv").read_text().replace("esm2,4,", "esm2,2,"))
+    (tmp_path / "c2.csv").write_text((tmp_path / "c4.csv").read_text().replace("model,4,", "model,2,"))
     part = tmp_path / "bench_part.csv"
     part.write_text("model,layer,sae,arch,l0,fve,dead_frac,dense_frac,loss_recovered,n_concepts,mean_best_f1,"
-                    "test_f1,chosen\nesm2,4,hand,relu,3,0.5,0,0,0.9,1,0.4,0.3,True\n")
+                    "test_f1,chosen\nmodel,4,hand,relu,3,0.5,0,0,0.9,1,0.4,0.3,True\n")
     res = _bench("table", part, "--causal", tmp_path / "c4.csv", "--causal", tmp_path / "c2.csv",
                  "--out", tmp_path / "b")
     assert res.exit_code == 0, res.output

@@ -29,6 +29,16 @@ def test_logistic_regression_equals_scipy():
         assert float(b[c]) == pytest.approx(ref[3], abs=2e-3)
 
 
+def test_shared_input_fit_equals_one_fit_per_concept():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(400, 5)).astype(np.float32)
+    y = (X[None, :, :2].sum(-1) + rng.normal(size=(3, 400)) > np.array([[0.0], [1.0], [2.0]])).astype(np.float32)
+    w, b = fit_logistic(X, y)
+    w_each, b_each = fit_logistic(np.broadcast_to(X, (3, *X.shape)), y)
+    np.testing.assert_allclose(np.asarray(w), np.asarray(w_each), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(b), np.asarray(b_each), atol=1e-5)
+
+
 def test_mean_difference_and_top_k_by_hand():
     acts = np.array([[1.0, 0.0, 2.0], [0.0, 1.0, 2.0], [0.0, 0.0, 0.0], [1.0, 3.0, 0.0]])
     y = np.array([[True], [False], [False], [True]])

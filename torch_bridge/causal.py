@@ -13,9 +13,10 @@ the positions would change the very activations being edited (a feature that fir
 rarely fires on ``<mask>``), and masking one position at a time would cost a forward pass per
 residue.
 
-One nnsight trace runs ``batch_rows`` (protein, intervention) rows at once; an intervention that
-changes nothing in a protein (zeroing a feature that is already 0 there) is not run: its change
-is exactly 0.
+One nnsight trace runs ``batch_rows`` (protein, intervention) rows at once from the edited hidden
+state (the blocks before the layer are skipped: they would recompute the clean one); an
+intervention that changes nothing in a protein (zeroing a feature that is already 0 there) is
+not run: its change is exactly 0.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ import torch
 
 from interplm_jax.bench.causal import OPS, CausalConfig, ChosenPair, Site, effect_columns, frequencies, null_features
 from interplm_jax.errors import InputError
+from interplm_jax.layout import MAIN
 from interplm_jax.normalize import FeatureStats
 from interplm_jax.progress import progress_bar
-from torch_bridge.intervene import check_sae, clean_forward, logits_with_edit, tokenize, wrap
+from torch_bridge.intervene import check_sae, clean_forward, logits_with_hidden, tokenize, wrap
 from torch_bridge.sae import TorchSAE
 
 log = logging.getLogger(__name__)
@@ -42,21 +44,21 @@ def true_logprobs(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return torch.gather(logp, -1, ids[..., None])[..., 0]
 
 
-def edited_logprobs(nn_model, ids: torch.Tensor, attn: torch.Tensor, layer: int,
+def edited_logprobs(nn_model, ids: torch.Tensor, attn: torch.Tensor, layer: int, hidden: torch.Tensor,
                     directions: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-    """log p(true token) with hidden_states[layer] moved to h + coef[r, t] * directions[r], one trace.
+    """log p(true token) with hidden_states[layer] set to hidden + coef[r, t] * directions[r]: one
+    trace, the blocks before ``layer`` skipped (:func:`~torch_bridge.intervene.logits_with_hidden`).
 
     Args:
       ids, attn: (R, T) token ids and mask (row r: one protein under one intervention).
+      hidden: (R, T, d) the clean hidden_states[layer] of each row's protein.
       directions: (R, d) the decoder row of each row's edited feature.
       coef: (R, T) f'_j - f_j per position (0 where nothing changes).
     Returns:
       (R, T) log-probabilities of the input tokens.
     """
-    def edit(h):  # h: (R, T, d)
-        return h + coef[..., None].to(h.dtype) * directions[:, None, :].to(h.dtype)
-
-    return true_logprobs(logits_with_edit(nn_model, ids, attn, layer, edit), ids)
+    edited = hidden + coef[..., None].to(hidden.dtype) * directions[:, None, :].to(hidden.dtype)
+    return true_logprobs(logits_with_hidden(nn_model, ids, attn, layer, edited), ids)
 
 
 def intervention_deltas(lm, tokenizer, sae: TorchSAE, layer: int, sites: Sequence[Site],
@@ -95,7 +97,7 @@ def intervention_deltas(lm, tokenizer, sae: TorchSAE, layer: int, sites: Sequenc
         for a in range(0, len(b_all), batch_rows):
             b, k = b_all[a:a + batch_rows], k_all[a:a + batch_rows]
             t = int(lengths[b].max())
-            edited[k, b, :t] = edited_logprobs(nn_model, ids[b, :t], attn[b, :t], layer, W[k],
+            edited[k, b, :t] = edited_logprobs(nn_model, ids[b, :t], attn[b, :t], layer, hidden[b, :t], W[k],
                                                coef[k, b, :t].to(device)).cpu()
         delta.append((edited - clean[None])[:, mask].double().numpy())
         clean_all.append(clean[mask].double().numpy())
@@ -106,7 +108,7 @@ def intervention_deltas(lm, tokenizer, sae: TorchSAE, layer: int, sites: Sequenc
 
 def causal_rows(lm, tokenizer, sae: TorchSAE, stats: FeatureStats, layer: int,
                 pairs: Sequence[ChosenPair], sites: dict[str, list[Site]], cfg: CausalConfig = CausalConfig(),
-                model: str = "esm2", sae_name: str = "sae", device: str = "cpu") -> tuple[list[dict], list[str]]:
+                model: str = MAIN, sae_name: str = "sae", device: str = "cpu") -> tuple[list[dict], list[str]]:
     """The causal test of each (concept, feature) pair against its null of random live features
     of similar activation frequency (``stats``: the SAE's normalization statistics).
 
@@ -157,7 +159,7 @@ def causal_rows(lm, tokenizer, sae: TorchSAE, stats: FeatureStats, layer: int,
 
 
 def causal_layer(model, labels_path, evalset_path, layer: int, sae_dir, pairs_path, out,
-                 cfg: CausalConfig = CausalConfig(), model_name: str = "esm2", device: str = "cpu",
+                 cfg: CausalConfig = CausalConfig(), model_name: str = MAIN, device: str = "cpu",
                  lm_tokenizer=None) -> tuple[list[dict], list[str]]:
     """The causal test of one layer's chosen SAE (``sae_dir``) on the concepts of ``pairs_path``
     (a ``per_concept`` table of the concept report), written to the table ``out``.

@@ -80,10 +80,14 @@ def fit_logistic(X: jax.Array, y: jax.Array, l2: float = 1e-3, steps: int = 25):
     residues (a fixed number of steps; the L2 term keeps the Hessian positive definite).
 
     Args:
-      X: (C, n, k) standardised inputs per concept. y: (C, n) 0/1.
+      X: (C, n, k) standardised inputs per concept, or (n, k) shared by every concept (the hidden
+        state: see :func:`_fit_shared`). y: (C, n) 0/1.
     Returns:
       (w (C, k), b (C,)).
     """
+    if X.ndim == 2:
+        return _fit_shared(X, y, l2, steps)
+
     def one(x, t):
         n_pos = jnp.maximum(t.sum(), 1.0)
         n_neg = jnp.maximum(len(t) - t.sum(), 1.0)
@@ -101,6 +105,28 @@ def fit_logistic(X: jax.Array, y: jax.Array, l2: float = 1e-3, steps: int = 25):
         return theta[:-1], theta[-1]
 
     return jax.vmap(one)(X, y)
+
+
+def _fit_shared(X: jax.Array, y: jax.Array, l2: float, steps: int):
+    """:func:`fit_logistic` of C concepts on one input X (n, k): the same Newton steps, with every
+    concept's Hessian from one (C, n) x (n, (k+1)^2) product with the rows' outer products
+    (instead of C small products: ~2x faster at k = 32)."""
+    n, k = X.shape
+    xb = jnp.concatenate([X, jnp.ones((n, 1), X.dtype)], axis=1)   # (n, k + 1)
+    outer = (xb[:, :, None] * xb[:, None, :]).reshape(n, -1)        # (n, (k + 1)^2)
+    n_pos = jnp.maximum(y.sum(1, keepdims=True), 1.0)
+    n_neg = jnp.maximum(n - y.sum(1, keepdims=True), 1.0)
+    weight = jnp.where(y > 0, 0.5 / n_pos, 0.5 / n_neg)              # (C, n)
+    ridge = jnp.diag(jnp.concatenate([jnp.full(k, 2 * l2), jnp.zeros(1) + 1e-8]))
+
+    def step(theta, _):  # theta (C, k + 1)
+        p = jax.nn.sigmoid(theta @ xb.T)
+        grad = (weight * (p - y)) @ xb + theta @ ridge
+        hess = ((weight * p * (1 - p)) @ outer).reshape(-1, k + 1, k + 1) + ridge
+        return theta - jnp.linalg.solve(hess, grad[..., None])[..., 0], None
+
+    theta, _ = jax.lax.scan(step, jnp.zeros((y.shape[0], k + 1), X.dtype), None, length=steps)
+    return theta[:, :-1], theta[:, -1]
 
 
 def _standardise(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,14 +152,13 @@ def probe_f1(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_
       train_y, test_y: (n, C) bool labels.
     """
     C = train_y.shape[1]
-    if train_x.ndim == 2:
-        train_x, test_x = np.broadcast_to(train_x, (C, *train_x.shape)), np.broadcast_to(test_x, (C, *test_x.shape))
     xtr, xte = _standardise(np.asarray(train_x, np.float32), np.asarray(test_x, np.float32))
     ytr, yte = train_y.T, test_y.T
     w, b = fit_logistic(jnp.asarray(xtr), jnp.asarray(ytr, jnp.float32))
     w, b = np.asarray(w), np.asarray(b)
-    p_tr = 1 / (1 + np.exp(-(np.einsum("cnk,ck->cn", xtr, w) + b[:, None])))
-    p_te = 1 / (1 + np.exp(-(np.einsum("cnk,ck->cn", xte, w) + b[:, None])))
+    logits = "nk,ck->cn" if xtr.ndim == 2 else "cnk,ck->cn"
+    p_tr = 1 / (1 + np.exp(-(np.einsum(logits, xtr, w) + b[:, None])))
+    p_te = 1 / (1 + np.exp(-(np.einsum(logits, xte, w) + b[:, None])))
     cut = CUTS[np.argmax(f1_at(p_tr, ytr, np.broadcast_to(CUTS, (C, len(CUTS)))), axis=1)]  # ties: lowest
     f1 = f1_at(p_te, yte, cut[:, None])[:, 0]
     ok = (ytr.sum(1) > 0) & (yte.sum(1) > 0)
