@@ -18,7 +18,8 @@ from interplm_jax.store import ActivationStore, write_store
 from interplm_jax.sweep_saes import read_sweep
 from interplm_jax.train import TrainConfig
 from interplm_jax.train.run import train_layers
-from interplm_jax.train.together import layer_groups, stacked_bytes, step_bytes, train_together
+from interplm_jax.train.sweep import train_grids
+from interplm_jax.train.together import layer_groups, stacked_bytes, step_bytes
 
 LAYERS = (2, 5, 7)
 D, B = 16, 64
@@ -127,10 +128,10 @@ def test_killed_and_resumed_is_bit_identical(together, store, tmp_path):
         return make
 
     with pytest.raises(KeyboardInterrupt):
-        train_together(cfg, LAYERS, stream(dies_at=10), D, outs)
+        train_grids(cfg, stream(dies_at=10), D, outs)
     with pytest.raises(InputError, match="--resume"):
-        train_together(cfg, LAYERS, stream(), D, outs)
-    resumed = train_together(cfg, LAYERS, stream(), D, outs, resume=True)
+        train_grids(cfg, stream(), D, outs)
+    resumed = train_grids(cfg, stream(), D, outs, resume=True)
     for layer in LAYERS:
         for k, v in res_t[layer].params.items():
             np.testing.assert_array_equal(resumed[layer].params[k], v, err_msg=k)
@@ -149,10 +150,10 @@ def test_a_layer_behind_the_others_resumes_from_their_common_step(together, stor
     def make(host_index, host_count, position):
         return TokenStream(acts, LAYERS, batch_size=B, seed=cfg.seed, position=position)
 
-    train_together(cfg, LAYERS, make, D, outs)
+    train_grids(cfg, make, D, outs)
     ahead = outs[5] / "checkpoints"
     (ahead / "12").rename(tmp_path / "kept")  # layers 2 and 7 are at 12, layer 5 at 8
-    resumed = train_together(cfg, LAYERS, make, D, outs, resume=True)
+    resumed = train_grids(cfg, make, D, outs, resume=True)
     assert sorted(p.name for p in (outs[2] / "checkpoints").iterdir() if p.name.startswith("12"))\
         == ["12", "12.unreadable"]
     for layer in LAYERS:

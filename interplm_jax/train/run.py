@@ -24,8 +24,8 @@ from interplm_jax.sweep_saes import checkpoint_steps, metric_rows
 from interplm_jax.train.config import TrainConfig, build_grid
 from interplm_jax.train.preflight import check_dry_run, check_statistics
 from interplm_jax.train.sharding import maybe_initialize_distributed
-from interplm_jax.train.sweep import SweepResult, sweep_lock, train_sweep
-from interplm_jax.train.together import layer_groups, train_together
+from interplm_jax.train.sweep import SweepResult, sweep_lock, train_grids, train_sweep
+from interplm_jax.train.together import layer_groups
 
 log = logging.getLogger(__name__)
 
@@ -78,14 +78,9 @@ def train_layers(cfg: TrainConfig, store: str | Path | None = None, out: str | P
                 transforms[layer] = InputTransform.of(cfg.input_center, cfg.input_scale, stats[layer])
                 warnings[layer] = preflight(cfg, stats[layer], transforms[layer], functools.partial(
                     make_stream, layer=layer), acts.d_model, sweep_dir(out, layer), layer, resume)
-            if len(group) > 1:
-                results.update(train_together(cfg, group, make_stream, acts.d_model,
-                                              {layer: sweep_dir(out, layer) for layer in group},
-                                              resume, extra, transforms))
-            else:
-                results[group[0]] = train_sweep(cfg, make_stream, acts.d_model, sweep_dir(out, group[0]),
-                                                layer=group[0], resume=resume, extra_config=extra,
-                                                input_transform=transforms[group[0]], lock=False)
+            results.update(train_grids(cfg, make_stream, acts.d_model,
+                                       {layer: sweep_dir(out, layer) for layer in group},
+                                       resume, extra, transforms))
         for layer in group:
             results[layer].preflight = warnings[layer]
     return results

@@ -1,10 +1,10 @@
-"""Train the grids of several layers in one process, and how many layers fit together.
+"""How many layers fit in memory to be trained together, in one process.
 
-Each batch of token rows is read from the store once for all the layers (the stream yields
-(L, rows, d)) and each layer's grid takes its step on its rows, in the one loop of
-:func:`~interplm_jax.train.sweep.train_grids`; layer ``l``'s grid sees exactly the batches a
-sweep of that layer alone would (the stream's order depends on the seed, not the layer), so the
-result is that of the one-after-the-other sweeps. Every layer keeps its own sweep directory,
+Layers trained together (:func:`~interplm_jax.train.sweep.train_grids` with several layers)
+read each batch of token rows from the store once for all the layers (the stream yields
+(L, rows, d)), and each layer's grid takes its step on its rows; layer ``l``'s grid sees exactly
+the batches a sweep of that layer alone would (the stream's order depends on the seed, not the
+layer), so the result is that of the one-after-the-other sweeps. Every layer keeps its own sweep directory,
 written as :func:`~interplm_jax.train.sweep.train_sweep` writes it (config.yaml, grid.json,
 metrics.jsonl, checkpoints of that layer's grid): the later stages, and a resume with
 ``layers_together: off``, read them unchanged. When the layers' states do not fit the memory
@@ -20,29 +20,11 @@ import os
 import jax
 import numpy as np
 
-from interplm_jax.input_transform import InputTransform
-from interplm_jax.paths import AnyPath
 from interplm_jax.train import sharding as sh
 from interplm_jax.train.config import TrainConfig, build_grid, grid_arrays
-from interplm_jax.train.sweep import StreamFactory, SweepResult, compiled, make_spec, train_grids
+from interplm_jax.train.sweep import compiled, make_spec
 
 log = logging.getLogger(__name__)
-
-
-def train_together(cfg: TrainConfig, layers: tuple[int, ...], make_stream: StreamFactory,
-                   d_model: int, outs: dict[int, AnyPath], resume: bool = False,
-                   extra_config: dict | None = None,
-                   transforms: dict[int, InputTransform | None] | None = None) -> dict[int, SweepResult]:
-    """Train the grid of ``cfg`` on each of ``layers`` in one loop; write each layer's sweep
-    directory ``outs[layer]``. The caller holds their locks (:func:`~interplm_jax.train.sweep.sweep_lock`).
-
-    Args:
-      make_stream: builds this host's stream of (L, rows, d) batches, layers in ``layers`` order.
-      transforms: each layer's input transform (centring/scaling), or None.
-      resume: continue from the newest step that every layer's directory has a checkpoint of.
-    """
-    return train_grids(cfg, make_stream, d_model, {layer: outs[layer] for layer in layers},
-                       resume, extra_config, transforms)
 
 
 def memory_budget(cfg: TrainConfig) -> int:
