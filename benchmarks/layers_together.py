@@ -3,11 +3,13 @@
 
 ``train_layers`` on a store of ``--layers`` layers (random activations, a real protein length
 mix), a grid of ``--grid`` ReLU SAEs per layer, ``--steps`` steps each, with
-``layers_together: on`` (one step over layers x grid, each batch of token rows read once for all
+``layers_together: on`` (one loop, each batch of token rows read once for all
 layers) and ``off`` (one layer's sweep after the other, as before), in turn within each round;
 medians of ``--rounds`` rounds after a warm-up round (compilation). Bytes read are the
 process's ``rchar`` (/proc/self/io: every byte read through a system call, page cache
-included) during the run. Preflight off, one checkpoint per layer at the end, in both.
+included) during the run. Preflight off, one checkpoint per layer at the end, in both. Also
+timed in each round: the layers' grid steps alone (the compiled step on batches already on the
+device), the part of a run that no way of reading the layers can save.
 
     python benchmarks/layers_together.py          # 6 layers x 4 SAEs, 320 -> 1,280, batch 1,024
     python benchmarks/layers_together.py --d 32 --F 128 --batch 128 --steps 10 --rounds 1  # a quick look
@@ -23,12 +25,16 @@ import tempfile
 import time
 
 import click
+import jax
 import numpy as np
 
 from _common import real_proteins
 from interplm_jax.store import write_store
 from interplm_jax.train import TrainConfig
+from interplm_jax.train import sharding as sh
+from interplm_jax.train.config import build_grid, grid_arrays
 from interplm_jax.train.run import train_layers
+from interplm_jax.train.sweep import compiled, make_spec
 
 
 def bytes_read() -> int:
@@ -45,6 +51,31 @@ def run(cfg: TrainConfig, store: str, out: str) -> tuple[float, int]:
     b0, t0 = bytes_read(), time.perf_counter()
     train_layers(cfg, store, out)
     return time.perf_counter() - t0, bytes_read() - b0
+
+
+def steps_alone(cfg: TrainConfig, n_layers: int, d: int):
+    """A function timing ``cfg.steps`` grid steps of each of ``n_layers`` layers from the
+    initial state, on random batches already on the device: (seconds, 0)."""
+    grid = build_grid(cfg)
+    spec = make_spec(cfg, grid)
+    hp_host = grid_arrays(grid, ("lr", "seed") + spec.arch.hparams)
+    mesh = sh.make_mesh(*sh.mesh_shape(jax.device_count(), len(grid), cfg.batch_size))
+    c = compiled(spec, mesh, d, cfg.d_sae, len(grid), tuple(sorted(hp_host)))
+    hp = jax.device_put(hp_host, c.hp_sharding)
+    rng = np.random.default_rng(1)
+    xs = [sh.global_batch(mesh, rng.normal(size=(cfg.batch_size, d)).astype(np.float32), cfg.batch_size)
+          for _ in range(cfg.steps)]
+
+    def run_steps():
+        t0 = time.perf_counter()
+        for _ in range(n_layers):
+            state = c.init(hp)
+            for x in xs:
+                state, _ = c.step(state, hp, x)
+            jax.block_until_ready(state)
+        return time.perf_counter() - t0, 0
+
+    return run_steps
 
 
 @click.command()
@@ -73,10 +104,12 @@ def main(n_layers, G, d, F, batch, steps, proteins, rounds):
         configs = {mode: TrainConfig(**base, layers_together=mode) for mode in ("on", "off")}
         print(f"{n_layers} layers x {G} ReLU SAEs {d} -> {F}, batch {batch}, {steps} steps; "
               f"{sum(lengths)} tokens of {len(prots)} proteins ({source}) per layer")
-        results = {mode: [] for mode in configs}
+        results = {mode: [] for mode in (*configs, "steps")}
+        grid_steps = steps_alone(configs["off"], n_layers, d)
         for r in range(rounds + 1):  # round 0: warm-up (compilation)
-            for mode, cfg in configs.items():
-                seconds, nbytes = run(cfg, store, f"{tmp}/out_{mode}_{r}")
+            for mode in results:
+                seconds, nbytes = (grid_steps() if mode == "steps"
+                                   else run(configs[mode], store, f"{tmp}/out_{mode}_{r}"))
                 if r:
                     results[mode].append((seconds, nbytes))
     med = {m: (statistics.median(s for s, _ in v), statistics.median(b for _, b in v))
@@ -88,6 +121,8 @@ def main(n_layers, G, d, F, batch, steps, proteins, rounds):
     print(f"  together / sequential: {med['off'][0] / med['on'][0]:.2f}x faster, "
           f"{med['on'][1] / max(med['off'][1], 1):.2f}x the bytes read "
           f"(medians of {rounds} round(s); {os.cpu_count()} CPUs)")
+    print(f"  the grid steps alone: {med['steps'][0]:.2f} s, {med['steps'][0] / med['off'][0]:.0%} of "
+          f"the sequential run (a run doing nothing else would be {med['off'][0] / med['steps'][0]:.2f}x faster)")
     print(f"load: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
 
 

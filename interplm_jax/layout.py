@@ -13,11 +13,19 @@ import csv
 import dataclasses
 import os
 from pathlib import Path
+from typing import Sequence
 
 from interplm_jax.errors import InputError
 from interplm_jax.paths import AnyPath, as_path
 
-VARIANTS = ("esm2", "shuffled")  # models whose activations get stores and sweeps
+#: The study's main model's variant name (its stores and sweeps are in ``<study>/model/``);
+#: studies made before it was named so use ``esm2`` (:attr:`StudyLayout.main` finds which).
+MAIN, LEGACY_MAIN = "model", "esm2"
+#: Control models made from the main one, each with its own stores and sweeps when the study's
+#: ``baselines`` ask for it: its weights shuffled, and a fresh random initialisation.
+CONTROLS = ("shuffled", "random_init")
+#: Variant (the bench's ``model`` column) -> its SAEs' row kind in ``selection.csv``.
+KINDS = {MAIN: "sae", LEGACY_MAIN: "sae", **{c: c for c in CONTROLS}}
 
 
 def counts_table(counts: str | os.PathLike) -> Path:
@@ -174,8 +182,25 @@ class StudyLayout:
     def model(self, name: str) -> Path:
         return self.root / "models" / name
 
+    def control_model(self, control: str) -> Path:
+        """The control model made by the ``model`` stage (``models/shuffled`` was
+        ``models/shuffled-esm2`` in studies made before)."""
+        legacy = self.model("shuffled-esm2")
+        return legacy if control == "shuffled" and legacy.is_dir() else self.model(control)
+
+    @property
+    def main(self) -> str:
+        """The main model's variant name: :data:`MAIN`, or :data:`LEGACY_MAIN` in a study made
+        before (one with an ``esm2/`` and no ``model/`` directory), so that it still resumes."""
+        old = (self.root / LEGACY_MAIN).is_dir() and not (self.root / MAIN).is_dir()
+        return LEGACY_MAIN if old else MAIN
+
+    def variants(self, baselines: Sequence[str] = CONTROLS) -> tuple[str, ...]:
+        """The main model and the controls among ``baselines``."""
+        return (self.main, *(c for c in CONTROLS if c in baselines))
+
     def variant(self, variant: str) -> Path:
-        """``esm2`` (the model of ``extract.model``) or ``shuffled``."""
+        """The main model's (:attr:`main`) or a control's (:data:`CONTROLS`) directory."""
         return self.root / variant
 
     def store(self, variant: str) -> Path:
@@ -193,7 +218,7 @@ class StudyLayout:
 
     @property
     def structure_store(self) -> Path:
-        return self.variant("esm2") / "store_af"
+        return self.variant(self.main) / "store_af"
 
     def neurons(self, layer: int) -> Path:
         return self.root / "baselines" / "neurons" / f"layer_{layer}"
@@ -255,12 +280,13 @@ class StudyLayout:
 
     def outputs(self, stage: str) -> list[Path]:
         """What ``--redo STAGE`` removes (stage outputs only; earlier stages are kept)."""
+        variants = self.variants()
         return {
             "model": [self.root / "models"],
-            "extract": [self.store(v) for v in VARIANTS],
+            "extract": [self.store(v) for v in variants],
             "evalset": [self.labels, labels_summary(self.labels), self.eval_set.root,
-                        self.structure_store] + [self.eval_store(v) for v in VARIANTS],
-            "train": [self.sweeps(v) for v in VARIANTS],
+                        self.structure_store] + [self.eval_store(v) for v in variants],
+            "train": [self.sweeps(v) for v in variants],
             "normalize": [self.root / "baselines"],  # sweeps' saes/ are rewritten by the stage itself
             "concepts": [self.f1_dir, self.selection, self.concept_report.root],
             "analysis": [self.root / "analysis"],
@@ -270,15 +296,16 @@ class StudyLayout:
         }[stage]
 
     def _selected(self, kind: str) -> dict[int, dict]:
-        """Layer -> the ``selection.csv`` row of the SAE chosen for it (``kind`` sae or shuffled)."""
+        """Layer -> the ``selection.csv`` row of the SAE chosen for it (``kind``: ``sae``, the
+        main model's, or a control's: ``shuffled``, ``random_init``)."""
         if not self.selection.is_file():
             raise InputError(f"{self.selection}: no selection yet (run the concepts stage)")
-        with open(self.selection, newline="") as f:
-            return {int(r["layer"]): r for r in csv.DictReader(f) if r["selected"] == "True" and r["kind"] == kind}
+        return {int(r["layer"]): r for r in read_selection(self.selection)
+                if r["selected"] == "True" and r["kind"] == kind}
 
     def chosen(self, kind: str = "sae") -> dict[int, Path]:
-        """Layer -> directory of the SAE that concept selection chose (``kind`` sae or shuffled)."""
-        variant = "esm2" if kind == "sae" else kind
+        """Layer -> directory of the SAE that concept selection chose (``kind`` as :meth:`_selected`)."""
+        variant = self.main if kind == "sae" else kind
         return {L: Path(self.sweep(variant, L).sae(r["name"])) for L, r in self._selected(kind).items()}
 
     def chosen_per_concept(self, layer: int, kind: str = "sae") -> Path:
@@ -289,6 +316,18 @@ class StudyLayout:
             raise InputError(f"{self.selection}: no {kind} chosen for layer {layer} (layers {sorted(selected)})")
         r = selected[layer]
         return self.concept_report.per_concept(f"{r['model']}_{kind}_L{layer}_{r['name']}")
+
+
+def read_selection(path: str | os.PathLike) -> list[dict]:
+    """The rows of a ``selection.csv`` (``evaluate_concepts.py select``), each ``counts`` file
+    as a Path: written relative to the CSV's directory, so that a study can be moved (files
+    written before hold absolute paths, read as they are)."""
+    path = Path(path)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["counts"] = path.parent / r["counts"]  # an absolute one stays itself
+    return rows
 
 
 def sweep_dir(out: str | os.PathLike, layer: int) -> AnyPath:

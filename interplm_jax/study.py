@@ -20,11 +20,11 @@ from interplm_jax.atomic import atomic_write
 from interplm_jax.config import from_dict, option, read_yaml, to_dict
 from interplm_jax.digest import file_digest, fingerprint, tree_digest
 from interplm_jax.errors import InputError
-from interplm_jax.layout import StudyLayout
+from interplm_jax.layout import CONTROLS, StudyLayout
 
 STAGES = ("model", "extract", "evalset", "train", "normalize", "concepts", "analysis", "annotate",
           "bench", "report")
-BASELINES = ("shuffled", "neurons")
+BASELINES = (*CONTROLS, "neurons")
 ANNOTATE_MODES = ("auto", "dry-run", "off")
 
 
@@ -40,8 +40,11 @@ class StudyConfig:
                               "of the concept-evaluation proteins.")
     structures: str | None = option(None, "Directory of AlphaFold models for the spatial analysis (none: skipped).")
     structures_fasta: str | None = option(None, "FASTA of the proteins of --structures.")
-    baselines: tuple[str, ...] = option((), "Baselines evaluated beside the SAEs: shuffled, neurons.")
-    shuffle_seed: int = option(0, "Seed of the shuffled-weight ESM-2.")
+    baselines: tuple[str, ...] = option((), "Baselines evaluated beside the SAEs: shuffled (the "
+                                        "model's weights shuffled), random_init (the model's config, "
+                                        "randomly initialised), neurons.")
+    shuffle_seed: int = option(0, "Seed of the shuffled-weight model.")
+    random_init_seed: int = option(0, "Seed of the randomly initialised model (torch.manual_seed).")
     analysis_layers: tuple[int, ...] | None = option(None, "Layers of the UMAP, spatial and annotation stages (none: all).")
     annotate: str = option("auto", "LLM annotation: auto (real calls when ANTHROPIC_API_KEY is set, else a dry run), dry-run, off.")
 
@@ -95,9 +98,10 @@ def report_inputs(layout: StudyLayout, layers: Sequence[int]) -> list:
     def there(p: Path) -> Path | None:
         return p if p.exists() else None
 
-    return [LayerInputs(L, Path(layout.sweep("esm2", L).root), chosen[L], layout.selection,
-                        there(layout.f1_counts("esm2", L, "valid")),
-                        there(layout.f1_counts("esm2", L, "test")),
+    main = layout.main
+    return [LayerInputs(L, Path(layout.sweep(main, L).root), chosen[L], layout.selection,
+                        there(layout.f1_counts(main, L, "valid")),
+                        there(layout.f1_counts(main, L, "test")),
                         there(layout.analysis_files(L).feature_map()),
                         there(layout.analysis_files(L).spatial(L)), there(layout.annotate(L)),
                         there(layout.concept_report.summary),
@@ -145,7 +149,9 @@ def stage_inputs(study: StudyConfig, config: Mapping[str, Any], model: str | Non
 
     own = {
         "model": {"model": model or section("extract").get("model"), "baselines": st["baselines"],
-                  "shuffle_seed": st["shuffle_seed"]},
+                  "shuffle_seed": st["shuffle_seed"],
+                  # only where it is used: the markers of studies without it stay valid
+                  **({"random_init_seed": st["random_init_seed"]} if "random_init" in st["baselines"] else {})},
         "extract": {"extract": section("extract"), "train_fasta": file(study.train_fasta)},
         "evalset": {"concepts": section("concepts"), "annotations": file(study.annotations),
                     "structures_fasta": file(study.structures_fasta),

@@ -24,7 +24,7 @@ from interplm_jax.cli import command
 from interplm_jax.concepts.config import ConceptsConfig
 from interplm_jax.config import config_options
 from interplm_jax.bench.causal import CausalConfig
-from interplm_jax.bench.run import KINDS
+from interplm_jax.layout import KINDS, MAIN
 
 
 def layer_inputs(fn):
@@ -37,8 +37,9 @@ def layer_inputs(fn):
         click.option("--layer", required=True, type=int, help="Layer of the store."),
         click.option("--sae", "sae_paths", multiple=True, required=True, type=click.Path(file_okay=False),
                      help="SAE directory (repeat: every SAE of the grid; the neuron-baseline directory works too)."),
-        click.option("--model-name", type=click.Choice(list(KINDS)), default="esm2", show_default=True,
-                     help="Model the activations come from (the table's model column)."),
+        click.option("--model-name", type=click.Choice(list(KINDS)), default=MAIN, show_default=True,
+                     help="Model the activations come from (the table's model column): the study's "
+                          "main model or a control."),
     ]
     for add in reversed(options):
         fn = add(fn)
@@ -97,7 +98,7 @@ def probes(labels_path, evalset, store, layer, sae_paths, model_name, max_residu
               help="The chosen SAE's directory (normalized: its feature_stats/ give maxima and frequencies).")
 @click.option("--pairs", default=None, type=click.Path(dir_okay=False),
               help="per_concept_<tag>.csv of evaluate_concepts.py report for this SAE (the valid-chosen features).")
-@click.option("--model-name", type=click.Choice(list(KINDS)), default="esm2", show_default=True,
+@click.option("--model-name", type=click.Choice(list(KINDS)), default=MAIN, show_default=True,
               help="The table's model column.")
 @click.option("--device", default="cpu", show_default=True, help="torch device.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Causal table (CSV) to write.")

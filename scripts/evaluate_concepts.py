@@ -95,7 +95,7 @@ def split(labels_path, out, model, layers, store, device, shard_size, prefer_str
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Counts file (.npz); a per-concept CSV is written beside it.")
 @click.option("--name", default=None, help="Name of this SAE in tables (default: the directory name).")
 @click.option("--model-name", default="model", show_default=True, help="Model label in tables and plots (e.g. esm2_8m).")
-@click.option("--kind", default=None, type=click.Choice(["sae", "shuffled", "neurons"]), help="Row kind in the report (default from the SAE's metadata).")
+@click.option("--kind", default=None, type=click.Choice(["sae", "shuffled", "random_init", "neurons"]), help="Row kind in the report (default from the SAE's metadata).")
 @click.option("--worker", default="0/1", show_default=True, help="I/N: count the I-th of N parts of the split (sum the parts with `merge`).")
 @command
 @config_options(ConceptsConfig, "concepts", "thresholds", "activations", "chunk_residues")

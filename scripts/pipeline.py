@@ -4,15 +4,15 @@ the library functions behind the stage scripts with the parsed config, and logs 
 command line (``scripts/<stage>.py ...``) so that any step can be rerun by hand.
 
 \b
-  model     a tiny model (config model "tiny": ESM-2, "tiny-esmc": ESM C) and the shuffled-weight
-            baseline model
-  extract   training proteins -> activation store, per model (ESM-2, shuffled)
+  model     a tiny model (config model "tiny": ESM-2, "tiny-esmc": ESM C) and the control models
+            of study.baselines: shuffled weights, random initialisation
+  extract   training proteins -> activation store, per model (the main one, each control)
   evalset   UniProt TSV -> concept labels -> valid/test split -> evaluation store per model;
             AlphaFold proteins -> their store
   train     a grid of SAEs per layer, one compiled vmapped step (per model)
   normalize every SAE of every sweep scaled by its max over the evaluation proteins; neuron baseline
   concepts  F1 of every SAE on the selection split -> best SAE per layer -> held-out test report
-            (SAEs, shuffled-model SAEs, neurons)
+            (SAEs, the control models' SAEs, neurons)
   analysis  UMAP + HDBSCAN of the chosen SAEs' decoders; sequential vs structural clustering
   annotate  LLM descriptions (ANTHROPIC_API_KEY set) or prompts + a cost estimate (dry run)
   bench     every SAE of every grid on the held-out proteins: bench.csv (L0, FVE, dead/dense,

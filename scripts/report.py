@@ -17,8 +17,8 @@ from interplm_jax.report.config import ReportConfig
 KEYS = {"layer": "layer", "sweep": "sweep", "sae": "sae", "selection": "selection_csv",
         "f1": "concept_f1", "f1_test": "concept_f1_test", "umap": "umap", "spatial": "spatial",
         "annotations": "annotations", "summary": "concept_summary", "neurons_f1": "neurons_f1",
-        "neurons_f1_test": "neurons_f1_test", "shuffled_f1": "shuffled_f1",
-        "shuffled_f1_test": "shuffled_f1_test"}
+        **{f"{kind}_f1{split}": f"{kind}_f1{split}" for kind in ("neurons", "shuffled", "random_init")
+           for split in ("", "_test")}}
 
 
 def parse_layer(spec: str, selection: str | None):
@@ -54,7 +54,8 @@ def parse_layer(spec: str, selection: str | None):
 @click.option("--layer", "layer_specs", multiple=True,
               help="One layer (repeat): layer=L,sweep=DIR,sae=DIR and optionally "
                    "selection=CSV,f1=NPZ,f1_test=NPZ,umap=TSV,spatial=TSV,annotations=DIR,summary=CSV,"
-                   "neurons_f1=NPZ,neurons_f1_test=NPZ,shuffled_f1=NPZ,shuffled_f1_test=NPZ "
+                   "neurons_f1=NPZ,neurons_f1_test=NPZ,shuffled_f1=NPZ,shuffled_f1_test=NPZ,"
+                   "random_init_f1=NPZ,random_init_f1_test=NPZ "
                    "(the chosen SAE's directory; evaluate_concepts.py select output; its concept "
                    "counts on valid and test; analyze.py umap/spatial tables; an annotate.py "
                    "features run; evaluate_concepts.py report summary.csv; the baselines' counts).")
@@ -106,7 +107,7 @@ def main(store, fasta, out, layer_specs, study, selection, metadata, structures,
         from interplm_jax.study import report_evidence, report_inputs
 
         lay = StudyLayout(Path(study))
-        store = store or lay.eval_store("esm2")
+        store = store or lay.eval_store(lay.main)
         fasta = fasta or lay.eval_set.fasta
         layers = report_inputs(lay, sorted(lay.chosen("sae")))
         found = report_evidence(lay, structures, structures_fasta)

@@ -18,14 +18,16 @@ PIPELINE = REPO / "scripts" / "pipeline.py"
 
 
 def small_config(dest: Path) -> Path:
-    """configs/demo.yaml at test sizes (2 layers, 2 SAEs per layer, 200 steps), paths absolute."""
+    """configs/demo.yaml at test sizes (2 layers, 2 SAEs per layer, 200 steps, every baseline),
+    paths absolute."""
     cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
     demo = REPO / "data" / "demo"
     cfg["study"].update(train_fasta=str(demo / "swissprot_sample.fasta.gz"),
                         annotations=str(demo / "uniprotkb_features.tsv.gz"),
                         structures=str(demo / "alphafold"),
                         structures_fasta=str(demo / "alphafold" / "sequences.fasta"),
-                        analysis_layers=[4], annotate="dry-run")
+                        analysis_layers=[4], annotate="dry-run",
+                        baselines=["shuffled", "random_init", "neurons"], random_init_seed=5)
     cfg["extract"]["layers"] = [2, 4]
     cfg["train"].update(layers=[2, 4], steps=200, grid={"lr": [3.0e-3], "l1": [0.02, 0.06]},
                         log_every=20, checkpoint_every=40)
@@ -61,7 +63,7 @@ def run_interrupted(config: Path, out: Path, timeout: float = 600) -> tuple[str,
     log = out.parent / f"{out.name}-killed.log"
     with open(log, "w") as f:
         proc = subprocess.Popen(_command(config, out), stdout=f, stderr=subprocess.STDOUT, env=_env())
-        first = out / "esm2" / "sweeps" / "layer_2" / "checkpoints"
+        first = out / "model" / "sweeps" / "layer_2" / "checkpoints"
         t0 = time.monotonic()
         while proc.poll() is None and time.monotonic() - t0 < timeout:
             if first.is_dir() and any(p.name.isdigit() for p in first.iterdir()):

@@ -241,10 +241,10 @@ def test_script_causal_then_table(setup, study_files, tiny_esm, tmp_path):
     for r in rows:
         assert r["q_zero"] >= r["p_zero"] and r["q_clamp"] >= r["p_clamp"]
     # a second layer's table (the same numbers): causal.csv joins both, q-values over all 4 rows
-    (tmp_path / "c2.csv").write_text((tmp_path / "c4.csv").read_text().replace("esm2,4,", "esm2,2,"))
+    (tmp_path / "c2.csv").write_text((tmp_path / "c4.csv").read_text().replace("model,4,", "model,2,"))
     part = tmp_path / "bench_part.csv"
     part.write_text("model,layer,sae,arch,l0,fve,dead_frac,dense_frac,loss_recovered,n_concepts,mean_best_f1,"
-                    "test_f1,chosen\nesm2,4,hand,relu,3,0.5,0,0,0.9,1,0.4,0.3,True\n")
+                    "test_f1,chosen\nmodel,4,hand,relu,3,0.5,0,0,0.9,1,0.4,0.3,True\n")
     res = _bench("table", part, "--causal", tmp_path / "c4.csv", "--causal", tmp_path / "c2.csv",
                  "--out", tmp_path / "b")
     assert res.exit_code == 0, res.output

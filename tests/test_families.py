@@ -13,7 +13,7 @@ from interplm_jax.fasta import Protein
 from interplm_jax.store import ActivationStore
 from torch_bridge.esm import ResidueTokenizer, extract_to_store, weights_sha256
 from torch_bridge.models import (detect_family, hook_name, hook_name_of, load_masked_lm, load_model,
-                                 random_init, submodule)
+                                 random_init, save_random_init, submodule)
 from torch_bridge.shuffled import save_shuffled_esm
 from torch_bridge.tiny_esm import build_tiny_esmc
 
@@ -163,6 +163,27 @@ def test_random_init_keeps_the_family_and_config_and_is_seeded(tiny_plm):
         if p.ndim == 2 and p.numel() > 64:  # weight matrices are random, not constant
             assert p.std() > 0, name
     assert tok("MKV")["input_ids"] == [0, 20, 15, 7, 2]
+
+
+def test_saved_random_init_loads_with_its_record_and_extracts(tmp_path, tiny_plm):
+    """save_random_init (the study's random_init control) for either family: the directory loads
+    strictly, holds random_init(source, seed)'s weights, records source, family and seed, and
+    leaves the caller's torch random state alone."""
+    torch.manual_seed(123)
+    expect_next = torch.rand(3)
+    torch.manual_seed(123)
+    out = save_random_init(tiny_plm, tmp_path / "random_init", seed=7)
+    assert torch.equal(torch.rand(3), expect_next)
+    family = detect_family(tiny_plm).name
+    assert json.loads((out / "random_init.json").read_text()) == {
+        "source": str(tiny_plm), "family": family, "seed": 7}
+    saved, _ = load_masked_lm(out)
+    fresh, _ = random_init(tiny_plm, seed=7)
+    assert weights_sha256(saved) == weights_sha256(fresh) != weights_sha256(load_masked_lm(tiny_plm)[0])
+    store = extract_to_store(PROTEINS, out, [4], tmp_path / "store")
+    assert store.manifest["model"]["model_family"] == family
+    with pytest.raises(InputError, match="already exists"):
+        save_random_init(tiny_plm, out, seed=7)
 
 
 def test_shuffled_esmc_loads_and_extracts(tmp_path, tiny_esmc):

@@ -35,7 +35,7 @@ def test_killed_mid_training_then_resumed(demo_study):
         assert f"{stage}: done, skipped" in log
     for stage in STAGES[STAGES.index("train"):]:
         assert f"{stage}: running" in log and f"{stage}: finished" in log
-    for variant in ("esm2", "shuffled"):
+    for variant in ("model", "shuffled", "random_init"):
         for layer in (2, 4):
             rows = [json.loads(line) for line in
                     (demo_study.out / variant / "sweeps" / f"layer_{layer}" / "metrics.jsonl").open()]
@@ -47,26 +47,27 @@ def test_killed_mid_training_then_resumed(demo_study):
 def test_evaluation_store_holds_the_eval_set(demo_study):
     out = StudyLayout(demo_study.out)
     evalset = json.loads((out.concepts / "set" / "evalset.json").read_text())
-    ev, train, shuffled = (ActivationStore.open(p) for p in
-                           (out.eval_store("esm2"), out.store("esm2"), out.eval_store("shuffled")))
+    ev, train, shuffled, random_init = (ActivationStore.open(p) for p in (
+        out.eval_store("model"), out.store("model"), out.eval_store("shuffled"), out.eval_store("random_init")))
     assert set(ev.protein_ids) == set(evalset["valid"]) | set(evalset["test"])
     pid = ev.protein_ids[3]
-    # same model, same protein, other batch: the same hidden states; the shuffled model's differ
+    # same model, same protein, other batch: the same hidden states; the control models' differ
     np.testing.assert_allclose(ev.protein(pid, 4), train.protein(pid, 4), atol=2e-5)
-    assert not np.allclose(shuffled.protein(pid, 4), ev.protein(pid, 4), atol=1e-2)
+    for control in (shuffled, random_init):
+        assert not np.allclose(control.protein(pid, 4), ev.protein(pid, 4), atol=1e-2)
 
 
 def test_chosen_sae_normalized_on_the_eval_store(demo_study):
     out = StudyLayout(demo_study.out)
     sel = _rows(out.selection)
-    for kind in ("sae", "shuffled"):
+    for kind in ("sae", "shuffled", "random_init"):
         for layer in (2, 4):
             cands = [r for r in sel if r["kind"] == kind and int(r["layer"]) == layer]
             best = max(cands, key=lambda r: float(r["mean_best_f1"]))
             assert [r["name"] for r in cands if r["selected"] == "True"] == [best["name"]]
     sae = load_sae(out.chosen("sae")[4])
     p = sae.params
-    ev = ActivationStore.open(out.eval_store("esm2"))
+    ev = ActivationStore.open(out.eval_store("model"))
     x = ev.rows(4, 0, ev.n_tokens)
     raw = np.maximum((x - p["b_pre"]) @ p["W_enc"] + p["b_enc"], 0)  # NumPy, independent of JAX
     mx = raw.max(0)
@@ -78,7 +79,7 @@ def test_concept_report_has_every_baseline(demo_study):
     out = StudyLayout(demo_study.out)
     summary = _rows(out.concepts / "report" / "summary.csv")
     assert sorted((r["kind"], int(r["layer"])) for r in summary) == sorted(
-        (k, L) for k in ("sae", "shuffled", "neurons") for L in (2, 4))
+        (k, L) for k in ("sae", "shuffled", "random_init", "neurons") for L in (2, 4))
     neurons = load_sae(out.neurons(4))
     assert neurons.arch == "neuron" and neurons.params["W_enc"].shape == (32, 32)
     for L in (4,):  # analysis_layers
@@ -89,47 +90,82 @@ def test_concept_report_has_every_baseline(demo_study):
 
 def test_bench_table_of_every_sae(demo_study):
     """bench.csv: a row per SAE, model and layer and per neuron baseline; the chosen SAE's L0 and
-    FVE equal NumPy on the test proteins' rows and its loss recovered the fidelity code's."""
+    FVE equal NumPy on the test proteins' rows and its loss recovered the fidelity code's, for
+    the main model and for each control model."""
+    out = StudyLayout(demo_study.out)
+    rows = _rows(out.bench.table)
+    models = ("model", "shuffled", "random_init")
+    assert sorted((r["model"], r["layer"], r["sae"]) for r in rows) == sorted(
+        [(m, str(L), s) for m in models for L in (2, 4) for s in ("sae000", "sae001")]
+        + [("model", str(L), "neurons") for L in (2, 4)])
+    for model, kind, lm in zip(models, ("sae", "shuffled", "random_init"),
+                               ("tiny-esm2", "shuffled", "random_init")):
+        chosen = out.chosen(kind)[4]
+        (row,) = [r for r in rows if r["model"] == model and r["layer"] == "4" and r["chosen"] == "True"]
+        assert row["sae"] == chosen.name
+        _check_bench_row(out, row, chosen, out.eval_store(model), out.model(lm))
+    for y in ("fve", "loss_recovered", "n_concepts"):
+        assert out.bench.pareto(y).stat().st_size > 1000
+    assert out.bench.probes_plot.stat().st_size > 1000
+    probes = {(r["model"], r["layer"], r["probe"], r["k"]) for r in _rows(out.bench.probes_summary)}
+    chosen = out.chosen("sae")[4]
+    assert ("model", "4", chosen.name, "10") in probes and ("shuffled", "2", "neurons", "1") in probes
+    assert ("random_init", "4", out.chosen("random_init")[4].name, "10") in probes
+    warnings = json.loads(out.bench.warnings.read_text())
+    assert any("selection split has" in w for w in warnings)  # the demo's 9 selection proteins
+    causal = read_causal(out.bench.causal)  # causal.layers [4], max_concepts 2: the chosen SAE's best two
+    pairs = read_pairs(out.concept_report.per_concept(f"demo_sae_L4_{chosen.name}"), 0.0, 2)
+    assert [(r["model"], r["layer"], r["sae"], r["concept"], r["feature"]) for r in causal] == [
+        ("model", 4, chosen.name, p.concept, p.feature) for p in pairs]
+    for r in causal:
+        assert 1 <= r["n_proteins"] <= 2 and r["null_size"] == 20 and 1 / 21 <= r["p_zero"] <= r["q_zero"] <= 1
+
+
+def _check_bench_row(out: StudyLayout, row: dict, sae_dir, store, model_dir) -> None:
+    """L0 and FVE of a bench row == NumPy on the test proteins' rows of ``store``; its loss
+    recovered == the fidelity code's on the model at ``model_dir``."""
     from interplm_jax.concepts.evalset import EvalSet
     from interplm_jax.concepts.labels import ConceptLabels
     from torch_bridge.fidelity import fidelity_table
     from torch_bridge.models import load_masked_lm
     from torch_bridge.sae import TorchSAE
 
-    out = StudyLayout(demo_study.out)
-    rows = _rows(out.bench.table)
-    assert sorted((r["model"], r["layer"], r["sae"]) for r in rows) == sorted(
-        [(m, str(L), s) for m in ("esm2", "shuffled") for L in (2, 4) for s in ("sae000", "sae001")]
-        + [("esm2", str(L), "neurons") for L in (2, 4)])
-    chosen = out.chosen("sae")[4]
-    (row,) = [r for r in rows if r["model"] == "esm2" and r["layer"] == "4" and r["chosen"] == "True"]
-    assert row["sae"] == chosen.name
     es = EvalSet.load(out.concepts / "set" / "evalset.json")
-    ev = ActivationStore.open(out.eval_store("esm2"))
+    ev = ActivationStore.open(store)
     x = np.concatenate([ev.protein(p, 4) for p in es.test]).astype(np.float64)
-    p = load_sae(chosen).params
+    p = load_sae(sae_dir).params
     f = np.maximum((x - p["b_pre"]) @ p["W_enc"] + p["b_enc"], 0)
     x_hat = f @ p["W_dec"] + p["b_pre"]
     assert float(row["l0"]) == pytest.approx((f > 0).sum(1).mean(), rel=1e-5)
     assert float(row["fve"]) == pytest.approx(1 - ((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum(), rel=1e-4)
     labels = ConceptLabels.load(out.concepts / "labels.npz")
     seqs = [labels.sequence(int(i)) for i in labels.indices(es.test)][:20]  # fidelity.max_proteins
-    lm, tok = load_masked_lm(str(out.model("tiny-esm2")))
-    (fid,) = fidelity_table(lm, tok, seqs, 4, {"c": TorchSAE.from_saved(load_sae(chosen))})
+    lm, tok = load_masked_lm(str(model_dir))
+    (fid,) = fidelity_table(lm, tok, seqs, 4, {"c": TorchSAE.from_saved(load_sae(sae_dir))})
     assert float(row["loss_recovered"]) == pytest.approx(fid.loss_recovered, rel=1e-4)
-    for y in ("fve", "loss_recovered", "n_concepts"):
-        assert out.bench.pareto(y).stat().st_size > 1000
-    assert out.bench.probes_plot.stat().st_size > 1000
-    probes = {(r["model"], r["layer"], r["probe"], r["k"]) for r in _rows(out.bench.probes_summary)}
-    assert ("esm2", "4", chosen.name, "10") in probes and ("shuffled", "2", "neurons", "1") in probes
-    warnings = json.loads(out.bench.warnings.read_text())
-    assert any("selection split has" in w for w in warnings)  # the demo's 9 selection proteins
-    causal = read_causal(out.bench.causal)  # causal.layers [4], max_concepts 2: the chosen SAE's best two
-    pairs = read_pairs(out.concept_report.per_concept(f"demo_sae_L4_{chosen.name}"), 0.0, 2)
-    assert [(r["layer"], r["sae"], r["concept"], r["feature"]) for r in causal] == [
-        (4, chosen.name, p.concept, p.feature) for p in pairs]
-    for r in causal:
-        assert 1 <= r["n_proteins"] <= 2 and r["null_size"] == 20 and 1 / 21 <= r["p_zero"] <= r["q_zero"] <= 1
+
+
+def test_random_init_model_is_fresh_and_reproducible(demo_study):
+    """The random_init control: the config of the study's model, other weights than it, the
+    very weights random_init(model, seed) gives for the seed its record holds."""
+    import torch
+
+    from torch_bridge.models import load_masked_lm, random_init
+
+    out = StudyLayout(demo_study.out)
+    record = json.loads((out.model("random_init") / "random_init.json").read_text())
+    assert record["seed"] == 5 and record["family"] == "esm2"  # study.random_init_seed of _study.py
+    assert record["source"] == str(out.model("tiny-esm2"))
+    saved, _ = load_masked_lm(str(out.model("random_init")))
+    trained, _ = load_masked_lm(str(out.model("tiny-esm2")))
+    again, _ = random_init(out.model("tiny-esm2"), record["seed"])
+    config = [{k: v for k, v in m.config.to_dict().items() if k != "_name_or_path"} for m in (saved, trained)]
+    assert config[0] == config[1]
+    t, a = trained.state_dict(), again.state_dict()
+    for name, w in saved.state_dict().items():
+        assert torch.equal(w, a[name]), name
+        if w.ndim == 2:  # every weight matrix differs from the trained model's
+            assert not torch.equal(w, t[name]), name
 
 
 def test_rerun_skips_every_stage(demo_study):
@@ -214,6 +250,86 @@ def test_report_page_of_the_study(demo_study):
     assert [d["sae"] for d in data["layers"]] == [out.chosen("sae")[L].name for L in (2, 4)]
 
 
+def _report_shows_the_study(out: StudyLayout) -> None:
+    data = page_data(out.report_page.read_text())
+    assert data["model_family"] == "ESM-2"
+    assert [d["sae"] for d in data["layers"]] == [out.chosen("sae")[L].name for L in (2, 4)]
+    by_concept = data["layers"][-1]["concepts"]["by_concept"]
+    assert set(by_concept) == {"sae", "neurons", "shuffled", "random_init"}
+
+
+def test_a_moved_study_resumes_and_reports(demo_study, tmp_path):
+    """The study directory moved (the original hidden meanwhile, so that no path into it
+    resolves): every stage is still done, selection.csv's counts files are found in the new
+    place, and the report is rebuilt there by the pipeline and by scripts/report.py --study."""
+    import shutil
+    import subprocess
+    import sys
+
+    from _study import REPO, _env
+    from interplm_jax.layout import read_selection
+
+    moved = tmp_path / "moved"
+    shutil.copytree(demo_study.out, moved)
+    hidden = demo_study.out.rename(demo_study.out.with_name("hidden-while-moved"))
+    try:
+        out = StudyLayout(moved)
+        counts = [r["counts"] for r in read_selection(out.selection)]
+        assert len(counts) == 3 * 2 * 2 and all(c.is_file() and c.parent == out.f1_dir for c in counts)
+        log = pipeline(demo_study.config, moved, "--redo", "report").stdout
+        assert "bench: done, skipped" in log and "report: finished" in log
+        _report_shows_the_study(out)
+        r = subprocess.run([sys.executable, str(REPO / "scripts" / "report.py"), "--study", str(moved),
+                            "--out", str(tmp_path / "page")], capture_output=True, text=True, env=_env())
+        assert r.returncode == 0, r.stderr
+        assert page_data((tmp_path / "page" / "index.html").read_text())["layers"][-1]["sae"] == \
+            out.chosen("sae")[4].name
+    finally:
+        hidden.rename(demo_study.out)
+
+
+def test_a_study_with_the_old_names_resumes_and_reports(demo_study, tmp_path):
+    """A study made before the main model's variant was named ``model``: ``esm2/``,
+    ``models/shuffled-esm2``, ``concepts/f1/esm2_*``, bench parts of model ``esm2``, absolute
+    counts paths in selection.csv. Its stages stay done; a bench part removed (an interrupted
+    bench stage) is measured again under the old names; the report is rebuilt."""
+    import shutil
+
+    from interplm_jax.concepts.report import write_csv
+    from interplm_jax.layout import read_selection
+
+    old = tmp_path / "old"
+    shutil.copytree(demo_study.out, old)
+    (old / "model").rename(old / "esm2")
+    (old / "models" / "shuffled").rename(old / "models" / "shuffled-esm2")
+    for d in ("concepts/f1", "bench/parts", "bench/fidelity"):
+        for p in (old / d).glob("model_*"):
+            p.rename(p.with_name("esm2_" + p.name[len("model_"):]))
+    for p in (old / "bench" / "parts").glob("*.csv"):
+        rows = _rows(p)
+        write_csv(p, [{**r, "model": "esm2" if r["model"] == "model" else r["model"]} for r in rows], list(rows[0]))
+    out = StudyLayout(old)
+    rows = read_selection(out.selection)
+    for r in rows:  # absolute paths, as they were written
+        r["counts"] = str(r["counts"]).replace("/model_", "/esm2_")
+    write_csv(out.selection, rows, list(rows[0]))
+    assert out.main == "esm2"
+    (old / "bench" / "parts" / "esm2_L4_saes.csv").unlink()
+    for stage in ("bench", "report"):
+        (out.ledger / f"{stage}.json").unlink()
+
+    log = pipeline(demo_study.config, old).stdout
+    assert "concepts: done, skipped" in log and "bench: finished" in log and "report: finished" in log
+    assert not (old / "model").exists() and (old / "bench" / "parts" / "esm2_L4_saes.csv").is_file()
+    new = {(r["model"], r["layer"], r["sae"]): r for r in _rows(out.bench.table)}
+    before = {(r["model"], r["layer"], r["sae"]): r for r in _rows(StudyLayout(demo_study.out).bench.table)}
+    assert {k[0] for k in new} == {"esm2", "shuffled", "random_init"}
+    for (model, layer, sae), r in before.items():
+        again = new[("esm2" if model == "model" else model, layer, sae)]
+        assert {k: again[k] for k in r if k != "model"} == {k: v for k, v in r.items() if k != "model"}
+    _report_shows_the_study(out)
+
+
 def test_annotate_stage_calls_claude_when_a_key_is_set(demo_study, tmp_path):
     """With ANTHROPIC_API_KEY set the annotate stage describes and validates features through the
     real anthropic SDK (against a local server speaking the Messages API), and the report shows
@@ -282,19 +398,22 @@ def test_logs_are_quiet_and_informative(demo_study):
 
 
 def test_tiny_esmc_study_builds_its_model_and_extracts(tmp_path):
-    """extract.model: tiny-esmc runs the study on the locally built ESM C (first two stages)."""
+    """extract.model: tiny-esmc runs the study on the locally built ESM C (first two stages),
+    its random-init control an ESM C too."""
     from _study import small_config
 
     cfg = yaml.safe_load(small_config(tmp_path / "c.yaml").read_text())
     cfg["extract"]["model"] = "tiny-esmc"
-    cfg["study"]["baselines"] = []
+    cfg["study"]["baselines"] = ["random_init"]
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     r = _cli("--config", tmp_path / "c.yaml", "--out", tmp_path / "out", "--until", "extract")
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "out" / "models" / "tiny-esmc" / "config.json").is_file()
-    [manifest] = list((tmp_path / "out").rglob("manifest.json"))
-    model = ActivationStore.open(manifest.parent).manifest["model"]
-    assert model["model_family"] == "esmc" and "esmc.norm" in model["layer_semantics"]
+    out = StudyLayout(tmp_path / "out")
+    assert (out.model("tiny-esmc") / "config.json").is_file()
+    assert json.loads((out.model("random_init") / "random_init.json").read_text())["family"] == "esmc"
+    for variant in ("model", "random_init"):
+        model = ActivationStore.open(out.store(variant)).manifest["model"]
+        assert model["model_family"] == "esmc" and "esmc.norm" in model["layer_semantics"]
 
 
 def test_a_same_size_edit_of_an_input_file_is_seen(tmp_path):

@@ -57,7 +57,7 @@ def study(demo_study) -> Study:
                 "summary": "Cysteine pairs of small secreted toxins",
                 "description": "Fires on the cysteines of disulfide-rich peptides."},
                {"feature": 7, "status": "error", "error": "timeout"}], DESCRIPTION_COLUMNS)
-    return Study(out.root, out.eval_store("esm2"), report_inputs(out, [2, 4]))
+    return Study(out.root, out.eval_store("model"), report_inputs(out, [2, 4]))
 
 
 def _numpy_acts(store, layer: int, params: dict) -> list[np.ndarray]:
@@ -297,7 +297,7 @@ def report_html(study, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report")
     args = ["--store", str(study.store), "--fasta", str(FASTA), "--metadata", str(METADATA),
             "--out", str(out), "--title", "Demo study", "--config", str(REPO / "configs" / "demo.yaml")]
-    args += ["--structures", str(ALPHAFOLD), "--structure-store", str(study.root / "esm2" / "store_af"),
+    args += ["--structures", str(ALPHAFOLD), "--structure-store", str(study.root / "model" / "store_af"),
              "--structures-fasta", str(ALPHAFOLD / "sequences.fasta"),
              "--labels", str(study.root / "concepts" / "labels.npz"), "--bench", str(study.root / "bench")]
     keys = {v: k for k, v in _load_script("report").KEYS.items()}
@@ -408,8 +408,8 @@ def test_page_in_headless_chromium(page, study, reference, tmp_path_factory):
         want = [r for r in csv.DictReader(fh) if r["layer"] == str(last)]
     shown = pg.eval_on_selector_all("#baselines tbody tr",
                                     "rs => rs.map(r => [...r.cells].map(c => c.textContent))")
-    assert [r[0] for r in shown] == [{"sae": "SAE", "shuffled": "SAE on shuffled ESM-2",
-                                      "neurons": "neurons"}[r["kind"]] for r in want]
+    assert [r[0] for r in shown] == [{"sae": "SAE", "shuffled": "SAE on shuffled ESM-2", "neurons": "neurons",
+                                      "random_init": "SAE on randomly initialised ESM-2"}[r["kind"]] for r in want]
     assert [float(r[2]) for r in shown] == pytest.approx([float(r["mean_test_f1"]) for r in want],
                                                          rel=1e-3, abs=1e-3)
     # the features list: the chosen SAE's live features
@@ -503,7 +503,7 @@ def test_structure_view_colours_follow_the_activations(page, report_html, study)
     from interplm_jax.store import ActivationStore
 
     pg, li = page, study.layers[-1]
-    store = ActivationStore.open(study.root / "esm2" / "store_af")
+    store = ActivationStore.open(study.root / "model" / "store_af")
     acts = _numpy_acts(store, li.layer, load_sae(li.sae).params)[store.protein_ids.index("O15552")]
     data = pg.evaluate("window.featureBrowser.data")
     F = next(x for x in data["layers"] if x["layer"] == li.layer)["features"]
@@ -565,7 +565,8 @@ def test_deep_links_history_and_the_concept_view(page, report_html, study):
     _open(pg, report_html, f"#layer={last.layer}&concept={name.replace('+', '%2B')}")
     assert pg.inner_text("#conceptname") == name.replace("_", ": ", 1)
     k = data["config"]["concept_features"]
-    for kind, counts in (("sae", last.concept_f1), ("neurons", last.neurons_f1), ("shuffled", last.shuffled_f1)):
+    for kind, counts in (("sae", last.concept_f1), ("neurons", last.neurons_f1), ("shuffled", last.shuffled_f1),
+                         ("random_init", last.random_init_f1)):
         rows = pg.eval_on_selector_all(f".kind[data-kind='{kind}'] tbody tr",
                                        "rs => rs.map(r => [...r.cells].map(c => c.textContent))")
         ref = _best_f1_all(counts, name)
@@ -573,6 +574,9 @@ def test_deep_links_history_and_the_concept_view(page, report_html, study):
         assert [float(r[1]) for r in rows] == pytest.approx(want.tolist(), abs=1e-3)
         for r in rows:
             assert ref[int(r[0].lstrip("#"))] == pytest.approx(float(r[1]), abs=1e-3)
+    # each column named with the model's family (the store's model_family)
+    assert pg.eval_on_selector_all(".kind h3", "hs => hs.map(h => h.textContent)") == [
+        "SAE features", "ESM-2 neurons", "SAE on shuffled ESM-2", "SAE on randomly initialised ESM-2"]
     # a feature link of the concept view opens the feature
     feat = pg.get_attribute(".kind[data-kind='sae'] tbody tr a", "data-feature")
     pg.click(".kind[data-kind='sae'] tbody tr a")
@@ -682,7 +686,7 @@ def test_concept_sticks_follow_the_annotations(page, report_html, tmp_path):
 
 # ---------------------------------------------------------------- the bench view
 
-MODEL_NAMES = {"esm2": "ESM-2", "shuffled": "shuffled ESM-2", "random_init": "random-init ESM-2"}
+MODEL_NAMES = {"model": "ESM-2", "shuffled": "shuffled ESM-2", "random_init": "random-init ESM-2"}
 
 
 def _csv(path: Path) -> list[dict]:
@@ -737,7 +741,7 @@ def test_bench_view(page, report_html, study):
             v = r["cells"][h][0]
             assert v is None if w[h] == "" else float(v) == pytest.approx(float(w[h]), rel=5e-4)
         assert ("chosen" in r["cls"].split()) == (w["chosen"] == "True") == (r["cells"]["chosen"][1] == "\u2713")
-        assert ("control" in r["cls"].split()) == (w["model"] != "esm2" or w["sae"] == "neurons")
+        assert ("control" in r["cls"].split()) == (w["model"] != "model" or w["sae"] == "neurons")
 
     def column(col: str, text: bool = False) -> list:
         return [r["cells"][col][1] if text else float(r["cells"][col][0]) for r in _bench_rows(pg, "#benchtable")]
@@ -778,7 +782,7 @@ def test_bench_view(page, report_html, study):
     for h in hparams:
         assert w[h] == "" or f"{h} {float(w[h]):g}" in tip
     # a click on an SAE whose features the page does not have says so; the chosen one opens them
-    browsable = w["model"] == "esm2" and w["chosen"] == "True"
+    browsable = w["model"] == "model" and w["chosen"] == "True"
     pg.mouse.click(*centres[i])
     if not browsable:
         assert f"{w['sae']}: measured in the bench, but its features are not in this page" in pg.inner_text("#benchnote")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +22,12 @@ from interplm_jax.train.checkpoint import CheckpointMismatch
 
 D, B, STEPS = 16, 32, 12
 HERE = Path(__file__).resolve().parent
+# A sweep directory of the trainer as of commit f2638ee (one loop per layer and another for the
+# layers together): ReLU x 2 (lr 1e-3, 1e-2), d_sae 32, layer 3, its stream dead at the 7th
+# batch (during step 7), so checkpoint 4 and metrics up to step 6. config() with OLD_CONFIG.
+OLD_SWEEP = HERE / "data" / "sweep_f2638ee"
+OLD_CONFIG = dict(grid={"lr": [1e-3, 1e-2]}, d_sae=32, log_every=2, keep_checkpoints=1,
+                  mesh_sae=1, mesh_data=1)
 GRID = {"lr": [1e-3, 3e-3, 1e-2, 3e-2], "l1": [0.02, 0.1]}  # 8 SAEs
 
 
@@ -105,6 +112,24 @@ def test_resume_is_bit_identical(data, uninterrupted, tmp_path):
 def _same_metric_steps(a: Path, b: Path) -> bool:
     steps = lambda p: [json.loads(x)["step"] for x in (p / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     return steps(a) == steps(b)
+
+
+def test_a_sweep_directory_of_an_older_trainer_resumes(data, tmp_path):
+    cfg = config(**OLD_CONFIG)
+    out = shutil.copytree(OLD_SWEEP, tmp_path / "old")
+    positions = []
+
+    def make(host_index, host_count, position):
+        positions.append(position)
+        return factory(data, B)(host_index, host_count, position)
+
+    resumed = train_sweep(cfg, make, D, out, layer=3, resume=True)
+    assert positions == [{"epoch": 0, "batch": 4, "seed": 0}]  # from the checkpoint of step 4
+    fresh = train_sweep(cfg, factory(data, B), D, tmp_path / "fresh", layer=3)
+    assert resumed.step == fresh.step == STEPS
+    for k, v in fresh.params.items():
+        np.testing.assert_array_equal(resumed.params[k], v, err_msg=k)
+    assert (out / "metrics.jsonl").read_text() == (tmp_path / "fresh" / "metrics.jsonl").read_text()
 
 
 def test_a_torn_last_metrics_line_is_dropped_on_resume(data, uninterrupted, tmp_path):

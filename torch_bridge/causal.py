@@ -29,6 +29,7 @@ import torch
 
 from interplm_jax.bench.causal import OPS, CausalConfig, ChosenPair, Site, effect_columns, frequencies, null_features
 from interplm_jax.errors import InputError
+from interplm_jax.layout import MAIN
 from interplm_jax.normalize import FeatureStats
 from interplm_jax.progress import progress_bar
 from torch_bridge.intervene import check_sae, clean_forward, logits_with_hidden, tokenize, wrap
@@ -107,7 +108,7 @@ def intervention_deltas(lm, tokenizer, sae: TorchSAE, layer: int, sites: Sequenc
 
 def causal_rows(lm, tokenizer, sae: TorchSAE, stats: FeatureStats, layer: int,
                 pairs: Sequence[ChosenPair], sites: dict[str, list[Site]], cfg: CausalConfig = CausalConfig(),
-                model: str = "esm2", sae_name: str = "sae", device: str = "cpu") -> tuple[list[dict], list[str]]:
+                model: str = MAIN, sae_name: str = "sae", device: str = "cpu") -> tuple[list[dict], list[str]]:
     """The causal test of each (concept, feature) pair against its null of random live features
     of similar activation frequency (``stats``: the SAE's normalization statistics).
 
@@ -158,7 +159,7 @@ def causal_rows(lm, tokenizer, sae: TorchSAE, stats: FeatureStats, layer: int,
 
 
 def causal_layer(model, labels_path, evalset_path, layer: int, sae_dir, pairs_path, out,
-                 cfg: CausalConfig = CausalConfig(), model_name: str = "esm2", device: str = "cpu",
+                 cfg: CausalConfig = CausalConfig(), model_name: str = MAIN, device: str = "cpu",
                  lm_tokenizer=None) -> tuple[list[dict], list[str]]:
     """The causal test of one layer's chosen SAE (``sae_dir``) on the concepts of ``pairs_path``
     (a ``per_concept`` table of the concept report), written to the table ``out``.

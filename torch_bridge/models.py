@@ -204,17 +204,31 @@ def random_init(name_or_path: str | os.PathLike, seed: int = 0):
     """A masked LM of the same family and config as ``name_or_path`` with fresh random weights.
 
     The weights come from the family's own transformers initialisation under
-    ``torch.manual_seed(seed)`` (the same seed gives the same model); only the config and the
-    tokenizer of the source are read. Returns ``(lm, tokenizer)``.
+    ``torch.manual_seed(seed)`` (the same seed gives the same model; the caller's torch random
+    state is left as it was); only the config and the tokenizer of the source are read.
+    Returns ``(lm, tokenizer)``.
     """
     from transformers import AutoTokenizer
 
     name = os.fspath(name_or_path)
     config = load_config(name)
     family = family_of_config(config)
-    torch.manual_seed(seed)
-    lm = family.transformers_class(masked_lm=True)(config).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        lm = family.transformers_class(masked_lm=True)(config).eval()
     return lm, AutoTokenizer.from_pretrained(name)
+
+
+def save_random_init(source: str | os.PathLike, out: str | os.PathLike, seed: int = 0) -> Path:
+    """:func:`random_init` of ``source`` saved into the new directory ``out`` (it loads like its
+    source); ``out/random_init.json`` records the source, family and seed."""
+    out = new_model_dir(out)
+    lm, tokenizer = random_init(source, seed)
+    family = family_of_config(lm.config).name
+    save_variant(lm, tokenizer, out, "random_init.json",
+                 {"source": os.fspath(source), "family": family, "seed": seed})
+    log.info("saved a randomly initialised %s of the config of %s (seed %d) to %s", family, source, seed, out)
+    return out
 
 
 def new_model_dir(out: str | os.PathLike) -> Path:

@@ -1,7 +1,7 @@
 """The study's stages, run in order by ``scripts/pipeline.py``: each calls the library functions
 behind a stage script with the parsed config sections and logs the equivalent command line
 (``scripts/<stage>.py ...``), so that any step can be rerun by hand. Here, beside the protein
-LMs, because several stages run one (extraction, the shuffled baseline, loss recovered)."""
+LMs, because several stages run one (extraction, the control models, loss recovered)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from interplm_jax.errors import InputError
-from interplm_jax.layout import StudyLayout
+from interplm_jax.layout import KINDS, StudyLayout
 from interplm_jax.study import STAGES, StudyConfig, stage_inputs
 
 log = logging.getLogger("pipeline")
@@ -41,8 +41,13 @@ class Study:
 
     @property
     def variants(self) -> tuple[str, ...]:
-        """Models whose activations get SAEs: ESM-2, and the shuffled baseline when asked."""
-        return ("esm2", "shuffled") if "shuffled" in self.study.baselines else ("esm2",)
+        """Models whose activations get SAEs: the main one (``extract.model``), and the control
+        models (shuffled, random_init) that ``study.baselines`` asks for."""
+        return self.out.variants(self.study.baselines)
+
+    @property
+    def main(self) -> str:
+        return self.out.main
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -61,8 +66,8 @@ class Study:
         return self.sections["extract"]
 
     def model_path(self, variant: str) -> str:
-        if variant == "shuffled":
-            return str(self.out.model("shuffled-esm2"))
+        if variant != self.main:
+            return str(self.out.control_model(variant))
         if self.model:
             return self.model
         name = self.extract_config.model
@@ -88,14 +93,19 @@ TINY = {"tiny": ("tiny-esm2", "build_tiny_esm"), "tiny-esmc": ("tiny-esmc", "bui
 
 
 def stage_model(s: Study) -> dict:
-    from torch_bridge.shuffled import save_shuffled_esm
     from torch_bridge import tiny_esm
+    from torch_bridge.models import save_random_init
+    from torch_bridge.shuffled import save_shuffled_esm
 
     if not s.model and s.extract_config.model in TINY:
         directory, builder = TINY[s.extract_config.model]
         getattr(tiny_esm, builder)(s.out.model(directory))
-    if "shuffled" in s.variants and not (s.out.model("shuffled-esm2") / "config.json").is_file():
-        save_shuffled_esm(s.model_path("esm2"), s.out.model("shuffled-esm2"), s.study.shuffle_seed)
+    make = {"shuffled": (save_shuffled_esm, s.study.shuffle_seed),
+            "random_init": (save_random_init, s.study.random_init_seed)}
+    for v in s.variants[1:]:  # the controls; each saved whole (atomic_dir) or not at all
+        save, seed = make[v]
+        if not (s.out.control_model(v) / "config.json").is_file():
+            save(s.model_path(s.main), s.out.control_model(v), seed)
     return {v: s.model_path(v) for v in s.variants}
 
 
@@ -136,7 +146,7 @@ def stage_evalset(s: Study) -> dict:
     log.info("%s: %d valid / %d test proteins", o.eval_set.root, len(es.valid), len(es.test))
     info = {v: _extract(s, o.eval_set.fasta, v, o.eval_store(v)).summary() for v in s.variants}
     if s.study.structures:
-        info["structures"] = _extract(s, s.study.structures_fasta, "esm2", o.structure_store).summary()
+        info["structures"] = _extract(s, s.study.structures_fasta, s.main, o.structure_store).summary()
     return info
 
 
@@ -168,9 +178,9 @@ def stage_normalize(s: Study) -> dict:
     if "neurons" in s.study.baselines:
         for L in s.layers:
             log_command("normalize", "--neurons", "--sae", s.out.neurons(L), "--store",
-                        s.out.eval_store("esm2"), "--layer", L, *opts)
-            nz.write_neuron_baseline(s.out.neurons(L), stores["esm2"], L, cfg.chunk_tokens,
-                                     proteins["esm2"])
+                        s.out.eval_store(s.main), "--layer", L, *opts)
+            nz.write_neuron_baseline(s.out.neurons(L), stores[s.main], L, cfg.chunk_tokens,
+                                     proteins[s.main])
     return {}
 
 
@@ -191,19 +201,18 @@ def stage_concepts(s: Study) -> dict:
                      sae=sae, kind=kind, name=name, model_name=s.study.name)
         return dest
 
-    kinds = {"esm2": "sae", "shuffled": "shuffled"}
-    candidates = [f1(v, L, "select", sae, o.f1_counts(v, L, "select", sae.name), kinds[v])
+    candidates = [f1(v, L, "select", sae, o.f1_counts(v, L, "select", sae.name), KINDS[v])
                   for v in s.variants for L in s.layers
                   for sae in sorted(o.sweep(v, L).saes.iterdir())]
     log_command("evaluate_concepts", "select", *candidates, "--out", o.selection)
     for line in selection_lines(select_saes(candidates, o.selection)):
         log.info("%s", line)
-    chosen = [(v, L, sae) for v in s.variants for L, sae in o.chosen(kinds[v]).items()]
+    chosen = [(v, L, sae) for v in s.variants for L, sae in o.chosen(KINDS[v]).items()]
     if "neurons" in s.study.baselines:
         chosen += [("neurons", L, o.neurons(L)) for L in s.layers]
     runs = []
     for v, L, sae in chosen:
-        variant, kind = ("esm2", "neurons") if v == "neurons" else (v, kinds[v])
+        variant, kind = (s.main, "neurons") if v == "neurons" else (v, KINDS[v])
         runs.append(tuple(f1(variant, L, split, sae, o.f1_counts(v, L, split), kind)
                           for split in ("valid", "test")))
     log_command("evaluate_concepts", "report", *(a for r in runs for a in ("--run", ",".join(map(str, r)))),
@@ -247,10 +256,10 @@ def stage_annotate(s: Study) -> dict:
         return {"mode": "off"}
     cfg, chosen = s.sections["annotate"], s.out.chosen("sae")
     dry = ["--dry-run"] if mode == "dry-run" else []
-    store = ActivationStore.open(s.out.eval_store("esm2"))
+    store = ActivationStore.open(s.out.eval_store(s.main))
     for L in s.analysis_layers:
         out = s.out.annotate(L)
-        log_command("annotate", "features", "--store", s.out.eval_store("esm2"), "--layer", L,
+        log_command("annotate", "features", "--store", s.out.eval_store(s.main), "--layer", L,
                     "--sae", chosen[L], "--metadata", s.study.annotations, "--out", out,
                     "--config", s.config, *dry)
         sae = load_sae(chosen[L])
@@ -311,11 +320,12 @@ def stage_bench(s: Study) -> dict:
             probes.append(probe)
     if "neurons" in s.study.baselines:
         for L in s.layers:
-            part = b.part("esm2", L, "neurons")
+            part = b.part(s.main, L, "neurons")
             if not part.is_file():
-                log_command("bench", "measure", *inputs, "--store", o.eval_store("esm2"), "--layer", L,
-                            "--sae", o.neurons(L), "--out", part, "--config", s.config)
-                measure_layer(o.labels, o.eval_set.definition, o.eval_store("esm2"), L, [o.neurons(L)], part, cfg)
+                log_command("bench", "measure", *inputs, "--store", o.eval_store(s.main), "--layer", L,
+                            "--sae", o.neurons(L), "--model-name", s.main, "--out", part, "--config", s.config)
+                measure_layer(o.labels, o.eval_set.definition, o.eval_store(s.main), L, [o.neurons(L)], part,
+                              cfg, s.main)
             parts.append(part)
     warnings = study_warnings(o, s.study, s.extract_config.max_length, s.sections["analysis"].spatial.min_proteins)
     t0 = time.perf_counter()
@@ -344,16 +354,16 @@ def _causal(s: Study) -> tuple[list[Path], list[str]]:
         raise InputError(f"{s.config}:causal.layers: {bad} not trained (layers {list(s.layers)})")
     chosen, lm, parts, notes = o.chosen("sae"), None, [], []
     for L in layers:
-        part = o.bench.part("esm2", L, "causal")
+        part = o.bench.part(s.main, L, "causal")
         pairs = o.chosen_per_concept(L)
         if not part.is_file():
-            log_command("bench", "causal", "--model", s.model_path("esm2"), "--labels", o.labels, "--evalset",
+            log_command("bench", "causal", "--model", s.model_path(s.main), "--labels", o.labels, "--evalset",
                         o.eval_set.definition, "--layer", L, "--sae", chosen[L], "--pairs", pairs,
-                        "--out", part, "--config", s.config)
-            lm = lm or load_masked_lm(s.model_path("esm2"))
+                        "--model-name", s.main, "--out", part, "--config", s.config)
+            lm = lm or load_masked_lm(s.model_path(s.main))
             try:
                 _, layer_notes = causal_layer(None, o.labels, o.eval_set.definition, L, chosen[L], pairs, part,
-                                              cfg, lm_tokenizer=lm)
+                                              cfg, s.main, lm_tokenizer=lm)
                 notes += layer_notes
             except NoChosenPairs as e:
                 notes.append(f"causal test, layer {L}: {e}")
@@ -367,7 +377,7 @@ def stage_report(s: Study) -> dict:
     from interplm_jax.study import report_evidence, report_inputs
 
     cfg = s.sections["report"]
-    path = build_report(f"{s.study.name}: interplm-jax feature browser", s.out.eval_store("esm2"),
+    path = build_report(f"{s.study.name}: interplm-jax feature browser", s.out.eval_store(s.main),
                         s.out.eval_set.fasta, report_inputs(s.out, s.layers),
                         s.out.report, s.study.annotations, cfg,
                         **report_evidence(s.out, s.study.structures, s.study.structures_fasta))

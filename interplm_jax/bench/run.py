@@ -20,12 +20,10 @@ from interplm_jax.bench.table import columns, grid_rows, plot_all, read_table, s
 from interplm_jax.concepts.report import write_csv
 from interplm_jax.concepts.config import ConceptsConfig
 from interplm_jax.errors import InputError
-from interplm_jax.layout import BenchFiles
+from interplm_jax.layout import KINDS, MAIN, BenchFiles, read_selection
 
 log = logging.getLogger(__name__)
 
-#: Model label -> the selection's row kind of its SAEs (``selection.csv``).
-KINDS = {"esm2": "sae", "shuffled": "shuffled"}
 PROBE_COLUMNS = ("model", "layer", "probe", "k", "concept", "features", "test_f1")
 
 
@@ -45,15 +43,14 @@ def chosen_name(selection: str | os.PathLike | None, model: str, layer: int) -> 
     """The SAE that ``selection.csv`` chose for (``model``'s kind, ``layer``), if any."""
     if selection is None:
         return None
-    with open(selection, newline="") as f:
-        for r in csv.DictReader(f):
-            if r["kind"] == KINDS.get(model) and int(r["layer"]) == layer and r["selected"] == "True":
-                return r["name"]
+    for r in read_selection(selection):
+        if r["kind"] == KINDS.get(model) and int(r["layer"]) == layer and r["selected"] == "True":
+            return r["name"]
     return None
 
 
 def measure_layer(labels_path, evalset_path, store, layer: int, sae_paths: Sequence, out,
-                  cfg: ConceptsConfig = ConceptsConfig(), model: str = "esm2", fidelity=None,
+                  cfg: ConceptsConfig = ConceptsConfig(), model: str = MAIN, fidelity=None,
                   selection=None, saes_per_pass: int = 32) -> list[dict]:
     """Measure the SAEs at ``sae_paths`` (one layer of one model) in passes of ``saes_per_pass``
     (one pass per architecture and shape); write their rows to the part table ``out``.
@@ -92,7 +89,7 @@ def measure_layer(labels_path, evalset_path, store, layer: int, sae_paths: Seque
 
 
 def probe_layer(labels_path, evalset_path, store, layer: int, sae_paths: Sequence, out,
-                model: str = "esm2", max_residues: int = 20000, seed: int = 0) -> list[dict]:
+                model: str = MAIN, max_residues: int = 20000, seed: int = 0) -> list[dict]:
     """Sparse probes (:mod:`interplm_jax.bench.probes`) of the SAEs at ``sae_paths`` (one layer
     of one model), the k best neurons and the hidden state, on up to ``max_residues`` residues
     of valid (fit) and of test (F1); rows written to the part table ``out``."""

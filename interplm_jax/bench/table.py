@@ -1,6 +1,7 @@
 """The bench table (``bench.csv``, DESIGN.md section 7) and its Pareto plots.
 
-One row per SAE per layer per model (``esm2``, ``shuffled``, ``random_init``) and one per
+One row per SAE per layer per model (``model``, the study's main model -- ``esm2`` in studies
+made before it was named so -- and the controls ``shuffled``, ``random_init``) and one per
 neuron baseline: ``model, layer, sae, arch``, the grid's varying hyperparameters, then
 :data:`METRICS` and ``chosen``. The plots read this table only.
 """
@@ -21,14 +22,14 @@ from interplm_jax.bench.grid import GridMeasure
 from interplm_jax.concepts.metrics import best_thresholds, heldout_report, mean_best_f1, reported, scores
 from interplm_jax.concepts.report import write_csv
 from interplm_jax.errors import InputError
-from interplm_jax.layout import BenchFiles
+from interplm_jax.layout import CONTROLS, LEGACY_MAIN, MAIN, BenchFiles
 from interplm_jax.sae_dir import SavedSAE
 
 log = logging.getLogger(__name__)
 
 KEYS = ("model", "layer", "sae", "arch")
 METRICS = ("l0", "fve", "dead_frac", "dense_frac", "loss_recovered", "n_concepts", "mean_best_f1", "test_f1")
-MODELS = ("esm2", "shuffled", "random_init")
+MODELS = (MAIN, LEGACY_MAIN, *CONTROLS)
 #: (y column, axis label) of each Pareto plot; x is always l0.
 PARETO = (("fve", "fraction of variance explained (test)"),
           ("loss_recovered", "MLM loss recovered (test)"),
@@ -110,7 +111,7 @@ def plot_pareto(rows: Sequence[dict], y: str, label: str, path: str | os.PathLik
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    markers = {"esm2": "o", "shuffled": "s", "random_init": "^"}
+    markers = {MAIN: "o", LEGACY_MAIN: "o", "shuffled": "s", "random_init": "^"}
     layers = sorted({r["layer"] for r in pts})
     colors = {L: plt.cm.viridis(i / max(1, len(layers) - 1)) for i, L in enumerate(layers)}
     for model in sorted({r["model"] for r in pts}, key=lambda m: MODELS.index(m) if m in MODELS else 9):
@@ -123,7 +124,7 @@ def plot_pareto(rows: Sequence[dict], y: str, label: str, path: str | os.PathLik
                        label=f"{model} L{L}")
             front = pareto_front(x, v)
             ax.plot(x[front], v[front], color=colors[L], alpha=0.5, lw=1,
-                    ls="-" if model == "esm2" else "--")
+                    ls="--" if model in CONTROLS else "-")
             for r in group:
                 if r["chosen"]:
                     ax.scatter([r["l0"]], [r[y]], s=160, facecolors="none", edgecolors="red")

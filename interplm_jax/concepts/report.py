@@ -33,7 +33,7 @@ def plot_concepts_per_layer(rows: Sequence[dict], path: str | os.PathLike,
     groups: dict[tuple[str, str], list[tuple[int, float]]] = {}
     for r in rows:
         groups.setdefault((str(r["model"]), str(r["kind"])), []).append((int(r["layer"]), float(r[value])))
-    styles = {"sae": "-o", "shuffled": "--s", "neurons": ":^"}
+    styles = {"sae": "-o", "shuffled": "--s", "random_init": "--v", "neurons": ":^"}
     for (model, kind), pts in sorted(groups.items()):
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], styles.get(kind, "-x"), label=f"{model} {kind}")

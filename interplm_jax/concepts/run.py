@@ -156,7 +156,9 @@ def merge_counts(parts: Sequence[str | os.PathLike], out: str | os.PathLike):
 
 def select_saes(counts: Sequence[str | os.PathLike], out: str | os.PathLike) -> list[dict]:
     """The best SAE per (model, kind, layer) by mean best F1 per concept, from counts files on
-    the select split: every candidate's row (``selected`` True for the best) in ``out`` (CSV)."""
+    the select split: every candidate's row (``selected`` True for the best) in ``out`` (CSV),
+    with the path of its counts file relative to ``out``'s directory
+    (:func:`interplm_jax.layout.read_selection` reads them back)."""
     from interplm_jax.concepts.f1 import ConceptCounts
     from interplm_jax.concepts.metrics import select_best
     from interplm_jax.concepts.report import write_csv
@@ -174,7 +176,8 @@ def select_saes(counts: Sequence[str | os.PathLike], out: str | os.PathLike) -> 
         best, score = select_best({n: c for n, (c, _) in cands.items()})
         for n, s in score.items():
             rows.append({"model": model, "kind": kind, "layer": layer, "name": n,
-                         "counts": cands[n][1], "mean_best_f1": s, "selected": n == best})
+                         "counts": os.path.relpath(Path(cands[n][1]).resolve(), Path(out).resolve().parent),
+                         "mean_best_f1": s, "selected": n == best})
     write_csv(out, rows)
     return rows
 

@@ -112,13 +112,13 @@ TABLES = (
     BenchTable("probes", "probes_summary", "Sparse probing: k best features vs neurons vs the hidden state",
                "Per concept, a logistic regression on the k features with the largest mean difference "
                "between the concept's residues and the rest (fitted on the validation proteins), scored "
-               "by F1 on the test proteins; the mean over concepts. The same probe on the k best ESM-2 "
-               "neurons, and on the whole hidden state (every dimension: the upper bound).", probe_table),
+               "by F1 on the test proteins; the mean over concepts. The same probe on the k best "
+               "neurons of the model, and on the whole hidden state (every dimension: the upper bound).", probe_table),
     BenchTable("causal", "causal", "Causal test: each concept's feature zeroed and clamped where the concept is",
                "For each concept, the chosen SAE's feature for it (chosen on the validation proteins) is set to 0 "
                "(zero), and separately to its maximum (clamp), at the concept's annotated residues of test proteins, "
-               "inside ESM-2; \u0394 log p: the mean change of ESM-2's log-probability of the true residue there "
-               "(negative: less likely). The same edits on random features of similar activation frequency (the "
+               "inside the model; \u0394 log p: the mean change of the model's log-probability of the true residue "
+               "there (negative: less likely). The same edits on random features of similar activation frequency (the "
                "null) give z: the effect in units of the null's spread, and the p-value (how often a random feature "
                "moves it at least as much), shown adjusted for the many concepts tested (q, Benjamini-Hochberg). "
                "activation: the feature's mean activation at those residues (1 = its maximum); zeroing a feature "

@@ -2,7 +2,6 @@
 // chosen SAE and the controls marked, its Pareto plots (L0 against FVE, loss recovered and
 // concepts found; SVG, hover a point for its hyperparameters), the bench's other tables (D.bench
 // .tables: the sparse probes, ...) and the small-study warnings. Runs after util.js, before page.js.
-const MODEL_NAMES = {esm2: "ESM-2", shuffled: "shuffled ESM-2", random_init: "random-init ESM-2"};
 const MODEL_COLOURS = ["#2f6fdb", "#e8772e", "#8e44ad", "#2a9d8f", "#c0392b", "#7f8c8d"];
 const BENCH_HEADERS = {model: "model", sae: "SAE", arch: "arch", l0: "L0", fve: "FVE", dead_frac: "dead",
   dense_frac: "dense", loss_recovered: "loss recovered", n_concepts: "concepts", mean_best_f1: "best F1 (valid)",
@@ -14,25 +13,28 @@ const PARETO = [["fve", "fraction of variance explained (test)"], ["loss_recover
   ["n_concepts", "concepts with a feature at valid F1 > 0.5"]];
 let benchLayer = null;
 
-const modelName = (m) => MODEL_NAMES[m] || m;
+// bench.csv's model column: the study's model ("model"; "esm2" in studies made before) or a control
+const isMain = (m) => m === "model" || m === "esm2";
+const modelName = (m) => isMain(m) ? D.model_family
+  : ({shuffled: `shuffled ${D.model_family}`, random_init: `random-init ${D.model_family}`}[m] || m);
 let benchModels = null;
-function modelColour(m) {  // one per model of the bench, ESM-2 first, the others in table order
+function modelColour(m) {  // one per model of the bench, the study's model first, the others in table order
   benchModels = benchModels || [...new Set(D.bench.rows.map((r) => r[bcol("model")]))]
-    .sort((a, b) => (a === "esm2" ? -1 : b === "esm2" ? 1 : 0));
+    .sort((a, b) => isMain(b) - isMain(a));
   return MODEL_COLOURS[Math.max(0, benchModels.indexOf(m)) % MODEL_COLOURS.length];
 }
 const bcol = (name) => D.bench.columns.indexOf(name);
 function benchLayers() { return [...new Set(D.bench.rows.map((r) => r[bcol("layer")]))].sort((a, b) => a - b); }
-// the page's features are those of the chosen ESM-2 SAE of each layer shown
+// the page's features are those of the chosen SAE of the study's model, per layer shown
 function browsable(model, layer, sae) {
   const x = D.layers.find((l) => l.layer === layer);
-  return model === "esm2" && !!x && x.sae === sae;
+  return isMain(model) && !!x && x.sae === sae;
 }
-// a control: a baseline row (another model than ESM-2, neurons, the hidden state)
+// a control: a baseline row (a control model, neurons, the hidden state)
 function isControl(columns, r) {
   const m = columns.indexOf("model"), name = ["sae", "probe"].map((c) => columns.indexOf(c)).find((j) => j >= 0);
   const n = name === undefined ? "" : String(r[name]);
-  return (m >= 0 && r[m] !== "esm2") || n === "neurons" || n.startsWith("hidden");
+  return (m >= 0 && !isMain(r[m])) || n === "neurons" || n.startsWith("hidden");
 }
 
 function showBench(layer, push) {
@@ -70,7 +72,7 @@ function showBench(layer, push) {
     el("h3", {text: "Every SAE of the grid, with the controls"}),
     el("div", {id: "benchtable"}, benchTable(B.columns, rows)),
     help("One row per SAE trained on this layer (and per control: neurons, SAEs of the grid trained the same way " +
-      "on ESM-2 with shuffled weights or with random weights), measured on held-out proteins. L0: features active " +
+      `on ${D.model_family} with shuffled weights or with random weights), measured on held-out proteins. L0: features active ` +
       "per residue; FVE: fraction of the activations' variance the SAE reconstructs; dead: features never active; " +
       "dense: features active on more than 10% of residues; loss recovered: how much of the language model's loss " +
       "the SAE's reconstruction keeps when spliced in (1: as the real activations, 0: as zeros); concepts: UniProt " +
@@ -241,7 +243,7 @@ function paretoPlot(rows, y, label) {
     front.forEach((r) => onFront.add(r));
     if (front.length > 1) {
       add(svg, "polyline", {points: front.map((r) => `${X(r[ci.x])},${Y(r[ci.y])}`).join(" "), fill: "none",
-        stroke: modelColour(model), "stroke-width": 1.5, "stroke-opacity": 0.7, "stroke-dasharray": model === "esm2" ? "" : "5 3",
+        stroke: modelColour(model), "stroke-width": 1.5, "stroke-opacity": 0.7, "stroke-dasharray": isMain(model) ? "" : "5 3",
         class: "front", "data-model": model});
     }
   }

@@ -33,6 +33,7 @@ from interplm_jax.report.concepts import concept_features, feature_concepts
 from interplm_jax.report.config import ReportConfig
 from interplm_jax.report.examples import FeatureExamples, b64, feature_examples
 from interplm_jax.report.structures import StructureInputs, annotation_tracks, backbones
+from interplm_jax.store.manifest import model_display_name
 from interplm_jax.store.stats import load_stats
 
 log = logging.getLogger(__name__)
@@ -62,9 +63,11 @@ class LayerInputs:
       spatial: ``spatial_layer<L>.tsv`` of the chosen SAE (``analyze.py spatial``).
       annotations: an ``annotate.py features`` run directory (descriptions.csv, validation.csv).
       concept_summary: ``summary.csv`` of ``evaluate_concepts.py report``: this layer's SAE
-        beside the baselines (shuffled-model SAE, neurons) on the test split.
-      neurons_f1, neurons_f1_test, shuffled_f1, shuffled_f1_test: the baselines' concept counts
-        (valid, test) for the concept view (best features per concept, side by side).
+        beside the baselines (neurons, the control models' SAEs) on the test split.
+      neurons_f1, neurons_f1_test, shuffled_f1, shuffled_f1_test, random_init_f1,
+        random_init_f1_test: the baselines' concept counts (valid, test) for the concept view
+        (best features per concept, side by side): neurons, the SAE of the shuffled-weight
+        model, that of the randomly initialised model.
     """
 
     layer: int
@@ -81,6 +84,8 @@ class LayerInputs:
     neurons_f1_test: Path | None = None
     shuffled_f1: Path | None = None
     shuffled_f1_test: Path | None = None
+    random_init_f1: Path | None = None
+    random_init_f1_test: Path | None = None
 
 
 def _check_paths(li: LayerInputs) -> None:
@@ -177,7 +182,8 @@ def _by_concept(li: LayerInputs, names: list[str], top: int) -> dict:
     out = {}
     for kind, valid, test in (("sae", li.concept_f1, li.concept_f1_test),
                               ("neurons", li.neurons_f1, li.neurons_f1_test),
-                              ("shuffled", li.shuffled_f1, li.shuffled_f1_test)):
+                              ("shuffled", li.shuffled_f1, li.shuffled_f1_test),
+                              ("random_init", li.random_init_f1, li.random_init_f1_test)):
         if valid is None:
             continue
         got_names, rows = concept_features(Path(valid), top, Path(test) if test else None)
@@ -252,6 +258,7 @@ def report_data(title: str, store_path: Path, fasta: Path, layers: Sequence[Laye
     return {"format": FORMAT, "version": VERSION, "title": title,
             "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "model": store.manifest.get("model", {}).get("name"),
+            "model_family": model_display_name(store.manifest.get("model")),  # 'ESM-2', 'ESM C'
             "n_store_proteins": store.n_proteins,
             "config": dataclasses.asdict(cfg),
             "proteins": {"id": ids, "name": [name(p) for p in ids],

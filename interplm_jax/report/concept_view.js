@@ -1,6 +1,12 @@
 // The concept view: pick a concept -> the features that find it best (F1 on valid, test F1 at
 // the threshold chosen on valid) for the chosen SAE beside the baselines, on one screen.
-const KIND_NAMES = {sae: "SAE features", neurons: "ESM-2 neurons", shuffled: "SAE on shuffled ESM-2"};
+// The chosen SAE and its baselines, in this order; named with the model family (D.model_family).
+const KIND_ORDER = ["sae", "neurons", "shuffled", "random_init"];
+function kindName(kind, short) {
+  const family = D.model_family;
+  return {sae: short ? "SAE" : "SAE features", neurons: short ? "neurons" : `${family} neurons`,
+    shuffled: `SAE on shuffled ${family}`, random_init: `SAE on randomly initialised ${family}`}[kind] || kind;
+}
 
 function conceptIndex(name) {
   return L.concepts ? L.concepts.names.indexOf(name) : -1;
@@ -29,7 +35,8 @@ function showConcept(name, push) {
       "the share that carry the concept) and recall (the share of the concept's residues, or domains, " +
       "the feature finds), at the activation threshold that is best on the validation proteins; test F1 " +
       "is the same threshold on held-out proteins. The baselines answer \u201cdoes the SAE find this " +
-      "better than single ESM-2 neurons, or than an SAE trained on a model with shuffled weights?\u201d"));
+      `better than single ${D.model_family} neurons, or than an SAE trained the same way on ` +
+      "a model with shuffled weights, or on a randomly initialised one?\u201d"));
   const c = conceptIndex(name);
   if (c < 0) {
     box.append(el("p", {class: "empty", text: name ? `Concept \u201c${name}\u201d is not evaluated in this layer.` : "Pick a concept."}));
@@ -40,16 +47,16 @@ function showConcept(name, push) {
     .concat(L.concepts.has_test ? ["test F1"] : []);
   const bestOf = (kind) => (by[kind] && by[kind][String(c)] || [])[0];
   box.append(el("div", {class: "stats", id: "conceptsummary"}, "best F1: ",
-    ...["sae", "neurons", "shuffled"].filter((k) => by[k]).map((k) => {
+    ...KIND_ORDER.filter((k) => by[k]).map((k) => {
       const r = bestOf(k);
-      return el("span", {}, `${KIND_NAMES[k]} `, el("b", {text: r ? fmt(r[1]) : "\u2013"}),
+      return el("span", {}, `${kindName(k)} `, el("b", {text: r ? fmt(r[1]) : "\u2013"}),
         r && L.concepts.has_test ? ` (test ${fmt(r[5])})` : "");
     })));
   const wrap = el("div", {class: "sidebyside"});
-  for (const kind of ["sae", "neurons", "shuffled"]) {
+  for (const kind of KIND_ORDER) {
     if (!by[kind]) continue;
     const rows = (by[kind][String(c)] || []).map((r) => [kind === "sae" ? featureLink(r[0]) : `#${r[0]}`, ...r.slice(1)]);
-    wrap.append(el("div", {class: "kind", "data-kind": kind}, el("h3", {text: KIND_NAMES[kind]}),
+    wrap.append(el("div", {class: "kind", "data-kind": kind}, el("h3", {text: kindName(kind)}),
       rows.length ? table(cols, rows) : el("p", {class: "empty", text: "no feature with F1 > 0"})));
   }
   box.append(wrap);

@@ -1,6 +1,6 @@
 """Concept scores the browser shows, from a layer's concept counts (``evaluate_concepts.py f1``):
 the best concepts of each feature, and the best features of each concept for the chosen SAE and
-its baselines (neurons, the shuffled-model SAE) side by side.
+its baselines (neurons, the SAEs of the control models: shuffled weights, random init) side by side.
 
 Both are the F1 of ``interplm_jax.concepts.metrics`` at the (concept, feature)'s best threshold on
 the counts given (normally the valid split), with the test F1 at that threshold when test counts

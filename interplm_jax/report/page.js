@@ -6,7 +6,6 @@ let L = null, sel = null, mode = null, concept = null, points = [];
 const HEADERS = {l0: "L0", fve: "FVE", dead: "dead", select_f1: "selection F1", lr: "lr", l1: "l1",
   kind: "kind", name: "name", mean_test_f1: "mean test F1", n_concepts_test: "concepts F1 > top",
   n_pairs_valid: "pairs (valid)", n_pairs_test: "pairs kept (test)"};
-const KINDS = {sae: "SAE", shuffled: "SAE on shuffled ESM-2", neurons: "neurons"};
 function liveIndex() {  // feature id -> index among live features
   if (!L._live) { L._live = new Map(); L.features.ids.forEach((f, i) => L._live.set(f, i)); }
   return L._live;
@@ -40,11 +39,11 @@ function showLayer(layer) {
     ...(L.baselines ? [
       el("h3", {text: "Held-out concept evaluation (test split): the chosen SAE beside the baselines"}),
       el("div", {id: "baselines"}, table(L.baselines.columns.map((c) => HEADERS[c] || c),
-        L.baselines.rows.map((r) => [KINDS[r[0]] || r[0], ...r.slice(1)]), (r) => r[0] === "SAE" ? "chosen" : "")),
+        L.baselines.rows.map((r) => [kindName(r[0], true), ...r.slice(1)]), (r) => r[0] === "SAE" ? "chosen" : "")),
       help("Mean test F1: per concept, the feature chosen on the validation proteins, scored on the test " +
         "proteins. Pairs: (feature, concept) with validation F1 above the report's threshold, and how many " +
-        "keep it on test. Baselines: single ESM-2 neurons, and an SAE trained the same way on ESM-2 with " +
-        "shuffled weights.")] : []));
+        `keep it on test. Baselines: single ${D.model_family} neurons, and SAEs trained the same way on ` +
+        `${D.model_family} with shuffled weights and on a randomly initialised ${D.model_family}.`)] : []));
   $("count").textContent = `(${live} live)`;
   sel = null; mode = null; V.row = null;
   $("feature").replaceChildren(el("p", {class: "empty", text: "Choose a feature in the list, on the map, or search; or open the concept view."}));

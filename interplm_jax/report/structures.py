@@ -31,7 +31,7 @@ class StructureInputs:
     Attributes:
       directory: AlphaFold DB / PDB files (names as ``interplm_jax.analysis.structures``).
       store: optional activation store of proteins with structures (the pipeline's
-        ``esm2/store_af``), so that a study whose evaluation proteins have no structure still
+        ``model/store_af``), so that a study whose evaluation proteins have no structure still
         shows features on structures; ``fasta``: their sequences.
     """
 

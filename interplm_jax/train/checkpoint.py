@@ -70,19 +70,6 @@ class Checkpoints:
             state=ocp.args.StandardRestore(abstract_state)))
         return out["state"], meta
 
-    def restore_newest(self, abstract_state, expected_meta: dict[str, Any]):
-        """(step, state, meta) of the newest checkpoint that reads back, or None when there is
-        none (see :meth:`restore`). Newer ones that cannot be read are reported and set aside
-        as ``<step>.unreadable`` (kept, not deleted), so that the resumed run can write those
-        steps again."""
-        steps = self.manager.all_steps()
-        if not steps:
-            return None
-        step, (state, meta) = newest_readable(
-            steps, lambda s: self.restore(s, abstract_state, expected_meta), self.directory)
-        self.set_aside_newer(step)
-        return step, state, meta
-
     def set_aside_newer(self, step: int) -> None:
         """Set the checkpoints newer than ``step`` aside as ``<step>.unreadable`` (kept, not
         deleted; a run resumed from ``step`` writes those steps again)."""

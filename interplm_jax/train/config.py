@@ -34,11 +34,12 @@ class TrainConfig:
     arch: ArchName = option("relu", "SAE architecture (one per sweep).")
     layers: tuple[int, ...] = option((), "Layers of the store to train (one sweep each); empty: all.")
     layers_together: Literal["auto", "on", "off"] = option(
-        "off", "Several layers: train their grids with one step, each batch read once for all "
-        "(`auto`: in the fewest groups whose step fits memory_budget_gb; `on`: all in one group; "
+        "off", "Several layers: train their grids in one loop, each batch read once for all "
+        "(`auto`: in the fewest groups that fit memory_budget_gb; `on`: all in one group; "
         "`off`: one layer after the other). The sweep directories are the same either way.")
     memory_budget_gb: float = option(
-        0.0, "GiB per device the step of layers trained together may use (XLA's estimate); "
+        0.0, "GiB per device layers trained together may use (their train states and one grid "
+        "step, by XLA's estimate); "
         "0: the device's memory, on the CPU half the machine's.")
     expansion: int = option(32, "Dictionary size as a multiple of d_model (when d_sae is 0).")
     d_sae: int = option(0, "Dictionary size F; 0 means expansion * d_model.")

@@ -71,10 +71,9 @@ def state_shardings(mesh: Mesh, state):
         lambda leaf: NamedSharding(mesh, P("sae") if np.ndim(leaf) >= 1 else P()), state)
 
 
-def batch_sharding(mesh: Mesh, layered: bool = False) -> NamedSharding:
-    """Rows of the batch (B, d), or of each layer's batch (L, B, d), over `data`, replicated
-    over `sae`."""
-    return NamedSharding(mesh, P(None, "data", None) if layered else P("data", None))
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Rows of the batch (B, d) over `data`, replicated over `sae`."""
+    return NamedSharding(mesh, P("data", None))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -105,10 +104,8 @@ def host_slice(mesh: Mesh, batch_size: int, d: int) -> tuple[int, int]:
 
 
 def global_batch(mesh: Mesh, local: np.ndarray, batch_size: int):
-    """The global (batch_size, d) array from this process's rows (all rows on one process);
-    (L, batch_size, d) from local rows (L, rows, d) of L layers."""
-    sharding = batch_sharding(mesh, layered=local.ndim == 3)
+    """The global (batch_size, d) array from this process's rows (all rows on one process)."""
+    sharding = batch_sharding(mesh)
     if jax.process_count() == 1:
         return jax.device_put(local, sharding)
-    shape = local.shape[:-2] + (batch_size, local.shape[-1])
-    return jax.make_array_from_process_local_data(sharding, local, shape)
+    return jax.make_array_from_process_local_data(sharding, local, (batch_size, local.shape[-1]))

@@ -52,8 +52,6 @@ class StepSpec(NamedTuple):
     sparse_capacity: int = 0
     """ReLU/JumpReLU: active entries per token the sparse branch holds (0: the default of
     :func:`sparse.step_capacity`)."""
-    layered: bool = False
-    """Several layers' grids in one step: the state is a tuple of L grid states, the batch (L, B, d)."""
 
     @property
     def dead_after(self) -> int:
@@ -199,65 +197,41 @@ def make_step(spec: StepSpec):
     """``step(state, hparams, x) -> (state, metrics)`` for the whole grid (not yet jitted).
 
     hparams: name -> (G,) arrays; x: (B, d) batch shared by all SAEs; metrics: name -> (G,).
-    With ``spec.layered``, the grids of L layers in one program: state a tuple of L grid states,
-    x (L, B, d) (layer l's grid sees x[l]), hparams (G,) shared, metrics (L, G). (Each layer's
-    grid is its own vmapped subprogram: a vmap over layers made XLA:CPU's batched products ~25%
-    slower than the layers' steps one after the other.)
     ReLU/JumpReLU with a sparse branch (:func:`sparse.step_capacity`): the step computes every
     SAE's encoder product, lists the batch's active entries in a fixed capacity, and runs the
-    sparse update of the whole grid (all layers), or the dense one when the entries of some SAE
+    sparse update of the whole grid, or the dense one when the entries of some SAE
     do not fit (one ``lax.cond`` outside the vmaps, so no SAE runs both branches); metrics then
     include ``sparse`` (1.0 when the step was sparse).
     """
 
-    def step_fn(state, hp: dict[str, Array], x: Array):
-        if not spec.layered:
-            new, metrics = _grid_steps(spec, [state], hp, [x])
-            return new[0], metrics[0]
-        new, metrics = _grid_steps(spec, list(state), hp, [x[i] for i in range(len(state))])
-        return tuple(new), jax.tree.map(lambda *m: jnp.stack(m), *metrics)
-
-    return step_fn
-
-
-def _grid_steps(spec: StepSpec, states: list[TrainState], hp: dict[str, Array], xs: list[Array]):
-    """The step of each grid state on its batch: (new states, metrics), lists."""
-
-    def update(pres, actives):
-        out = []
-        for state, x, pre, active in zip(states, xs, pres, actives):
-            def one(p, o, s, ok, bad, h, pr, ac, state=state, x=x):
+    def step_fn(state: TrainState, hp: dict[str, Array], x: Array):
+        def update(pre, active):
+            def one(p, o, s, ok, bad, h, pr, ac):
                 return _update_one(spec, p, o, s, ok, bad, h, x, state.step, pr, ac)
-            out.append(jax.vmap(one)(state.params, state.opt_state, state.since_fired, state.ok,
-                                     state.bad_step, hp, pre, active))
-        return out
+            return jax.vmap(one)(state.params, state.opt_state, state.since_fired, state.ok,
+                                 state.bad_step, hp, pre, active)
 
-    F = states[0].since_fired.shape[-1]
-    none = [None] * len(states)
-    capacity = (sparse.step_capacity(spec.decoder, spec.sparse_capacity, F, xs[0].shape[0])
-                if spec.arch.active_mask is not None else 0)
-    if capacity:
-        selected = [jax.vmap(lambda p, h, x=x: _select(spec, p, h, x, capacity))(s.params, hp)
-                    for s, x in zip(states, xs)]
-        pres = [pre for pre, _, _ in selected]
-        fits = ~jnp.any(jnp.stack([jnp.any(overflow) for _, _, overflow in selected]))
-        results = jax.lax.cond(fits, lambda: update(pres, [a for _, a, _ in selected]),
-                               lambda: update(pres, none))
-        for r in results:
-            r[-1]["sparse"] = jnp.broadcast_to(fits.astype(jnp.float32), r[3].shape)
-    else:
-        results = update(none, none)
-    new, metrics = [], []
-    for state, x, (params, opt, since, ok, bad, m) in zip(states, xs, results):
+        F = state.since_fired.shape[-1]
+        capacity = (sparse.step_capacity(spec.decoder, spec.sparse_capacity, F, x.shape[0])
+                    if spec.arch.active_mask is not None else 0)
+        if capacity:
+            pre, active, overflow = jax.vmap(lambda p, h: _select(spec, p, h, x, capacity))(
+                state.params, hp)
+            fits = ~jnp.any(overflow)
+            params, opt, since, ok, bad, metrics = jax.lax.cond(
+                fits, lambda: update(pre, active), lambda: update(pre, None))
+            metrics["sparse"] = jnp.broadcast_to(fits.astype(jnp.float32), ok.shape)
+        else:
+            params, opt, since, ok, bad, metrics = update(None, None)
         key = state.key
         if spec.resample_steps:
-            def resample(args, x=x):
+            def resample(args):
                 p, s, k = args
                 return jax.vmap(lambda a, b, c: _resample_one(a, b, c, x, spec.resample_steps))(p, s, k)
 
             # the step is shared by the grid, so this is a real branch (not a select)
             params, since, key = jax.lax.cond(
                 state.step % spec.resample_steps == 0, resample, lambda a: a, (params, since, key))
-        new.append(TrainState(state.step + 1, params, opt, since, key, ok, bad))
-        metrics.append(m)
-    return new, metrics
+        return TrainState(state.step + 1, params, opt, since, key, ok, bad), metrics
+
+    return step_fn

@@ -1,4 +1,5 @@
-"""Train one grid of SAEs on one layer: the sweep directory, the loop, metrics, checkpoints.
+"""Train a grid of SAEs on one layer, or the grids of several layers with one loop: the sweep
+directory of each layer, the loop, metrics, checkpoints.
 
 Sweep directory (DESIGN.md section 2)::
 
@@ -11,9 +12,12 @@ Sweep directory (DESIGN.md section 2)::
     preflight/       the preflight's dry run and report (``interplm_jax.train.run.preflight``)
 
 ``out`` may be a local directory or a ``gs://`` URL (see :mod:`interplm_jax.paths`): the small
-files are written whole (atomically), checkpoints by orbax, and on an object store metrics.jsonl
-is rewritten at each checkpoint, at the end and at most every ``METRICS_FLUSH_S`` seconds (local
-files are appended to at every log).
+files are written whole (atomically, :mod:`interplm_jax.train.records`), checkpoints by orbax.
+
+One loop (:func:`train_grids`) trains the grids of L >= 1 layers on one stream of batches (a
+single sweep is L = 1): each batch is read once for all layers, and each layer's grid takes its
+own step with the one compiled grid step, dispatched layer after layer (one program over all
+layers was slower on XLA:CPU: its temporaries of every layer were live at once).
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -31,26 +34,23 @@ from typing import Any, Callable, Iterable, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
-import yaml
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from interplm_jax import sae
 from interplm_jax.errors import InputError, InterPLMError
-from interplm_jax.input_transform import InputTransform, record_transform
+from interplm_jax.input_transform import InputTransform
 from interplm_jax.layout import SweepFiles
 from interplm_jax.lock import locked
-from interplm_jax.paths import AnyPath, append_text, as_path, write_atomic
+from interplm_jax.paths import AnyPath, as_path
 from interplm_jax.progress import progress_bar
-from interplm_jax.sweep_saes import metric_rows
 from interplm_jax.train import sharding as sh
-from interplm_jax.train.checkpoint import Checkpoints, abstract_like
-from interplm_jax.train.config import INT_HPARAMS, TrainConfig, build_grid, grid_arrays, resolved
+from interplm_jax.train.checkpoint import Checkpoints, abstract_like, newest_readable
+from interplm_jax.train.config import INT_HPARAMS, TrainConfig, build_grid, grid_arrays
+from interplm_jax.train.records import MetricsFile, metric_lines, prepare_directory
 from interplm_jax.train.step import StepSpec, init_state, make_step
 
 log = logging.getLogger(__name__)
-
-METRICS_FLUSH_S = 300.0
 
 
 class TrainingError(InterPLMError):
@@ -58,7 +58,8 @@ class TrainingError(InterPLMError):
 
 
 class Stream(Protocol):
-    """What the trainer reads: batches (rows, d) float32 and the position of the next one."""
+    """What the trainer reads: batches (rows, d) float32 of one layer, or (L, rows, d) of L
+    layers, and the position of the next one."""
 
     position: dict
 
@@ -150,173 +151,174 @@ def train_sweep(
     """
     out = as_path(out)
     # TopK's k is checked against F here, before anything (the lock included) is written
-    grid = build_grid(cfg, F=cfg.dict_size(d_model))
+    build_grid(cfg, F=cfg.dict_size(d_model))
     with sweep_lock(out) if lock else contextlib.nullcontext():
-        return _train_sweep(cfg, grid, make_stream, d_model, out, layer, resume, extra_config,
-                            input_transform)
+        return train_grids(cfg, make_stream, d_model, {layer: out}, resume, extra_config,
+                           {layer: input_transform})[layer]
 
 
-def _train_sweep(cfg: TrainConfig, grid: list[dict], make_stream: StreamFactory, d_model: int,
-                 out: AnyPath, layer: int | None, resume: bool,
-                 extra_config: dict | None, transform: InputTransform | None) -> SweepResult:
-    files = SweepFiles(out)
-    F = cfg.dict_size(d_model)
+def train_grids(cfg: TrainConfig, make_stream: StreamFactory, d_model: int,
+                outs: dict[int | None, AnyPath], resume: bool = False,
+                extra_config: dict | None = None,
+                transforms: dict | None = None) -> dict[int | None, SweepResult]:
+    """Train the grid of ``cfg`` on each layer of ``outs`` in one loop; write each layer's sweep
+    directory ``outs[layer]``. The caller holds their locks (:func:`sweep_lock`).
+
+    Args:
+      make_stream: builds this host's stream: (rows, d) batches of the one layer, or (L, rows, d)
+        of the layers of ``outs``, in its order.
+      outs: layer -> its sweep directory (one entry, maybe ``None``: a single sweep).
+      resume: continue from the newest step that every layer's directory has a checkpoint of.
+      transforms: each layer's input transform (centring/scaling), or None.
+    """
+    layers = tuple(outs)
+    transforms = transforms or {}
+    grid = build_grid(cfg, F=cfg.dict_size(d_model))
     spec = make_spec(cfg, grid)
-    arch = spec.arch
-    G, B = len(grid), cfg.batch_size
-    hp_host = grid_arrays(grid, ("lr", "seed") + arch.hparams)
-
+    G, B, F = len(grid), cfg.batch_size, cfg.dict_size(d_model)
+    hp_host = grid_arrays(grid, ("lr", "seed") + spec.arch.hparams)
     sae_n, data_n = sh.mesh_shape(jax.device_count(), G, B, cfg.mesh_sae, cfg.mesh_data)
     mesh = sh.make_mesh(sae_n, data_n)
     host_index, host_count = sh.host_slice(mesh, B, d_model)
-    log.info("grid of %d %s SAEs %d -> %d, mesh sae=%d x data=%d, host %d of %d", G, cfg.arch,
-             d_model, F, sae_n, data_n, host_index, host_count)
+    log.info("grid of %d %s SAEs %d -> %d on layer(s) %s, mesh sae=%d x data=%d, host %d of %d",
+             G, cfg.arch, d_model, F, list(layers), sae_n, data_n, host_index, host_count)
+    c = compiled(spec, mesh, d_model, F, G, tuple(sorted(hp_host)))
+    hp = jax.device_put(hp_host, c.hp_sharding)
+    files = {layer: SweepFiles(outs[layer]) for layer in layers}
+    metas = {layer: checkpoint_meta(cfg, spec, grid, d_model, layer) for layer in layers}
+    ckpts = {layer: Checkpoints(files[layer].checkpoints, keep=cfg.keep_checkpoints) for layer in layers}
+    try:
+        latest, states, position = _restore(ckpts, metas, c.abstract, resume)
+        if states is None:  # (every layer's grid starts as a single sweep's does)
+            states = [c.init(hp) for _ in layers]
+        for layer in layers:
+            prepare_directory(files[layer], cfg, grid, d_model, layer, extra_config,
+                              transforms.get(layer), latest)
+        stream = make_stream(host_index, host_count, position)
+        _train(cfg, grid, c, states, hp, mesh, stream, files, ckpts, metas, transforms,
+               host_count, d_model)
+    finally:
+        for ck in ckpts.values():
+            ck.close()
+    params, ok, step = to_host(([s.params for s in states], [s.ok for s in states], states[0].step))
+    return {layer: SweepResult(outs[layer], grid, params[i], np.asarray(ok[i]), int(step))
+            for i, layer in enumerate(layers)}
 
-    meta = checkpoint_meta(cfg, spec, grid, d_model, layer)
-    hp_names = tuple(sorted(hp_host))
-    init_fn, step_fn, abstract, shardings, hp_sharding = _compiled(spec, mesh, d_model, F, G, hp_names)
-    hp = jax.device_put(hp_host, hp_sharding)
 
-    ckpts = Checkpoints(files.checkpoints, keep=cfg.keep_checkpoints)
-    latest = ckpts.latest_step()
-    position = None
-    if latest is not None and not resume:
-        raise InputError(f"{out}: holds checkpoints (newest at step {latest}); pass --resume to "
-                         "continue, or choose another --out")
-    if latest is not None:
-        try:
-            latest, state, found = ckpts.restore_newest(abstract_like(abstract, shardings), meta)
-        except BaseException:
-            ckpts.close()
-            raise
-        position = found["stream_position"]
-        log.info("resuming %s at step %d", out, latest)
-    else:
-        if resume:
-            log.info("%s: no checkpoint to resume from; starting at step 0", out)
-        state = init_fn(hp)
-    prepare_directory(files, cfg, grid, d_model, layer, extra_config, transform, latest)
-
-    start = int(to_host(state.step))
-    stream = make_stream(host_index, host_count, position)
+def _train(cfg, grid, c, states, hp, mesh, stream, files, ckpts, metas, transforms,
+           host_count, d_model) -> None:
+    """The loop: a batch of every layer, each layer's grid step, metrics and checkpoints of
+    each layer. ``states`` (one grid state per layer) is updated in place."""
+    layers, B = tuple(files), cfg.batch_size
+    L = len(layers)
     batches = iter(stream)
-    warned: set[int] = set()
-    metrics_file = _MetricsFile(files.metrics)
-    bar = progress_bar(total=cfg.steps, desc=f"train {cfg.arch} x{G}", unit="step", initial=start)
+    warned = {layer: set() for layer in layers}
+    metrics_files = {layer: MetricsFile(files[layer].metrics) for layer in layers}
+    start = int(to_host(states[0].step))
+    desc = f"train {cfg.arch} x{len(grid)}" + (f" x {L} layers" if L > 1 else "")
+    bar = progress_bar(total=cfg.steps, desc=desc, unit="step", initial=start)
+    expected = (L, B // host_count, d_model)
     t_last, s_last = time.perf_counter(), start
     try:
         for step in range(start, cfg.steps):
             local = np.asarray(next(batches), np.float32)
-            if transform is not None:
-                local = transform(local)
-            if local.shape != (B // host_count, d_model):
+            if L == 1 and local.ndim == 2:  # a single layer's stream
+                local = local[None]
+            if local.shape != expected:
                 raise InputError(f"stream gave a batch of shape {local.shape}; expected "
-                                 f"{(B // host_count, d_model)} (batch_size / hosts, d_model)")
+                                 f"{expected if L > 1 else expected[1:]} ("
+                                 f"{'layers, ' if L > 1 else ''}batch_size / hosts, d_model)")
             position = stream.position
-            state, metrics = step_fn(state, hp, sh.global_batch(mesh, local, B))
+            metrics = []
+            for i, layer in enumerate(layers):
+                x = local[i] if transforms.get(layer) is None else transforms[layer](local[i])
+                states[i], m = c.step(states[i], hp, sh.global_batch(mesh, x, B))
+                metrics.append(m)
             done = step + 1
             bar.update(1)
             if done % cfg.log_every == 0 or done == cfg.steps:
-                m, ok, bad = to_host((metrics, state.ok, state.bad_step))
+                m, ok, bad = to_host((metrics, [s.ok for s in states], [s.bad_step for s in states]))
                 now = time.perf_counter()
                 rate = (done - s_last) / max(now - t_last, 1e-9)
                 t_last, s_last = now, done
                 bar.set_postfix(tok_s=f"{rate * B:.3g}", refresh=False)
-                metrics_file.add(_metric_lines(done, grid, m, done * B))
-                _check_finite(cfg, grid, ok, bad, warned)
+                for i, layer in enumerate(layers):
+                    metrics_files[layer].add(metric_lines(done, grid, m[i], done * B))
+                    _check_finite(cfg, grid, ok[i], bad[i], warned[layer],
+                                  f"layer {layer}: " if L > 1 else "")
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
-                metrics_file.flush()
-                ckpts.save(done, state, {**meta, "stream_position": position, "tokens": done * B})
-        ckpts.wait()
+                for i, layer in enumerate(layers):
+                    metrics_files[layer].flush()
+                    ckpts[layer].save(done, states[i],
+                                      {**metas[layer], "stream_position": position, "tokens": done * B})
+        for ck in ckpts.values():
+            ck.wait()
     finally:
-        metrics_file.flush()  # (lines after the last checkpoint are dropped again on resume)
+        for mf in metrics_files.values():  # (lines after the last checkpoint are dropped again on resume)
+            mf.flush()
         bar.close()
-        ckpts.close()
-    params, ok = to_host((state.params, state.ok))
-    return SweepResult(out, grid, params, np.asarray(ok), int(to_host(state.step)))
 
 
-def hparam_layout(mesh, G: int, hp_names: tuple[str, ...]) -> tuple[dict, dict]:
-    """(abstract arrays, shardings) of a grid's hyperparameters: each a (G,) vector split over
-    the mesh's ``sae`` axis."""
-    abstract = {n: jax.ShapeDtypeStruct((G,), jnp.int32 if n in INT_HPARAMS else jnp.float32)
-                for n in hp_names}
-    return abstract, {n: NamedSharding(mesh, P("sae")) for n in hp_names}
+def _restore(ckpts: dict, metas: dict, abstract, resume: bool):
+    """(step, states (one grid state per layer), stream position) of the newest step every
+    layer has a readable checkpoint of; (None, None, None) when no layer has any. Newer
+    checkpoints (unreadable ones, or a layer ahead of the others) are set aside as
+    ``<step>.unreadable``."""
+    saved = {layer: set(ck.manager.all_steps()) for layer, ck in ckpts.items()}
+    outs = ", ".join(str(ck.directory.parent) for ck in ckpts.values())
+    where = ", ".join(str(ck.directory) for ck in ckpts.values())
+    if not any(saved.values()):
+        if resume:
+            log.info("%s: no checkpoint to resume from; starting at step 0", outs)
+        return None, None, None
+    if not resume:
+        raise InputError(f"{outs}: holds checkpoints (newest at step "
+                         f"{max(max(s) for s in saved.values() if s)}); pass --resume to "
+                         "continue, or choose another --out")
+    common = set.intersection(*saved.values())
+    if not common:
+        raise InputError(f"{where}: the layers have no checkpointed step in common (steps "
+                         f"{ {k: sorted(v) for k, v in saved.items()} }); resume them one after "
+                         "the other (train.layers_together: off)")
+
+    def read_all(step):
+        return [ck.restore(step, abstract, metas[layer]) for layer, ck in ckpts.items()]
+
+    step, found = newest_readable(common, read_all, where)
+    for ck in ckpts.values():
+        ck.set_aside_newer(step)
+    log.info("resuming %s at step %d", outs, step)
+    return step, [s for s, _ in found], found[0][1]["stream_position"]
+
+
+class Compiled:
+    """The jitted init and step of a grid on a mesh, and the abstract state (with its
+    shardings: the restore target). Hyperparameters: each a (G,) vector split over the mesh's
+    ``sae`` axis."""
+
+    def __init__(self, spec: StepSpec, mesh, d_model: int, F: int, G: int, hp_names: tuple[str, ...]):
+        self.hp_abstract = {n: jax.ShapeDtypeStruct((G,), jnp.int32 if n in INT_HPARAMS else jnp.float32)
+                            for n in hp_names}
+        self.hp_sharding = {n: NamedSharding(mesh, P("sae")) for n in hp_names}
+        one = jax.eval_shape(lambda h: init_state(spec, d_model, F, h), self.hp_abstract)
+        shardings = sh.state_shardings(mesh, one)
+        self.abstract = abstract_like(one, shardings)
+        self.batch_abstract = jax.ShapeDtypeStruct((spec.batch_size, d_model), jnp.float32)
+        self.init = jax.jit(lambda h: init_state(spec, d_model, F, h), out_shardings=shardings)
+        self.step = jax.jit(make_step(spec),
+                            in_shardings=(shardings, self.hp_sharding, sh.batch_sharding(mesh)),
+                            out_shardings=(shardings, sh.replicated(mesh)), donate_argnums=(0,))
+
+    def memory_analysis(self):
+        """XLA's memory analysis of the compiled step (bytes per device)."""
+        return self.step.lower(self.abstract, self.hp_abstract, self.batch_abstract).compile().memory_analysis()
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(spec: StepSpec, mesh, d_model: int, F: int, G: int, hp_names: tuple[str, ...]):
-    """(init, step, abstract state, state shardings, hparam shardings) for a grid on a mesh.
-
-    Cached, so that sweeps of the same shape (e.g. the layers of one config) compile once.
-    """
-    hp_abstract, hp_sharding = hparam_layout(mesh, G, hp_names)
-    abstract = jax.eval_shape(lambda h: init_state(spec, d_model, F, h), hp_abstract)
-    shardings = sh.state_shardings(mesh, abstract)
-    init_fn = jax.jit(lambda h: init_state(spec, d_model, F, h), out_shardings=shardings)
-    step_fn = jax.jit(
-        make_step(spec),
-        in_shardings=(shardings, hp_sharding, sh.batch_sharding(mesh)),
-        out_shardings=(shardings, sh.replicated(mesh)),
-        donate_argnums=(0,),
-    )
-    return init_fn, step_fn, abstract, shardings, hp_sharding
-
-
-def prepare_directory(files: SweepFiles, cfg: TrainConfig, grid: list[dict], d_model: int,
-                      layer: int | None, extra_config: dict | None,
-                      transform: InputTransform | None, resumed_at: int | None) -> None:
-    """On process 0: a new sweep's config.yaml, grid.json, empty metrics.jsonl and input
-    transform; or, resumed from the checkpoint at step ``resumed_at``, the transform checked
-    and metrics.jsonl cut back to that step."""
-    if resumed_at is not None:
-        if jax.process_index() == 0:
-            record_transform(files.root, transform, resuming=True)
-        _truncate_metrics(files.metrics, resumed_at)
-    elif jax.process_index() == 0:
-        config = {**resolved(cfg), **(extra_config or {}), "layer": layer, "d_model": d_model,
-                  "d_sae": cfg.dict_size(d_model)}
-        write_atomic(files.config, yaml.safe_dump(config, sort_keys=False))
-        write_atomic(files.grid, json.dumps(grid, indent=1) + "\n")
-        write_atomic(files.metrics, "")
-        record_transform(files.root, transform, resuming=False)
-
-
-def _metric_lines(step: int, grid, metrics: dict[str, np.ndarray], tokens: int) -> str:
-    lines = []
-    for i, row in enumerate(grid):
-        entry = {"step": step, "tokens": tokens, "sae": row["id"]}
-        entry.update({k: float(v[i]) for k, v in metrics.items()})
-        lines.append(json.dumps(entry))
-    return "\n".join(lines) + "\n"
-
-
-class _MetricsFile:
-    """metrics.jsonl of process 0: appended at every log locally; on an object store (where an
-    append rewrites the object) batched until :meth:`flush` or ``METRICS_FLUSH_S`` seconds."""
-
-    def __init__(self, path: AnyPath):
-        self.path, self.pending, self.last = path, [], time.monotonic()
-        self.local = isinstance(path, Path)
-
-    def add(self, text: str) -> None:
-        self.pending.append(text)
-        if self.local or time.monotonic() - self.last > METRICS_FLUSH_S:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.pending and jax.process_index() == 0:
-            append_text(self.path, "".join(self.pending))
-        self.pending, self.last = [], time.monotonic()
-
-
-def _truncate_metrics(path: AnyPath, step: int) -> None:
-    """Drop metric lines after ``step`` (written after the checkpoint we resume from), and a
-    torn last line."""
-    if jax.process_index() != 0 or not path.exists():
-        return
-    keep = [row for row in metric_rows(path) if row["step"] <= step]
-    write_atomic(path, "".join(json.dumps(row) + "\n" for row in keep))
+def compiled(spec: StepSpec, mesh, d_model: int, F: int, G: int, hp_names: tuple[str, ...]) -> Compiled:
+    """:class:`Compiled`, cached, so that sweeps of the same shape (e.g. the layers of one
+    config, one after the other) compile once."""
+    return Compiled(spec, mesh, d_model, F, G, hp_names)
 
 
 def _check_finite(cfg: TrainConfig, grid, ok: np.ndarray, bad: np.ndarray, warned: set[int],
