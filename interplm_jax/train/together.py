@@ -4,9 +4,9 @@ Layers trained together (:func:`~interplm_jax.train.sweep.train_grids` with seve
 read each batch of token rows from the store once for all the layers (the stream yields
 (L, rows, d)), and each layer's grid takes its step on its rows; layer ``l``'s grid sees exactly
 the batches a sweep of that layer alone would (the stream's order depends on the seed, not the
-layer), so the result is that of the one-after-the-other sweeps. Every layer keeps its own sweep directory,
-written as :func:`~interplm_jax.train.sweep.train_sweep` writes it (config.yaml, grid.json,
-metrics.jsonl, checkpoints of that layer's grid): the later stages, and a resume with
+layer), so the result is that of the one-after-the-other sweeps. Every layer keeps its own
+sweep directory, written as :func:`~interplm_jax.train.sweep.train_sweep` writes it (config.yaml,
+grid.json, metrics.jsonl, checkpoints of that layer's grid): the later stages, and a resume with
 ``layers_together: off``, read them unchanged. When the layers' states do not fit the memory
 budget together (XLA's memory analysis of the compiled step), :func:`layer_groups` splits the
 layers into the fewest groups that fit.
