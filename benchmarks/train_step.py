@@ -17,8 +17,8 @@ Prints, for each grid size G (same shapes, same machine, same run):
     python benchmarks/train_step.py --d 32 --F 256 --batch 256 --grids 4   # a quick look
     python benchmarks/train_step.py --device-report      # on a GPU/TPU: tokens/s, FLOP/s vs peak
 
-``--device-report`` (one command, a few minutes on an accelerator): for G = 1, 20 and 120 (the
-paper's 6 layers x 20 SAEs of ESM-2 8M in one step) and float32 / bfloat16 matmuls, the ReLU
+``--device-report`` (one command, a few minutes on an accelerator): for G = 1, 20 and 120 (as many
+SAEs as the paper's 6 layers x 20 of ESM-2 8M, as one grid) and float32 / bfloat16 matmuls, the ReLU
 grid step's tokens/s per SAE and its achieved FLOP/s (the five products, 10 B d F per SAE)
 against the chip's peak (a table of public dense peaks by device kind); a grid that does not fit
 the device's memory is reported as such.
