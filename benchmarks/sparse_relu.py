@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import interleaved, median_time  # noqa: E402
-from train_step import reference_startup, reference_update  # noqa: E402
+from train_step import REFERENCE, reference_startup, reference_update  # noqa: E402
 
 from interplm_jax.sae import relu, sparse  # noqa: E402
 from interplm_jax.train.config import TrainConfig, build_grid, grid_arrays  # noqa: E402
@@ -142,6 +142,8 @@ def main(d, F, batch, l0s, grids, rounds, reference, grid_steps, headroom, parts
         part_costs(d, F, batch, [float(v) for v in l0s.split(",")])
         return
     ref = reference_update(d, F, batch, threads) if reference else None
+    if reference and ref is None:
+        raise click.UsageError(f"--reference: no reference InterPLM at {REFERENCE}")
     startup = reference_startup(d, F) if ref else None
     x = tokens(d, batch)
     print(f"{'L0':>5} {'G':>3} {'capacity':>8} {'dense s':>9} {'sparse s':>9} {'dense/sparse':>13}"

@@ -242,6 +242,8 @@ def main(d, F, batch, grids, repeats, grid_steps, matmul_dtype, budget_gb, big_s
           f"SAE {d} -> {F}, batch {batch}, matmuls {matmul_dtype}, decoder {decoder}")
     reference = reference and not memory_only
     ref_update = reference_update(d, F, batch, threads) if reference else None
+    if reference and ref_update is None:
+        print(f"(no reference InterPLM at {REFERENCE}: its columns are left out)", flush=True)
     startup = reference_startup(d, F) if ref_update else None
     if startup is not None:
         print(f"reference process start-up (import + build trainer): {startup:.1f} s")
