@@ -11,13 +11,14 @@ import click
 from interplm_jax.cli import command
 from interplm_jax.config import config_options
 from interplm_jax.errors import InputError
+from interplm_jax.layout import CONTROLS
 from interplm_jax.report.config import ReportConfig
 
 #: --layer keys -> LayerInputs fields
 KEYS = {"layer": "layer", "sweep": "sweep", "sae": "sae", "selection": "selection_csv",
         "f1": "concept_f1", "f1_test": "concept_f1_test", "umap": "umap", "spatial": "spatial",
-        "annotations": "annotations", "summary": "concept_summary", "neurons_f1": "neurons_f1",
-        **{f"{kind}_f1{split}": f"{kind}_f1{split}" for kind in ("neurons", "shuffled", "random_init")
+        "annotations": "annotations", "summary": "concept_summary",
+        **{f"{kind}_f1{split}": f"{kind}_f1{split}" for kind in ("neurons", *CONTROLS)
            for split in ("", "_test")}}
 
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from interplm_jax.atomic import atomic_write
 from interplm_jax.errors import InputError
-from interplm_jax.layout import report_page
+from interplm_jax.layout import CONTROLS, report_page
 from interplm_jax.report import inputs
 from interplm_jax.report.bench import bench_data
 from interplm_jax.report.concepts import concept_features, feature_concepts
@@ -180,10 +180,9 @@ def _layer_data(li: LayerInputs, store, fasta: Path, cfg: ReportConfig, proteins
 def _by_concept(li: LayerInputs, names: list[str], top: int) -> dict:
     """Kind (``sae`` and each baseline given) -> {concept index in ``names``: best features}."""
     out = {}
-    for kind, valid, test in (("sae", li.concept_f1, li.concept_f1_test),
-                              ("neurons", li.neurons_f1, li.neurons_f1_test),
-                              ("shuffled", li.shuffled_f1, li.shuffled_f1_test),
-                              ("random_init", li.random_init_f1, li.random_init_f1_test)):
+    baselines = [(kind, getattr(li, f"{kind}_f1"), getattr(li, f"{kind}_f1_test"))
+                 for kind in ("neurons", *CONTROLS)]
+    for kind, valid, test in [("sae", li.concept_f1, li.concept_f1_test), *baselines]:
         if valid is None:
             continue
         got_names, rows = concept_features(Path(valid), top, Path(test) if test else None)
