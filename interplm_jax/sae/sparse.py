@@ -258,9 +258,3 @@ def _with_product_grad_bwd(res, dpre):
 
 
 with_product_grad.defvjp(_with_product_grad_fwd, _with_product_grad_bwd)
-
-
-@partial(jax.jit, static_argnames="k")
-def topk_indices(acts: Array, k: int) -> tuple[Array, Array]:
-    """(values, indices) of the k largest entries of each row of acts: (B, F) -> (B, k) each."""
-    return jax.lax.top_k(acts, k)
